@@ -1,0 +1,46 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.installed
+NPM_STAMP := node_modules/.installed
+
+.PHONY: install demo test test-fast lint contracts up down ui bench clean
+
+$(PY_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first and exactly: the local CPU wheel, never the CUDA build from the index
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(PY_STAMP) $(NPM_STAMP)
+
+demo: install
+	$(BIN)/payable demo
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+contracts: $(NPM_STAMP)
+	node contracts/compile.mjs
+
+up: install
+	$(BIN)/payable up
+
+down:
+	$(BIN)/payable down
+
+ui: install
+	$(BIN)/payable ui
+
+clean:
+	rm -rf .payable

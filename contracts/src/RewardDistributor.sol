@@ -1,0 +1,86 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+
+/// @title RewardDistributor: pays contributors per reward epoch against a Merkle root of (account, amount).
+/// @notice Leaves are double-hashed exactly as @openzeppelin/merkle-tree's StandardMerkleTree does:
+/// keccak256(bytes.concat(keccak256(abi.encode(account, amount)))).
+/// Gas per epoch does not grow with the number of contributors: one root per epoch, one claim per account.
+/// An epoch id can be published once (exactly-once payouts start here); only the rewards operator publishes;
+/// the operator role is granted and revoked by the admin, which in a deployment is the governance timelock.
+contract RewardDistributor is AccessControl {
+    using SafeERC20 for IERC20;
+
+    bytes32 public constant REWARDS_OPERATOR_ROLE = keccak256("REWARDS_OPERATOR_ROLE");
+
+    struct Claim {
+        address account;
+        uint256 amount;
+        bytes32[] proof;
+    }
+
+    IERC20 public immutable token;
+    /// @notice Tokens promised by published epochs and not yet claimed; the balance must always cover it.
+    uint256 public outstanding;
+    mapping(uint256 => bytes32) public epochRoot;
+    mapping(uint256 => mapping(address => bool)) public claimed;
+
+    event EpochPublished(uint256 indexed epochId, bytes32 merkleRoot, uint256 total);
+    event RewardClaimed(uint256 indexed epochId, address indexed account, uint256 amount);
+
+    error EpochAlreadyPublished(uint256 epochId);
+    error EmptyRoot();
+    error Underfunded(uint256 balance, uint256 required);
+    error UnknownEpoch(uint256 epochId);
+    error AlreadyClaimed(uint256 epochId, address account);
+    error InvalidProof(uint256 epochId, address account, uint256 amount);
+
+    constructor(IERC20 token_, address admin, address operator) {
+        token = token_;
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _grantRole(REWARDS_OPERATOR_ROLE, operator);
+    }
+
+    /// @notice Publishes an epoch's root. The distributor must already hold enough OPEN for it.
+    function publishEpoch(uint256 epochId, bytes32 merkleRoot, uint256 total)
+        external
+        onlyRole(REWARDS_OPERATOR_ROLE)
+    {
+        if (merkleRoot == bytes32(0)) revert EmptyRoot();
+        if (epochRoot[epochId] != bytes32(0)) revert EpochAlreadyPublished(epochId);
+        uint256 required = outstanding + total;
+        uint256 balance = token.balanceOf(address(this));
+        if (balance < required) revert Underfunded(balance, required);
+        epochRoot[epochId] = merkleRoot;
+        outstanding = required;
+        emit EpochPublished(epochId, merkleRoot, total);
+    }
+
+    /// @notice Pays `amount` to `account` for `epochId`; anyone may submit it, the tokens go to `account`.
+    function claim(uint256 epochId, address account, uint256 amount, bytes32[] calldata proof) public {
+        _claim(epochId, account, amount, proof);
+    }
+
+    /// @notice Push mode: one transaction pays many accounts of a small epoch.
+    function claimBatch(uint256 epochId, Claim[] calldata claims) external {
+        for (uint256 i = 0; i < claims.length; ++i) {
+            _claim(epochId, claims[i].account, claims[i].amount, claims[i].proof);
+        }
+    }
+
+    function _claim(uint256 epochId, address account, uint256 amount, bytes32[] calldata proof) private {
+        bytes32 root = epochRoot[epochId];
+        if (root == bytes32(0)) revert UnknownEpoch(epochId);
+        if (claimed[epochId][account]) revert AlreadyClaimed(epochId, account);
+        bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(account, amount))));
+        if (!MerkleProof.verifyCalldata(proof, root, leaf)) revert InvalidProof(epochId, account, amount);
+        claimed[epochId][account] = true;
+        outstanding -= amount;
+        token.safeTransfer(account, amount);
+        emit RewardClaimed(epochId, account, amount);
+    }
+}

@@ -1,0 +1,130 @@
+"""The contributor's path onto the chain: create a datanet, submit files to it.
+
+Every check that can fail is made before any transaction is sent (missing, empty or oversized file,
+unknown datanet, too little OPEN balance or allowance), so a contributor never pays gas for a
+submission that would revert, and gets an error that says what to fix.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+import contracts
+from payable.chain import Chain, Deployment
+from payable.content_store import ContentStore
+
+FORMATS = ("text", "jsonl")
+
+
+class ContributionError(ValueError):
+    """A submission that payable refuses before sending any transaction."""
+
+
+@dataclass(frozen=True)
+class DatanetSpec:
+    """What a datanet accepts: stored off-chain as JSON metadata, referenced by its URI on-chain."""
+
+    name: str
+    format: str = "text"
+    required_fields: tuple[str, ...] = ()
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {self.format!r}")
+        if self.required_fields and self.format != "jsonl":
+            raise ValueError("required_fields applies to the jsonl format only")
+
+    def to_json(self) -> bytes:
+        doc = {"name": self.name, "format": self.format, "required_fields": list(self.required_fields),
+               "description": self.description}
+        return json.dumps(doc, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> DatanetSpec:
+        doc = json.loads(data)
+        return cls(doc["name"], doc.get("format", "text"), tuple(doc.get("required_fields", ())),
+                   doc.get("description", ""))
+
+
+@dataclass(frozen=True)
+class Submitted:
+    contribution_id: int
+    datanet_id: int
+    content_hash: str
+    uri: str
+    size: int
+    tx_hash: str
+    block_number: int
+
+
+def create_datanet(
+    chain: Chain, deployment: Deployment, store: ContentStore, owner: LocalAccount, spec: DatanetSpec, *,
+    min_stake: int, max_contribution_size: int, validators: list[str],
+) -> int:
+    """Creates a datanet with ``spec`` as its metadata; returns the new datanet id."""
+    _, metadata_uri = store.put(spec.to_json())
+    registry = chain.contract(contracts.DATANET_REGISTRY, deployment.registry)
+    receipt = chain.transact(
+        owner,
+        registry.functions.createDatanet(metadata_uri, min_stake, max_contribution_size,
+                                         [Web3.to_checksum_address(v) for v in validators]),
+        label="createDatanet",
+    )
+    (event,) = registry.events.DatanetCreated().process_receipt(receipt)
+    return event["args"]["datanetId"]
+
+
+def contribute(
+    chain: Chain, deployment: Deployment, store: ContentStore, contributor: LocalAccount,
+    datanet_id: int, files: list[Path],
+) -> list[Submitted]:
+    """Stores each file content-addressed, checks everything, then submits one transaction per file."""
+    registry = chain.contract(contracts.DATANET_REGISTRY, deployment.registry)
+    token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
+    owner, max_size, _ = registry.functions.datanets(datanet_id).call()
+    if int(owner, 16) == 0:
+        raise ContributionError(f"unknown datanet {datanet_id}")
+    payloads = [_read_checked(path, max_size) for path in files]
+    stake = registry.functions.requiredStake(datanet_id).call()
+    needed = stake * len(payloads)
+    balance = token.functions.balanceOf(contributor.address).call()
+    if balance < needed:
+        raise ContributionError(
+            f"insufficient OPEN: {len(payloads)} contribution(s) need {needed} (stake {stake} each), "
+            f"{contributor.address} holds {balance}"
+        )
+    allowance = token.functions.allowance(contributor.address, deployment.registry).call()
+    if allowance < needed:
+        chain.transact(contributor, token.functions.approve(deployment.registry, needed), label="approve OPEN")
+
+    nonce = chain.w3.eth.get_transaction_count(contributor.address, "pending")
+    pending = []
+    for offset, data in enumerate(payloads):
+        content_hash, uri = store.put(data)
+        call = registry.functions.contribute(datanet_id, bytes.fromhex(content_hash[2:]), uri, len(data))
+        pending.append((content_hash, uri, len(data), chain.send(contributor, call, nonce=nonce + offset,
+                                                                 label="contribute")))
+    submitted = []
+    for content_hash, uri, size, tx_hash in pending:
+        receipt = chain.wait(tx_hash, label="contribute")
+        (event,) = registry.events.ContributionSubmitted().process_receipt(receipt)
+        submitted.append(Submitted(event["args"]["contributionId"], datanet_id, content_hash, uri, size,
+                                   "0x" + tx_hash.hex().removeprefix("0x"), receipt["blockNumber"]))
+    return submitted
+
+
+def _read_checked(path: Path, max_size: int) -> bytes:
+    if not path.is_file():
+        raise ContributionError(f"no such file: {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise ContributionError(f"empty file: {path}")
+    if size > max_size:
+        raise ContributionError(f"{path} is {size} bytes, over the datanet's limit of {max_size} bytes")
+    return path.read_bytes()

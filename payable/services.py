@@ -1,0 +1,278 @@
+"""The embedded local services: an anvil chain node and a Kafka-protocol broker, run by payable itself.
+
+Each service runs as a child process bound to 127.0.0.1 with its PID file, log and data under the data
+directory. ``up`` is idempotent (a running service is left alone, a stale PID file is cleared, a port held
+by someone else is an error that says so), ``down`` stops by PID, ``status`` reports health.
+Product code never talks to these processes directly: it uses the RPC URL and bootstrap address from
+``Settings``, so a real node or a real Kafka cluster replaces them by configuration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from payable.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ServiceError(RuntimeError):
+    """A local service could not be started, or is not healthy."""
+
+
+def anvil_binary() -> Path:
+    """The anvil binary that npm installed (pinned in package.json)."""
+    path = REPO_ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+    if not path.exists():
+        raise ServiceError(f"anvil not found at {path}: run `npm ci` (or `make install`) first")
+    return path
+
+
+def broker_binary() -> Path:
+    """The noida-db broker binary shipped in its wheel (the binary itself, never the Python wrapper)."""
+    import noida_db
+
+    path = Path(noida_db.__file__).parent / "noida-db"
+    if not path.exists():
+        raise ServiceError(f"noida-db binary not found at {path}: reinstall noida-db")
+    return path
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def anvil_ready(port: int) -> bool:
+    """True when anvil answers eth_chainId over JSON-RPC (an open port alone is not enough)."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=0.5) as response:
+            return "result" in json.loads(response.read())
+    except OSError:
+        return False
+
+
+def broker_ready(port: int) -> bool:
+    """True when the broker answers a Kafka metadata request."""
+    from kafka import KafkaAdminClient
+
+    if not port_open(port):
+        return False
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=2000)
+    except Exception:  # noqa: BLE001 - any failure to connect means "not ready yet"
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    finally:
+        admin.close()
+
+
+@dataclass(frozen=True)
+class Service:
+    """One local service: how to start it, where it listens, how to tell it is healthy."""
+
+    name: str
+    port: int
+    command: Callable[[Settings], list[str]]
+    ready: Callable[[int], bool]
+    binary_name: str
+    timeout_s: float = 10.0
+
+    def pid_file(self, settings: Settings) -> Path:
+        return settings.run_dir / f"{self.name}.pid"
+
+    def log_file(self, settings: Settings) -> Path:
+        return settings.log_dir / f"{self.name}.log"
+
+    def data_path(self, settings: Settings) -> Path:
+        return settings.data_dir / self.name
+
+
+def _anvil_command(settings: Settings) -> list[str]:
+    state = settings.data_dir / "chain" / "state.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        str(anvil_binary()),
+        "--host", "127.0.0.1",
+        "--port", str(settings.anvil_port),
+        "--hardfork", "cancun",
+        "--state", str(state),
+        "--state-interval", "2",
+        "--silent",
+    ]
+    block_time = os.environ.get("PAYABLE_ANVIL_BLOCK_TIME")
+    if block_time:
+        command += ["--block-time", block_time]
+    return command
+
+
+def _broker_command(settings: Settings) -> list[str]:
+    data = settings.data_dir / "broker"
+    data.mkdir(parents=True, exist_ok=True)
+    return [
+        str(broker_binary()), "start", "--only", "kafka",
+        "--data-dir", str(data), "--kafka-port", str(settings.kafka_port),
+    ]
+
+
+def local_services(settings: Settings) -> list[Service]:
+    """The services that the embedded defaults need; a configured remote endpoint drops its service."""
+    services = []
+    if settings.local_chain:
+        services.append(Service("chain", settings.anvil_port, _anvil_command, anvil_ready, "anvil"))
+    if settings.local_kafka:
+        services.append(Service("broker", settings.kafka_port, _broker_command, broker_ready, "noida-db"))
+    return services
+
+
+def _pid_alive(pid: int, binary_name: str) -> bool:
+    """True when ``pid`` is a live process running ``binary_name`` (guards against recycled PIDs)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.split(") ", 1)[-1].startswith("Z"):
+        return False
+    return binary_name.encode() in cmdline
+
+
+def running_pid(service: Service, settings: Settings) -> int | None:
+    """The PID of our running instance, clearing a stale PID file on the way."""
+    pid_file = service.pid_file(settings)
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        pid_file.unlink(missing_ok=True)
+        return None
+    if _pid_alive(pid, service.binary_name):
+        return pid
+    pid_file.unlink(missing_ok=True)
+    return None
+
+
+def start(service: Service, settings: Settings) -> int:
+    """Starts ``service`` unless ours is already running; returns its PID once healthy."""
+    pid = running_pid(service, settings)
+    if pid is not None:
+        return pid
+    if port_open(service.port):
+        raise ServiceError(
+            f"{service.name}: port 127.0.0.1:{service.port} is already taken by another process; "
+            f"stop it or choose another port (PAYABLE_{'ANVIL' if service.name == 'chain' else 'KAFKA'}_PORT)"
+        )
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    log = service.log_file(settings)
+    with open(log, "ab") as log_stream:
+        process = subprocess.Popen(
+            service.command(settings),
+            stdout=log_stream,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    service.pid_file(settings).write_text(f"{process.pid}\n")
+    deadline = time.monotonic() + service.timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            service.pid_file(settings).unlink(missing_ok=True)
+            raise ServiceError(
+                f"{service.name} exited with code {process.returncode} during start-up: see {log}"
+            )
+        if service.ready(service.port):
+            return process.pid
+        time.sleep(0.05)
+    stop(service, settings)
+    raise ServiceError(
+        f"{service.name} did not become ready on 127.0.0.1:{service.port} in {service.timeout_s:.0f} s: see {log}"
+    )
+
+
+def stop(service: Service, settings: Settings, timeout_s: float = 10.0) -> bool:
+    """Stops our instance by PID (SIGTERM, then SIGKILL); returns whether one was running."""
+    pid = running_pid(service, settings)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _pid_alive(pid, service.binary_name):
+        time.sleep(0.05)
+    if _pid_alive(pid, service.binary_name):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):  # reap it when it is our child (started by this process)
+        os.waitpid(pid, os.WNOHANG)
+    service.pid_file(settings).unlink(missing_ok=True)
+    return True
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    endpoint: str
+    pid: int | None
+    healthy: bool
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    """Health of every configured endpoint; remote ones are probed, local ones also report their PID."""
+    rows = [
+        ServiceStatus(s.name, f"127.0.0.1:{s.port}", running_pid(s, settings), s.ready(s.port))
+        for s in local_services(settings)
+    ]
+    if not settings.local_chain:
+        rows.append(ServiceStatus("chain", settings.rpc_url, None, _remote_rpc_ready(settings.rpc_url)))
+    if not settings.local_kafka:
+        rows.append(ServiceStatus("broker", settings.kafka_bootstrap, None, _remote_kafka_ready(settings)))
+    return rows
+
+
+def _remote_rpc_ready(url: str) -> bool:
+    from web3 import Web3
+
+    try:
+        return Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 2})).is_connected()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _remote_kafka_ready(settings: Settings) -> bool:
+    host, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
+    return port_open(int(port), host or "127.0.0.1")
+
+
+def up(settings: Settings) -> dict[str, int]:
+    """Starts every local service; returns name -> PID."""
+    return {service.name: start(service, settings) for service in local_services(settings)}
+
+
+def down(settings: Settings) -> list[str]:
+    """Stops every local service; returns the names that were running."""
+    return [service.name for service in local_services(settings) if stop(service, settings)]
+
