@@ -13,6 +13,7 @@ from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
+from web3.logs import DISCARD
 
 import contracts
 from payable.chain import Chain, Deployment
@@ -76,7 +77,7 @@ def create_datanet(
                                          [Web3.to_checksum_address(v) for v in validators]),
         label="createDatanet",
     )
-    (event,) = registry.events.DatanetCreated().process_receipt(receipt)
+    (event,) = registry.events.DatanetCreated().process_receipt(receipt, errors=DISCARD)
     return event["args"]["datanetId"]
 
 
@@ -113,7 +114,7 @@ def contribute(
     submitted = []
     for content_hash, uri, size, tx_hash in pending:
         receipt = chain.wait(tx_hash, label="contribute")
-        (event,) = registry.events.ContributionSubmitted().process_receipt(receipt)
+        (event,) = registry.events.ContributionSubmitted().process_receipt(receipt, errors=DISCARD)
         submitted.append(Submitted(event["args"]["contributionId"], datanet_id, content_hash, uri, size,
                                    "0x" + tx_hash.hex().removeprefix("0x"), receipt["blockNumber"]))
     return submitted

@@ -1,8 +1,4 @@
-"""The ``payable`` command line: one entry point, a subcommand per job.
-
-Heavy modules (web3, torch, beam) are imported inside the commands that need them, so
-``payable --help`` and ``payable status`` stay fast.
-"""
+"""Core commands: local services, deployment, datanets and the contributor's path."""
 
 from __future__ import annotations
 
@@ -12,49 +8,10 @@ from pathlib import Path
 
 import click
 
-from payable.settings import Settings
+from payable.cli import Context, fail, pass_context
 
 
-class Context:
-    """What every command shares: settings, and lazily the chain client and deployment."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-
-    def chain(self):
-        from payable.chain import Chain
-
-        return Chain(self.settings.rpc_url)
-
-    def deployment(self):
-        from payable.chain import Deployment
-
-        return Deployment.load(self.settings.deployment_file)
-
-    def store(self):
-        from payable.content_store import ContentStore
-
-        return ContentStore(self.settings.content_dir)
-
-
-pass_context = click.make_pass_decorator(Context)
-
-
-def fail(message: str) -> None:
-    click.secho(f"error: {message}", fg="red", err=True)
-    sys.exit(1)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar="PAYABLE_DATA_DIR",
-              help="Data directory (default .payable/, env PAYABLE_DATA_DIR).")
-@click.pass_context
-def main(ctx: click.Context, data_dir: Path | None) -> None:
-    """payable: pay data contributors by their measured influence on AI models."""
-    ctx.obj = Context(Settings.from_env(data_dir))
-
-
-@main.command()
+@click.command()
 @pass_context
 def up(ctx: Context) -> None:
     """Start the local chain node and Kafka broker (embedded defaults)."""
@@ -69,7 +26,7 @@ def up(ctx: Context) -> None:
     click.echo(f"chain {ctx.settings.rpc_url} · kafka {ctx.settings.kafka_bootstrap} · data {ctx.settings.data_dir}")
 
 
-@main.command()
+@click.command()
 @pass_context
 def down(ctx: Context) -> None:
     """Stop the local services that `payable up` started."""
@@ -79,7 +36,7 @@ def down(ctx: Context) -> None:
     click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
-@main.command()
+@click.command()
 @pass_context
 def status(ctx: Context) -> None:
     """Show each service's endpoint, PID and health."""
@@ -94,7 +51,7 @@ def status(ctx: Context) -> None:
         sys.exit(1)
 
 
-@main.command()
+@click.command()
 @pass_context
 def deploy(ctx: Context) -> None:
     """Deploy the contracts to the configured chain and record their addresses."""
@@ -109,7 +66,28 @@ def deploy(ctx: Context) -> None:
     click.echo(json.dumps(deployment.__dict__, indent=2))
 
 
-@main.group()
+@click.command()
+@click.argument("address")
+@click.argument("amount", type=int)
+@pass_context
+def fund(ctx: Context, address: str, amount: int) -> None:
+    """Send AMOUNT OPEN (in wei) from the treasury (deployer key) to ADDRESS."""
+    import contracts
+    from payable.chain import ChainError
+    from payable.keys import Role, load_account
+
+    chain = ctx.chain()
+    token = chain.contract(contracts.OPEN_TOKEN, ctx.deployment().token)
+    treasury = load_account(Role.DEPLOYER, local_chain=ctx.settings.local_chain)
+    try:
+        receipt = chain.transact(treasury, token.functions.transfer(chain.w3.to_checksum_address(address), amount),
+                                 label="transfer OPEN")
+    except ChainError as exc:
+        fail(str(exc))
+    click.echo(json.dumps({"to": address, "amount": str(amount), "tx_hash": "0x" + receipt["transactionHash"].hex()}))
+
+
+@click.group()
 def datanet() -> None:
     """Create and inspect datanets."""
 
@@ -143,7 +121,7 @@ def datanet_create(ctx: Context, name: str, fmt: str, required_fields: tuple[str
     click.echo(json.dumps({"datanet_id": datanet_id, "name": name}))
 
 
-@main.command()
+@click.command()
 @click.option("--datanet", "datanet_id", type=int, required=True, help="Datanet id.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @pass_context
@@ -164,7 +142,7 @@ def contribute(ctx: Context, datanet_id: int, files: tuple[Path, ...]) -> None:
                                "content_hash": result.content_hash, "uri": result.uri}))
 
 
-@main.command()
+@click.command()
 @pass_context
 def demo(ctx: Context) -> None:
     """Run the main job end to end on the embedded defaults and print a summary."""

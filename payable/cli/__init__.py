@@ -1,0 +1,81 @@
+"""The ``payable`` command line: one entry point, one module per stage under ``payable/cli/``.
+
+Subcommands are registered by name and imported only when used (or listed by ``--help``), and heavy
+modules (web3, torch, beam) are imported inside the commands, so the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import click
+
+from payable.settings import Settings
+
+# command name -> "module:attribute" of its click command, in the order of the loop.
+COMMANDS = {
+    "up": "payable.cli.core:up",
+    "down": "payable.cli.core:down",
+    "status": "payable.cli.core:status",
+    "deploy": "payable.cli.core:deploy",
+    "fund": "payable.cli.core:fund",
+    "datanet": "payable.cli.core:datanet",
+    "contribute": "payable.cli.core:contribute",
+    "demo": "payable.cli.core:demo",
+}
+
+
+class Context:
+    """What every command shares: settings, and on demand the chain client, deployment and store."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def chain(self):
+        from payable.chain import Chain
+
+        return Chain(self.settings.rpc_url)
+
+    def deployment(self):
+        from payable.chain import Deployment
+
+        return Deployment.load(self.settings.deployment_file)
+
+    def store(self):
+        from payable.content_store import ContentStore
+
+        return ContentStore(self.settings.content_dir)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def fail(message: str) -> None:
+    """Prints ``message`` as an error and exits 1: the CLI's one way to refuse."""
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(1)
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attribute = target.split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="PAYABLE_DATA_DIR",
+              help="Data directory (default .payable/, env PAYABLE_DATA_DIR).")
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None) -> None:
+    """payable: pay data contributors by their measured influence on AI models."""
+    ctx.obj = Context(Settings.from_env(data_dir))
