@@ -1,5 +1,5 @@
 // Compiles contracts/src/*.sol with solc-js (no download) into contracts/artifacts/<Name>.json (abi + bytecode).
-// Run from the repository root: `node contracts/compile.mjs` (or `make contracts`).
+// Run from the repository root: `node contracts/compile.mjs [OUT_DIR]` (or `make contracts`).
 import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
@@ -8,7 +8,7 @@ const require = createRequire(import.meta.url);
 const solc = require("solc");
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
 const srcDir = path.join(root, "contracts", "src");
-const outDir = path.join(root, "contracts", "artifacts");
+const outDir = process.argv[2] ? path.resolve(process.argv[2]) : path.join(root, "contracts", "artifacts");
 
 const sources = {};
 for (const file of fs.readdirSync(srcDir).filter((f) => f.endsWith(".sol")).sort()) {

@@ -211,7 +211,7 @@ def start(service: Service, settings: Settings) -> int:
         time.sleep(0.05)
     stop(service, settings)
     raise ServiceError(
-        f"{service.name} did not become ready on 127.0.0.1:{service.port} in {service.timeout_s:.0f} s: see {log}"
+        f"{service.name} did not become ready on 127.0.0.1:{service.port} in {service.timeout_s:g} s: see {log}"
     )
 
 

@@ -1,0 +1,54 @@
+"""`payable up/down/status` semantics with the real anvil and broker processes."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from payable import services
+from tests.conftest import make_settings
+
+
+@pytest.fixture
+def settings(tmp_path):
+    settings = make_settings(tmp_path / "data")
+    yield settings
+    services.down(settings)
+
+
+def test_up_is_idempotent_and_down_stops_by_pid(settings):
+    pids = services.up(settings)
+    assert set(pids) == {"chain", "broker"}
+    assert services.up(settings) == pids, "a second up leaves running services alone"
+    assert all(row.healthy and row.pid == pids[row.name] for row in services.status(settings))
+    assert sorted(services.down(settings)) == ["broker", "chain"]
+    assert not any(row.healthy for row in services.status(settings))
+    assert services.down(settings) == []
+
+
+def test_stale_pid_file_is_cleared(settings):
+    settings.run_dir.mkdir(parents=True)
+    for service in services.local_services(settings):
+        service.pid_file(settings).write_text("999999\n")
+    pids = services.up(settings)
+    assert all(pid != 999999 for pid in pids.values())
+    for service in services.local_services(settings):
+        assert service.pid_file(settings).read_text().strip() == str(pids[service.name])
+
+
+def test_a_port_taken_by_someone_else_is_a_clear_error(settings):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", settings.anvil_port))
+        squatter.listen()
+        with pytest.raises(services.ServiceError, match=rf"127.0.0.1:{settings.anvil_port} is already taken"):
+            services.up(settings)
+
+
+def test_a_service_that_never_gets_ready_is_reported_with_its_log(settings, monkeypatch):
+    chain = services.local_services(settings)[0]
+    never_ready = services.Service(chain.name, chain.port, chain.command, lambda port: False,
+                                   chain.binary_name, timeout_s=0.5)
+    with pytest.raises(services.ServiceError, match=r"did not become ready on 127.0.0.1:\d+ in 0.5 s: see .*chain.log"):
+        services.start(never_ready, settings)
+    assert services.running_pid(chain, settings) is None, "the half-started process is stopped"
