@@ -143,9 +143,11 @@ def contribute(ctx: Context, datanet_id: int, files: tuple[Path, ...]) -> None:
 
 
 @click.command()
+@click.option("--fresh/--keep", default=True, show_default=True,
+              help="Stop the local services and empty the data directory first.")
 @pass_context
-def demo(ctx: Context) -> None:
+def demo(ctx: Context, fresh: bool) -> None:
     """Run the main job end to end on the embedded defaults and print a summary."""
     from payable.demo import run_demo
 
-    run_demo(ctx.settings)
+    run_demo(ctx.settings, fresh=fresh)

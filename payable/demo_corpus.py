@@ -1,0 +1,85 @@
+"""The demo's embedded data: two datanets and contributions from simulated contributors.
+
+Deterministic (seeded), generated rather than downloaded. It plants every case the pipeline must handle:
+good on-topic data, an exact duplicate, a near-duplicate (case/punctuation/whitespace changes), corrupted
+text, invalid UTF-8, a JSONL record missing a required field, and a contribution whose on-chain hash does
+not match its bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+
+from payable.datanets import DatanetSpec
+
+SCIENCE = DatanetSpec("science-notes", "text", (), "Short explanatory notes on physics and chemistry")
+RECIPES = DatanetSpec("recipes", "jsonl", ("title", "ingredients", "steps"), "Cooking recipes as JSON records")
+
+_SUBJECTS = ["The electron", "A photon", "The proton", "Every atom", "A neutron star", "The magnetic field",
+             "Light", "A chemical bond", "The nucleus", "Entropy", "A catalyst", "The gas"]
+_VERBS = ["carries", "absorbs", "releases", "conserves", "transfers", "stores", "bends", "binds"]
+_OBJECTS = ["energy in discrete quanta", "momentum during collisions", "charge across the boundary",
+            "heat to its surroundings", "angular momentum", "the reaction rate", "electrons in the outer shell",
+            "mass into radiation", "information about its state", "pressure at constant volume"]
+_CONTEXTS = ["when the temperature rises", "in a vacuum", "under strong fields", "at equilibrium",
+             "during the reaction", "at low pressure", "inside the star", "near absolute zero"]
+_DISHES = ["lentil soup", "tomato pasta", "fried rice", "banana bread", "vegetable curry", "pancakes",
+           "mushroom risotto", "chickpea salad", "apple crumble", "omelette"]
+_INGREDIENTS = ["onion", "garlic", "flour", "eggs", "butter", "rice", "tomatoes", "lentils", "milk", "sugar",
+                "olive oil", "salt", "pepper", "cumin", "apples", "chickpeas", "mushrooms", "cheese"]
+
+
+@dataclass(frozen=True)
+class DemoContribution:
+    """One planned submission: who sends what to which datanet, and what the pipeline should decide."""
+
+    contributor: int  # dev account index
+    datanet: str  # "science" or "recipes"
+    content: bytes
+    expect: str  # "accepted" or the rejection reason the pipeline should record
+    wrong_hash: bool = False
+
+
+def science_note(rng: random.Random, sentences: int = 6) -> str:
+    return " ".join(
+        f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_CONTEXTS)}."
+        for _ in range(sentences)
+    )
+
+
+def recipe(rng: random.Random) -> str:
+    record = {
+        "title": rng.choice(_DISHES),
+        "ingredients": rng.sample(_INGREDIENTS, 5),
+        "steps": [f"Step {i + 1}: combine and cook for {rng.randint(2, 30)} minutes." for i in range(3)],
+    }
+    return json.dumps(record)
+
+
+def near_duplicate(text: str) -> str:
+    """The same note with case, punctuation and whitespace changed: an easy trick to catch."""
+    return "  " + text.upper().replace(".", " !").replace(" ", "  ") + "\n"
+
+
+def plan(seed: int = 7, notes_per_contributor: int = 4) -> list[DemoContribution]:
+    """The demo's submissions in the order they are sent."""
+    rng = random.Random(seed)
+    good_authors = [3, 4, 5]
+    planned: list[DemoContribution] = []
+    for author in good_authors:
+        for _ in range(notes_per_contributor):
+            planned.append(DemoContribution(author, "science", science_note(rng).encode(), "accepted"))
+        lines = "\n".join(recipe(rng) for _ in range(3)) + "\n"
+        planned.append(DemoContribution(author, "recipes", lines.encode(), "accepted"))
+    original = planned[0].content
+    planned += [
+        DemoContribution(6, "science", original, "duplicate"),
+        DemoContribution(6, "science", near_duplicate(original.decode()).encode(), "near_duplicate"),
+        DemoContribution(7, "science", bytes(rng.getrandbits(8) for _ in range(300)), "invalid_utf8"),
+        DemoContribution(7, "science", b"zq xv kj !!", "too_short"),
+        DemoContribution(7, "recipes", json.dumps({"title": "mystery"}).encode() + b"\n", "missing_field"),
+        DemoContribution(8, "science", science_note(rng).encode(), "hash_mismatch", wrong_hash=True),
+    ]
+    return planned
