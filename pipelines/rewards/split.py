@@ -1,0 +1,259 @@
+"""The reward split: an epoch's pool divided among contributors by positive influence and reputation.
+
+A pure, deterministic function of its inputs (no clock, no randomness, no I/O), so replaying the same
+log gives the same payouts to the token unit.
+
+Formula, for epoch e with pool P_e and the previous epoch's undistributed remainder C_{e-1}:
+
+1. Eligible contribution c: its verdict is ``accepted``, its stake has not been slashed, and (when
+   ``harmful_score_below`` is set) its influence is not below that threshold. Everything else earns 0.
+2. Influence s_c = mean of c's scores for the epoch's method (one row per adapter / dataset version it
+   was measured in; the mean, so re-materializing a contribution in several versions is not counted
+   twice); the sum is exactly rounded (math.fsum), so row order cannot change it.
+   Only positive influence pays: p_c = max(s_c, 0), converted exactly (no rounding) to an integer on a
+   common binary scale.
+3. Reputation of contributor a, from every verdict on a's contributions so far (accepted A_a, rejected
+   R_a), smoothed by a Beta(alpha, beta) prior: r_a = (A_a + alpha) / (A_a + R_a + alpha + beta),
+   taken as an integer in parts per 1e9 (floor). A newcomer starts at alpha / (alpha + beta).
+4. Weight w_a = r_a * sum of p_c over a's eligible contributions; W = sum of w_a.
+5. Distributable D = P_e + C_{e-1}. Payout a_a = floor(D * w_a / W) token units (exact integer
+   arithmetic), so sum(a_a) <= D always; accounts whose payout floors to 0 get no leaf. The remainder
+   C_e = D - sum(a_a) (under one unit per paid account, or all of D when W = 0) carries to epoch e+1.
+
+Penalties: a contribution rejected for a redundant reason (``duplicate``, ``near_duplicate``) or a harmful
+one (``harmful``, ``adversarial``, ``poisoned``), or accepted but with influence below
+``harmful_score_below``, earns nothing and yields a slash request (reason code 1 = redundant,
+2 = harmful) for the datanet's validator key, unless its stake is already slashed. Other rejections
+(e.g. ``hash_mismatch``) earn nothing and keep their stake.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas import rewards as schema
+
+REPUTATION_SCALE = 10**9
+
+
+class SlashReason(IntEnum):
+    """The ``reasonCode`` passed to ``DatanetRegistry.slash``."""
+
+    REDUNDANT = 1
+    HARMFUL = 2
+
+
+@dataclass(frozen=True)
+class SplitRules:
+    """Policy of the split, stable across epochs (changed deliberately, recorded with each epoch)."""
+
+    method: str | None = None  # influence method to pay on; None: the only one in the table
+    prior_accepted: int = 1    # alpha of the reputation prior
+    prior_rejected: int = 1    # beta of the reputation prior
+    redundant_reasons: tuple[str, ...] = ("duplicate", "near_duplicate")
+    harmful_reasons: tuple[str, ...] = ("harmful", "adversarial", "poisoned")
+    harmful_score_below: float | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class EpochParams:
+    epoch_id: int
+    pool: int          # token units newly allotted to this epoch
+    carry_in: int = 0  # the previous epoch's remainder
+    rules: SplitRules = field(default_factory=SplitRules)
+
+
+@dataclass(frozen=True)
+class EpochInputs:
+    """What an epoch is decided from: tables with the columns of ``schemas.rewards``."""
+
+    influence: pa.Table      # INFLUENCE columns: this epoch's scores
+    verdicts: pa.Table       # VERDICT columns: every verdict up to the epoch's cut-off
+    slashed: frozenset[int]  # contribution ids whose stake is already slashed on-chain
+
+    def digest(self) -> str:
+        """A hash of the inputs, recorded with the epoch so a replay can tell it used the same ones."""
+        h = hashlib.sha256()
+        for table, sort in ((self.influence, ["contribution_id", "dataset_version", "adapter_id", "method"]),
+                            (self.verdicts, ["contribution_id"])):
+            ordered = table.sort_by([(c, "ascending") for c in sort])
+            h.update(json.dumps(ordered.to_pylist(), sort_keys=True, default=str).encode())
+        h.update(json.dumps(sorted(self.slashed)).encode())
+        return "0x" + h.hexdigest()
+
+
+@dataclass(frozen=True)
+class SlashRequest:
+    contribution_id: int
+    datanet_id: int
+    contributor: str
+    reason_code: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Split:
+    """An epoch's decision: who is paid what, what carries over, whose stake is slashed, and why."""
+
+    epoch_id: int
+    distributable: int
+    accounts: tuple[str, ...]   # sorted, lower-case, each paid > 0
+    amounts: tuple[int, ...]
+    slash_requests: tuple[SlashRequest, ...]
+    allocations: pa.Table       # ALLOCATION: the audit trail, one row per scored contribution
+
+    @property
+    def total(self) -> int:
+        return sum(self.amounts)
+
+    @property
+    def carry_out(self) -> int:
+        return self.distributable - self.total
+
+
+def split_rewards(inputs: EpochInputs, params: EpochParams) -> Split:
+    """Applies the module's formula to one epoch's inputs."""
+    if params.pool < 0 or params.carry_in < 0:
+        raise ValueError("pool and carry_in must be non-negative")
+    rules = params.rules
+    verdicts = _verdicts(inputs.verdicts)
+    reputation = _reputation(verdicts, rules)
+    influence = _mean_influence(inputs.influence, rules.method)
+
+    weights: dict[str, int] = {}
+    rows = []
+    harmful_ids: set[int] = set()
+    for cid, (contributor, datanet_id, score, exact) in influence.items():
+        status, reason, verdict_contributor, _ = verdicts.get(cid, ("missing", None, contributor, datanet_id))
+        if verdict_contributor != contributor:
+            raise ValueError(f"contribution {cid}: influence names {contributor}, its verdict {verdict_contributor}")
+        outcome = _outcome(cid, status, reason, score, inputs.slashed, rules)
+        if outcome == "harmful_influence":
+            harmful_ids.add(cid)
+        if outcome == "paid" and exact > 0:
+            weights[contributor] = weights.get(contributor, 0) + exact
+        elif outcome == "paid":
+            outcome = "no_positive_influence"
+        rows.append({"contribution_id": cid, "contributor": contributor, "datanet_id": datanet_id,
+                     "influence": score, "reputation_ppb": reputation(contributor), "outcome": outcome})
+
+    distributable = params.pool + params.carry_in
+    weighted = {a: w * reputation(a) for a, w in weights.items()}
+    total_weight = sum(weighted.values())
+    paid = {a: distributable * w // total_weight for a, w in weighted.items()} if total_weight else {}
+    accounts = tuple(sorted(a for a, amount in paid.items() if amount > 0))
+    allocations = pa.Table.from_pylist(sorted(rows, key=lambda r: r["contribution_id"]), schema=schema.ALLOCATION)
+    return Split(
+        epoch_id=params.epoch_id,
+        distributable=distributable,
+        accounts=accounts,
+        amounts=tuple(paid[a] for a in accounts),
+        slash_requests=_slash_requests(verdicts, harmful_ids, inputs.slashed, rules),
+        allocations=allocations,
+    )
+
+
+def _verdicts(table: pa.Table) -> dict[int, tuple[str, str | None, str, int]]:
+    """contribution id -> (status, reason, contributor, datanet id); conflicting verdicts are an error."""
+    out: dict[int, tuple[str, str | None, str, int]] = {}
+    columns = table.select(["contribution_id", "status", "reason", "contributor", "datanet_id"]).to_pydict()
+    for cid, status, reason, contributor, datanet_id in zip(*columns.values(), strict=True):
+        if status not in ("accepted", "rejected"):
+            raise ValueError(f"contribution {cid}: verdict status must be accepted or rejected, got {status!r}")
+        verdict = (status, reason, contributor.lower(), datanet_id)
+        if out.setdefault(cid, verdict) != verdict:
+            raise ValueError(f"contribution {cid} has conflicting verdicts: {out[cid]} and {verdict}")
+    return out
+
+
+def _reputation(verdicts: dict[int, tuple[str, str | None, str, int]], rules: SplitRules):
+    """contributor -> smoothed acceptance rate in parts per 1e9 (floor)."""
+    if rules.prior_accepted < 0 or rules.prior_rejected < 0 or rules.prior_accepted + rules.prior_rejected == 0:
+        raise ValueError("the reputation prior needs alpha, beta >= 0 and alpha + beta > 0")
+    accepted: dict[str, int] = {}
+    decided: dict[str, int] = {}
+    for status, _, contributor, _ in verdicts.values():
+        decided[contributor] = decided.get(contributor, 0) + 1
+        accepted[contributor] = accepted.get(contributor, 0) + (status == "accepted")
+    alpha, beta = rules.prior_accepted, rules.prior_rejected
+
+    def reputation(contributor: str) -> int:
+        a, n = accepted.get(contributor, 0), decided.get(contributor, 0)
+        return (a + alpha) * REPUTATION_SCALE // (n + alpha + beta)
+
+    return reputation
+
+
+def _mean_influence(table: pa.Table, method: str | None) -> dict[int, tuple[str, int, float, int]]:
+    """contribution id -> (contributor, datanet id, mean score, max(mean, 0) as an exact scaled integer)."""
+    methods = sorted(set(table.column("method").to_pylist()))
+    if method is None and len(methods) > 1:
+        raise ValueError(f"influence has several methods {methods}: choose one in SplitRules.method")
+    chosen = method if method is not None else (methods[0] if methods else None)
+    rows = table.filter(pc.equal(table.column("method"), chosen)) if chosen is not None else table
+    rows = rows.sort_by([("contribution_id", "ascending")])
+    ids = rows.column("contribution_id").to_numpy()
+    scores = rows.column("score").to_numpy()
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("influence scores must be finite")
+    contributors = rows.column("contributor").to_pylist()
+    datanets = rows.column("datanet_id").to_pylist()
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.array([], dtype=np.int64)
+    # fsum is exactly rounded, so the mean does not depend on the order of a contribution's rows.
+    means = [math.fsum(part) / len(part) for part in np.split(scores, starts[1:])] if len(ids) else []
+    exact = _exact_integers([max(m, 0.0) for m in means])
+    out = {}
+    for start, mean, value in zip(starts.tolist(), means, exact, strict=True):
+        out[int(ids[start])] = (contributors[start].lower(), datanets[start], mean, value)
+    return out
+
+
+def _exact_integers(values: list[float]) -> list[int]:
+    """Non-negative floats as integers on one binary scale, exactly (x = m * 2**e with integer m)."""
+    parts = []
+    for value in values:
+        mantissa, exponent = math.frexp(value)
+        parts.append((int(mantissa * 2**53), exponent - 53) if value > 0 else (0, 0))
+    low = min((e for m, e in parts if m), default=0)
+    return [m << (e - low) if m else 0 for m, e in parts]
+
+
+def _outcome(cid: int, status: str, reason: str | None, score: float, slashed: frozenset[int],
+             rules: SplitRules) -> str:
+    if status == "missing":
+        return "no_verdict"
+    if status == "rejected":
+        return f"rejected:{reason or 'unspecified'}"
+    if cid in slashed:
+        return "slashed"
+    if rules.harmful_score_below is not None and score < rules.harmful_score_below:
+        return "harmful_influence"
+    return "paid"
+
+
+def _slash_requests(verdicts: dict[int, tuple[str, str | None, str, int]], harmful_ids: set[int],
+                    slashed: frozenset[int], rules: SplitRules) -> tuple[SlashRequest, ...]:
+    requests = []
+    for cid in sorted(set(verdicts) | harmful_ids):
+        if cid in slashed:
+            continue
+        status, reason, contributor, datanet_id = verdicts[cid]
+        if cid in harmful_ids:
+            requests.append(SlashRequest(cid, datanet_id, contributor, SlashReason.HARMFUL, "harmful_influence"))
+        elif status == "rejected" and reason in rules.redundant_reasons:
+            requests.append(SlashRequest(cid, datanet_id, contributor, SlashReason.REDUNDANT, reason))
+        elif status == "rejected" and reason in rules.harmful_reasons:
+            requests.append(SlashRequest(cid, datanet_id, contributor, SlashReason.HARMFUL, reason))
+    return tuple(requests)

@@ -1,0 +1,111 @@
+"""Reward epochs: the tables the split reads and writes, and the events of the rewards outbox.
+
+Tables (pyarrow schemas; a table may carry more columns, the split reads these):
+
+- ``INFLUENCE``: one row per (contribution, adapter, method), written by the attribution stage.
+- ``VERDICT``: one row per decided contribution, from the validate stage's verdict events (history up to
+  the epoch's cut-off, so reputation sees every past decision).
+- ``PAYOUT``: one row per paid account of a closed epoch, with the leaf's index in the Merkle tree.
+- ``ALLOCATION``: the audit trail of a split, one row per contribution that had an influence score.
+
+Events on ``payable.rewards.outbox`` (key ``epoch-<n>``, so an epoch's events stay in order):
+
+- ``RewardAllocated``: one per paid account, written when an epoch is closed;
+- ``SlashRequested``: one per contribution whose stake the validator key must slash;
+- ``RewardEpochClosed``: written last when an epoch is closed, the commit marker of the allocations
+  before it (from ``first_offset``); it carries the root the replay must reproduce;
+- ``RewardTxState``: the emitter's outbox, one event per state of one chain transaction step
+  (intent, sent, confirmed, failed, superseded, done). An intent is durable on the log before the
+  transaction leaves the process.
+Amounts are decimal strings (uint256 does not fit int64), addresses and hashes 0x-prefixed lower-case hex.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from schemas import events, topics
+
+AMOUNT = pa.string()
+
+INFLUENCE = pa.schema([
+    pa.field("contribution_id", pa.int64(), nullable=False),
+    pa.field("contributor", pa.string(), nullable=False),
+    pa.field("datanet_id", pa.int64(), nullable=False),
+    pa.field("dataset_version", pa.int64(), nullable=False),
+    pa.field("adapter_id", pa.string(), nullable=False),
+    pa.field("method", pa.string(), nullable=False),
+    pa.field("score", pa.float64(), nullable=False),
+    pa.field("rank", pa.int64(), nullable=False),
+])
+
+VERDICT = pa.schema([
+    pa.field("contribution_id", pa.int64(), nullable=False),
+    pa.field("datanet_id", pa.int64(), nullable=False),
+    pa.field("contributor", pa.string(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),  # accepted | rejected
+    pa.field("reason", pa.string(), nullable=True),   # duplicate, near_duplicate, hash_mismatch, harmful, ...
+    pa.field("duplicate_of", pa.int64(), nullable=True),
+])
+
+PAYOUT = pa.schema([
+    pa.field("account", pa.string(), nullable=False),
+    pa.field("amount", AMOUNT, nullable=False),
+    pa.field("tree_index", pa.int64(), nullable=False),
+])
+
+ALLOCATION = pa.schema([
+    pa.field("contribution_id", pa.int64(), nullable=False),
+    pa.field("contributor", pa.string(), nullable=False),
+    pa.field("datanet_id", pa.int64(), nullable=False),
+    pa.field("influence", pa.float64(), nullable=False),       # mean score over the epoch's rows
+    pa.field("reputation_ppb", pa.int64(), nullable=False),    # contributor's reputation, parts per 1e9
+    pa.field("outcome", pa.string(), nullable=False),          # paid | no_positive_influence | rejected:<reason> ...
+])
+
+REWARD_ALLOCATED = events.register("RewardAllocated", 1, [
+    pa.field("event_id", pa.string(), nullable=False),
+    pa.field("epoch_id", pa.int64(), nullable=False),
+    pa.field("account", pa.string(), nullable=False),
+    pa.field("amount", AMOUNT, nullable=False),
+], topics.REWARDS_OUTBOX)
+
+SLASH_REQUESTED = events.register("SlashRequested", 1, [
+    pa.field("event_id", pa.string(), nullable=False),
+    pa.field("epoch_id", pa.int64(), nullable=False),
+    pa.field("contribution_id", pa.int64(), nullable=False),
+    pa.field("datanet_id", pa.int64(), nullable=False),
+    pa.field("contributor", pa.string(), nullable=False),
+    pa.field("reason_code", pa.int64(), nullable=False),
+    pa.field("reason", pa.string(), nullable=False),
+], topics.REWARDS_OUTBOX)
+
+REWARD_EPOCH_CLOSED = events.register("RewardEpochClosed", 1, [
+    pa.field("event_id", pa.string(), nullable=False),
+    pa.field("epoch_id", pa.int64(), nullable=False),
+    pa.field("merkle_root", pa.string(), nullable=False),
+    pa.field("total", AMOUNT, nullable=False),
+    pa.field("pool", AMOUNT, nullable=False),
+    pa.field("carry_in", AMOUNT, nullable=False),
+    pa.field("carry_out", AMOUNT, nullable=False),
+    pa.field("accounts", pa.int64(), nullable=False),
+    pa.field("slash_requests", pa.int64(), nullable=False),
+    pa.field("first_offset", pa.int64(), nullable=False),  # where this close's RewardAllocated events start
+    pa.field("inputs_digest", pa.string(), nullable=False),
+    pa.field("rules", pa.string(), nullable=False),         # the SplitRules as JSON
+], topics.REWARDS_OUTBOX)
+
+REWARD_TX_STATE = events.register("RewardTxState", 1, [
+    pa.field("event_id", pa.string(), nullable=False),
+    pa.field("epoch_id", pa.int64(), nullable=False),
+    pa.field("chain_id", pa.int64(), nullable=False),
+    pa.field("distributor", pa.string(), nullable=False),
+    pa.field("step", pa.string(), nullable=False),      # fund | publish | slash-<id> | push-<batch>
+    pa.field("state", pa.string(), nullable=False),     # intent | sent | confirmed | failed | superseded | done
+    pa.field("sender", pa.string(), nullable=True),
+    pa.field("nonce", pa.int64(), nullable=True),
+    pa.field("tx_hash", pa.string(), nullable=True),
+    pa.field("raw_tx", pa.string(), nullable=True),     # the signed transaction, so a restart re-sends it
+    pa.field("block_number", pa.int64(), nullable=True),
+    pa.field("detail", pa.string(), nullable=False),
+], topics.REWARDS_OUTBOX)
