@@ -1,0 +1,88 @@
+"""RewardDistributor on a real anvil: proofs from our tree verify on-chain; every misuse reverts."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from web3 import Web3
+
+import contracts
+from payable.chain import ChainError
+from payable.keys import Role, dev_account
+from pipelines.rewards import merkle
+
+OPERATOR, DEPLOYER, CONTRIBUTOR = (dev_account(r.value) for r in (Role.OPERATOR, Role.DEPLOYER, Role.CONTRIBUTOR))
+
+
+@pytest.fixture
+def distributor(chain, deployment):
+    return chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)
+
+
+@pytest.fixture
+def token(chain, deployment):
+    return chain.contract(contracts.OPEN_TOKEN, deployment.token)
+
+
+def payout_tree(n: int, seed: int = 0) -> tuple[list[str], list[int], merkle.PayoutTree]:
+    """n payouts, the first three to dev accounts 3..5 (funded with ETH, so they can send claims)."""
+    rng = random.Random(seed)
+    accounts = [dev_account(3 + i).address for i in range(3)] + [
+        Web3.to_checksum_address(f"0x{rng.getrandbits(160):040x}") for _ in range(n - 3)]
+    amounts = [rng.randrange(1, 10**20) for _ in range(n)]
+    return accounts, amounts, merkle.build_tree(accounts, amounts)
+
+
+def publish(chain, token, distributor, epoch: int, tree: merkle.PayoutTree, total: int, *, fund: bool = True):
+    if fund:
+        chain.transact(DEPLOYER, token.functions.transfer(distributor.address, total), label="fund")
+    return chain.transact(OPERATOR, distributor.functions.publishEpoch(epoch, tree.root, total), label="publish")
+
+
+def test_proofs_from_a_large_tree_verify_in_the_contract(chain, token, distributor):
+    accounts, amounts, tree = payout_tree(5000)
+    publish(chain, token, distributor, 1, tree, sum(amounts))
+    for i in [0, 1, 1234, 4999]:
+        call = distributor.functions.claim(1, accounts[i], amounts[i], tree.proof(i))
+        chain.transact(CONTRIBUTOR, call, label="claim")
+        assert token.functions.balanceOf(accounts[i]).call() == amounts[i]
+        assert distributor.functions.claimed(1, accounts[i]).call()
+    assert distributor.functions.outstanding().call() == sum(amounts) - sum(amounts[i] for i in [0, 1, 1234, 4999])
+
+
+def test_claim_batch_pays_many_accounts_in_one_transaction(chain, token, distributor):
+    accounts, amounts, tree = payout_tree(40, seed=3)
+    publish(chain, token, distributor, 7, tree, sum(amounts))
+    claims = [(accounts[i], amounts[i], tree.proof(i)) for i in range(40)]
+    chain.transact(OPERATOR, distributor.functions.claimBatch(7, claims), label="claimBatch")
+    assert distributor.functions.outstanding().call() == 0
+    assert token.functions.balanceOf(distributor.address).call() == 0
+
+
+def test_only_the_operator_publishes_and_only_once(chain, token, distributor):
+    _, amounts, tree = payout_tree(10)
+    chain.transact(DEPLOYER, token.functions.transfer(distributor.address, 2 * sum(amounts)), label="fund")
+    with pytest.raises(ChainError, match="AccessControlUnauthorizedAccount"):
+        chain.send(DEPLOYER, distributor.functions.publishEpoch(1, tree.root, sum(amounts)))
+    publish(chain, token, distributor, 1, tree, sum(amounts), fund=False)
+    with pytest.raises(ChainError, match="EpochAlreadyPublished"):
+        chain.send(OPERATOR, distributor.functions.publishEpoch(1, tree.root, sum(amounts)))
+    with pytest.raises(ChainError, match="Underfunded"):
+        chain.send(OPERATOR, distributor.functions.publishEpoch(2, tree.root, sum(amounts) + 1))
+
+
+def test_second_claim_foreign_proof_and_tampered_amount_revert(chain, token, distributor):
+    accounts, amounts, tree = payout_tree(10)
+    publish(chain, token, distributor, 1, tree, sum(amounts))
+    claim = distributor.functions.claim
+    chain.transact(CONTRIBUTOR, claim(1, accounts[0], amounts[0], tree.proof(0)), label="claim")
+    with pytest.raises(ChainError, match="AlreadyClaimed"):
+        chain.send(CONTRIBUTOR, claim(1, accounts[0], amounts[0], tree.proof(0)))
+    with pytest.raises(ChainError, match="InvalidProof"):
+        chain.send(CONTRIBUTOR, claim(1, accounts[1], amounts[1], tree.proof(2)))
+    with pytest.raises(ChainError, match="InvalidProof"):
+        chain.send(CONTRIBUTOR, claim(1, accounts[1], amounts[1] + 1, tree.proof(1)))
+    with pytest.raises(ChainError, match="UnknownEpoch"):
+        chain.send(CONTRIBUTOR, claim(2, accounts[1], amounts[1], tree.proof(1)))
+    assert token.functions.balanceOf(accounts[1]).call() == 0
