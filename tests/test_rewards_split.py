@@ -100,7 +100,7 @@ contribution = st.tuples(st.integers(1, 12), scores, st.sampled_from(
     ["accepted", "accepted", "duplicate", "near_duplicate", "harmful", "hash_mismatch"]))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(contribution, max_size=40), st.integers(0, 10**27), st.integers(0, 10**6), st.randoms())
 def test_split_never_exceeds_the_pool_and_is_deterministic(contributions, pool, carry_in, rnd: random.Random):
     influence, verdicts = [], []

@@ -12,19 +12,22 @@ Formula, for epoch e with pool P_e and the previous epoch's undistributed remain
    twice); the sum is exactly rounded (math.fsum), so row order cannot change it.
    Only positive influence pays: p_c = max(s_c, 0), converted exactly (no rounding) to an integer on a
    common binary scale.
-3. Reputation of contributor a, from every verdict on a's contributions so far (accepted A_a, rejected
-   R_a), smoothed by a Beta(alpha, beta) prior: r_a = (A_a + alpha) / (A_a + R_a + alpha + beta),
-   taken as an integer in parts per 1e9 (floor). A newcomer starts at alpha / (alpha + beta).
+3. Reputation of contributor a, from the latest verdict on each of a's contributions so far (accepted
+   A_a, rejected R_a; rejections for a neutral reason such as ``retracted`` do not count), smoothed by a
+   Beta(alpha, beta) prior: r_a = (A_a + alpha) / (A_a + R_a + alpha + beta), taken as an integer in
+   parts per 1e9 (floor). A newcomer starts at alpha / (alpha + beta).
 4. Weight w_a = r_a * sum of p_c over a's eligible contributions; W = sum of w_a.
 5. Distributable D = P_e + C_{e-1}. Payout a_a = floor(D * w_a / W) token units (exact integer
    arithmetic), so sum(a_a) <= D always; accounts whose payout floors to 0 get no leaf. The remainder
-   C_e = D - sum(a_a) (under one unit per paid account, or all of D when W = 0) carries to epoch e+1.
+   C_e = D - sum(a_a) (under one unit per contributor with weight, or all of D when W = 0) carries to
+   epoch e+1.
 
-Penalties: a contribution rejected for a redundant reason (``duplicate``, ``near_duplicate``) or a harmful
-one (``harmful``, ``adversarial``, ``poisoned``), or accepted but with influence below
-``harmful_score_below``, earns nothing and yields a slash request (reason code 1 = redundant,
-2 = harmful) for the datanet's validator key, unless its stake is already slashed. Other rejections
-(e.g. ``hash_mismatch``) earn nothing and keep their stake.
+Penalties: a contribution rejected for a redundant reason (``pipelines.validate.reasons.PENALIZED``:
+``duplicate``, ``duplicate_normalized``, ``near_duplicate``) or a harmful one (``harmful``,
+``adversarial``, ``poisoned``), or accepted but with influence below ``harmful_score_below``, earns
+nothing and yields a slash request (reason code 1 = redundant, 2 = harmful) for the datanet's validator
+key, unless its stake is already slashed. Other rejections (e.g. ``hash_mismatch``) earn nothing and keep
+their stake.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.validate import reasons
 from schemas import rewards as schema
 
 REPUTATION_SCALE = 10**9
@@ -59,9 +63,11 @@ class SplitRules:
     method: str | None = None  # influence method to pay on; None: the only one in the table
     prior_accepted: int = 1    # alpha of the reputation prior
     prior_rejected: int = 1    # beta of the reputation prior
-    redundant_reasons: tuple[str, ...] = ("duplicate", "near_duplicate")
+    redundant_reasons: tuple[str, ...] = tuple(sorted(reasons.PENALIZED))
     harmful_reasons: tuple[str, ...] = ("harmful", "adversarial", "poisoned")
     harmful_score_below: float | None = None
+    # Rejections that are no fault of the contributor (a reorg dropped the fact) and do not lower reputation.
+    neutral_reasons: tuple[str, ...] = (reasons.RETRACTED,)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
@@ -80,7 +86,7 @@ class EpochInputs:
     """What an epoch is decided from: tables with the columns of ``schemas.rewards``."""
 
     influence: pa.Table      # INFLUENCE columns: this epoch's scores
-    verdicts: pa.Table       # VERDICT columns: every verdict up to the epoch's cut-off
+    verdicts: pa.Table       # VERDICT columns: each contribution's latest verdict up to the epoch's cut-off
     slashed: frozenset[int]  # contribution ids whose stake is already slashed on-chain
 
     def digest(self) -> str:
@@ -184,7 +190,9 @@ def _reputation(verdicts: dict[int, tuple[str, str | None, str, int]], rules: Sp
         raise ValueError("the reputation prior needs alpha, beta >= 0 and alpha + beta > 0")
     accepted: dict[str, int] = {}
     decided: dict[str, int] = {}
-    for status, _, contributor, _ in verdicts.values():
+    for status, reason, contributor, _ in verdicts.values():
+        if status == "rejected" and reason in rules.neutral_reasons:
+            continue
         decided[contributor] = decided.get(contributor, 0) + 1
         accepted[contributor] = accepted.get(contributor, 0) + (status == "accepted")
     alpha, beta = rules.prior_accepted, rules.prior_rejected
