@@ -9,6 +9,7 @@ or in many runs yields the same decisions, which is what makes replay from offse
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +33,9 @@ class Decision:
     removed: list[str] = field(default_factory=list)  # verdict ids of earlier rows now retracted
     segment: pa.Table = field(default_factory=STATE.empty_table)  # history rows this run adds
     replayed: int = 0  # facts seen before (same event id and block hash): nothing changes
+    accepted: int = 0  # facts first decided in this run, by their state at the end of it
+    rejected: Counter = field(default_factory=Counter)  # reason -> count, same facts
+    retracted_after_acceptance: int = 0  # facts accepted in earlier runs, retracted in this one
 
 
 class _Run:
@@ -47,6 +51,7 @@ class _Run:
         self.by_content, self.by_norm = dict(history.by_content), dict(history.by_norm)
         self.ordinal_of = dict(history.ordinal_of)
         self.accepted_rows: dict[int, dict] = {}  # candidate index -> its accepted verdict
+        self.outcome: dict[int, str | None] = {}  # candidate index -> reason (None = accepted), latest
         self.decision = Decision()
         self.state_rows: list[tuple[int | None, dict, str, str | None]] = []  # (candidate, fact, status, verdict)
 
@@ -81,6 +86,7 @@ class _Run:
             reason, detail, duplicate_of, similarity = self.duplicate(i, partners)
         verdict = make_verdict(fact, reason, detail, self.config, duplicate_of=duplicate_of, similarity=similarity)
         self.decision.verdicts.append(verdict)
+        self.outcome[i] = reason
         if reason is None:
             ordinal = len(self.history) + i
             self.live.add(ordinal)
@@ -131,8 +137,10 @@ class _Run:
                                                    f"retracted by {retraction['event_id']}", self.config))
         if ordinal < len(self.history):
             self.decision.removed.append(entry["verdict_id"])
+            self.decision.retracted_after_acceptance += 1
         else:
             del self.accepted_rows[ordinal - len(self.history)]
+            self.outcome[ordinal - len(self.history)] = reasons.RETRACTED
 
 
 def decide_datanet(history: DedupeState, candidates: pa.Table, retractions: list[dict],
@@ -149,6 +157,8 @@ def decide_datanet(history: DedupeState, candidates: pa.Table, retractions: list
         else:
             run.retract(retractions[index])
     decision = run.decision
+    decision.accepted = sum(reason is None for reason in run.outcome.values())
+    decision.rejected = Counter(reason for reason in run.outcome.values() if reason is not None)
     decision.rows = _rows(candidates, run.accepted_rows)
     decision.segment = _segment(candidates, run.state_rows)
     return decision
