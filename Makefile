@@ -16,7 +16,8 @@ $(PY_STAMP): pyproject.toml
 	touch $@
 
 $(NPM_STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	# npm ci trips over the platform-specific optional packages of anvil (npm 11); install honours the lock
+	npm install --no-audit --no-fund --no-save --loglevel=error
 	touch $@
 
 install: $(PY_STAMP) $(NPM_STAMP)

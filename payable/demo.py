@@ -123,7 +123,7 @@ def run_demo(settings: Settings, fresh: bool = True) -> dict:
         "total_seconds": round(time.perf_counter() - started, 2),
         "data_dir": str(settings.data_dir),
     }
-    console.print(f"Local services keep running for inspection: [bold]payable status[/], stop with [bold]payable down[/]. "
-                  f"Data: {settings.data_dir}")
+    console.print("Local services keep running for inspection: [bold]payable status[/], "
+                  f"stop with [bold]payable down[/]. Data: {settings.data_dir}")
     print(json.dumps(summary), flush=True)
     return summary

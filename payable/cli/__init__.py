@@ -24,6 +24,8 @@ COMMANDS = {
     "datanet": "payable.cli.core:datanet",
     "contribute": "payable.cli.core:contribute",
     "demo": "payable.cli.core:demo",
+    "reward": "payable.cli.rewards:reward",
+    "claim": "payable.cli.rewards:claim",
 }
 
 

@@ -1,0 +1,27 @@
+"""`payable ui`: the Dagster UI over the current data directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import click
+
+from payable.cli import Context, fail, pass_context
+
+
+@click.command()
+@click.option("--port", type=int, default=3000, show_default=True)
+@pass_context
+def ui(ctx: Context, port: int) -> None:
+    """Open the operators' UI: Dagster's webserver on 127.0.0.1:PORT over this data directory."""
+    from orchestration.instance import prepare_home
+
+    home = prepare_home(ctx.settings)
+    dagster = shutil.which("dagster", path=os.path.dirname(sys.executable)) or shutil.which("dagster")
+    if dagster is None:
+        fail("the dagster command is not installed in this environment")
+    os.environ["PAYABLE_DATA_DIR"] = str(ctx.settings.data_dir)
+    click.echo(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={home}); Ctrl-C to stop")
+    os.execv(dagster, [dagster, "dev", "-m", "orchestration.definitions", "-h", "127.0.0.1", "-p", str(port)])
