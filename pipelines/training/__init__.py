@@ -1,0 +1,12 @@
+"""LoRA training per dataset version, with an adapter registry (issue 5, part 1).
+
+Public entry points: :func:`train_latest` (CLI and Dagster), :func:`train_dataset_version` (any Lance
+version or table), :class:`TrainingArguments`, :class:`AdapterRegistry`, :class:`AdapterRecord`.
+"""
+
+from pipelines.training.arguments import BaseModelSpec, TrainingArguments
+from pipelines.training.registry import AdapterRecord, AdapterRegistry
+from pipelines.training.train import load_adapter, train_dataset_version, train_latest
+
+__all__ = ["AdapterRecord", "AdapterRegistry", "BaseModelSpec", "TrainingArguments", "load_adapter",
+           "train_dataset_version", "train_latest"]
