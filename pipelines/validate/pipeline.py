@@ -131,18 +131,15 @@ class DecidePerDatanet(beam.PTransform):
                 | "Decide" >> beam.ParDo(_Decide(self.segments, self.run_dir, self.config)))
 
 
-class StageList(beam.PTransform):
-    """Collects a small PCollection into one JSON file of the run (dead letters, datanets, decided ids)."""
+def stage_dead_letters(chunk: FactChunk, run_dir: str) -> None:
+    """One JSON file per chunk with dead letters, named by its first one (deterministic)."""
+    if chunk.dead_letters:
+        records = [[key.hex(), record] for key, record in chunk.dead_letters]
+        staging.write_json(staging.join(run_dir, "dead", f"{records[0][1]['event_id']}.json"), records)
 
-    def __init__(self, path: str):
-        super().__init__()
-        self.path = path
 
-    def expand(self, items):
-        return (items
-                | "Collect" >> beam.combiners.ToList()
-                | "Write" >> beam.Map(lambda values, path: staging.write_json(path, sorted(values, key=str)),
-                                      self.path))
+def stage_datanet(item: tuple[int, DatanetInfo], run_dir: str) -> None:
+    staging.write_json(staging.join(run_dir, "datanets", f"dn-{item[0]}.json"), item[1].to_json())
 
 
 class ValidateFacts(beam.PTransform):
@@ -159,10 +156,6 @@ class ValidateFacts(beam.PTransform):
         datanets = chunks | "ResolveDatanets" >> ResolveDatanets(self.known, self.store)
         keyed = chunks | "CheckAndSketch" >> CheckAndSketch(datanets, self.store, self.config)
         decided = keyed | "DecidePerDatanet" >> DecidePerDatanet(self.segments, self.run_dir, self.config)
-        (chunks
-         | "DeadLetters" >> beam.FlatMap(lambda chunk: [[key.hex(), record] for key, record in chunk.dead_letters])
-         | "StageDeadLetters" >> StageList(staging.join(self.run_dir, "dead_letters.json")))
-        (datanets
-         | "DatanetJson" >> beam.Map(lambda item: item[1].to_json())
-         | "StageDatanets" >> StageList(staging.join(self.run_dir, "datanets.json")))
-        return decided | "StageDecided" >> StageList(staging.join(self.run_dir, "decided.json"))
+        _ = chunks | "StageDeadLetters" >> beam.Map(stage_dead_letters, self.run_dir)
+        _ = datanets | "StageDatanets" >> beam.Map(stage_datanet, self.run_dir)
+        return decided

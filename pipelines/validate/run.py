@@ -110,11 +110,8 @@ def rebuild_state(settings: Settings, config: ValidateConfig | None = None, *,
         ranges = {p: (0, end) for p, end in state.offsets.items() if end > 0}
         run_dir = str(root / "runs" / f"rebuild-{checkpoint.run_id(ranges, config)}")
         _pipeline(settings, config, Checkpoint(), ranges, run_dir, pipeline_args or [])
-        decided = staging.read_json(staging.join(run_dir, "decided.json"))
-        segments = {d: [staging.join(run_dir, f"dn-{d}", "segment.arrow")] for d in decided}
-        datanets = {info["datanet_id"]: DatanetInfo.from_json(info)
-                    for info in staging.read_json(staging.join(run_dir, "datanets.json"))}
-        checkpoint.save(root, Checkpoint(state.offsets, datanets, segments))
+        segments = {d: [staging.join(run_dir, f"dn-{d}", "segment.arrow")] for d in _decided(run_dir)}
+        checkpoint.save(root, Checkpoint(state.offsets, _datanets(run_dir), segments))
 
 
 def _pending_offsets(state: Checkpoint, ends: dict[int, int], intent: Intent | None) -> int:
@@ -146,8 +143,9 @@ def _run(settings: Settings, config: ValidateConfig, state: Checkpoint, intent: 
     root = validate_dir(settings)
     run_dir = str(root / "runs" / intent.run_id)
     _pipeline(settings, config, state, intent.ranges, run_dir, pipeline_args)
-    decided = sorted(staging.read_json(staging.join(run_dir, "decided.json")))
-    dead = staging.read_json(staging.join(run_dir, "dead_letters.json"))
+    decided = _decided(run_dir)
+    dead = [entry for path in staging.glob(staging.join(run_dir, "dead", "*.json"))
+            for entry in staging.read_json(path)]
     outputs = {d: _staged(run_dir, d) for d in decided}
     if not intent.produced:
         _produce(settings, outputs, dead)
@@ -157,8 +155,7 @@ def _run(settings: Settings, config: ValidateConfig, state: Checkpoint, intent: 
         version = materialize.commit(materialize.dataset_uri(settings.lance_dir, datanet_id), rows,
                                      decision["removed"], run_id=intent.run_id, offsets=intent.ranges)
         _count(report.datanets.setdefault(datanet_id, DatanetReport(datanet_id)), decision, version)
-    datanets = {info["datanet_id"]: DatanetInfo.from_json(info)
-                for info in staging.read_json(staging.join(run_dir, "datanets.json"))}
+    datanets = _datanets(run_dir)
     segments = {d: list(paths) for d, paths in state.segments.items()}
     for datanet_id in decided:
         segments.setdefault(datanet_id, []).append(staging.join(run_dir, f"dn-{datanet_id}", "segment.arrow"))
@@ -170,6 +167,17 @@ def _run(settings: Settings, config: ValidateConfig, state: Checkpoint, intent: 
         report.ranges[partition] = (start, hi)
     report.dead_letters += len(dead)
     report.runs.append(intent.run_id)
+
+
+def _decided(run_dir: str) -> list[int]:
+    """Datanets the run decided something for: one staged folder each, complete once the pipeline ended."""
+    paths = staging.glob(staging.join(run_dir, "dn-*", "decision.json"))
+    return sorted(int(Path(path).parent.name.removeprefix("dn-")) for path in paths)
+
+
+def _datanets(run_dir: str) -> dict[int, DatanetInfo]:
+    infos = [DatanetInfo.from_json(staging.read_json(p)) for p in staging.glob(staging.join(run_dir, "datanets", "*"))]
+    return {info.datanet_id: info for info in infos}
 
 
 def _staged(run_dir: str, datanet_id: int) -> tuple[list[dict], pa.Table, dict]:

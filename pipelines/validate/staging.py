@@ -37,8 +37,9 @@ def read_json(path: str) -> object:
         return json.loads(stream.read())
 
 
-def exists(path: str) -> bool:
-    return FileSystems.exists(path)
+def glob(pattern: str) -> list[str]:
+    """Paths matching ``pattern``, sorted (so the driver reads staged files in a stable order)."""
+    return sorted(metadata.path for result in FileSystems.match([pattern]) for metadata in result.metadata_list)
 
 
 def _write_bytes(path: str, data: bytes) -> None:
