@@ -7,8 +7,10 @@ from collections import Counter
 
 import lance
 import pytest
+from click.testing import CliRunner
 
 from payable import kafka_log
+from payable.cli import main
 from payable.content_store import ContentStore
 from payable.datanets import DatanetSpec
 from pipelines.validate import checkpoint, materialize, reasons
@@ -178,9 +180,12 @@ def test_crash_between_side_effects_is_resumed_without_duplicates_or_gaps(settin
     assert checkpoint.load_intent(validate_dir(settings)) is not None
     monkeypatch.setattr(target, real.__name__, real)
 
-    resumed = validate_new_offsets(settings)
+    env = {"KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "PAYABLE_DATA_DIR": str(settings.data_dir)}
+    result = CliRunner().invoke(main, ["validate"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "resumed a crashed run" in result.output and "dn-1" in result.output
     dataset = lance.dataset(materialize.dataset_uri(settings.lance_dir, 1))
-    assert resumed.resumed and dataset.version == 1, "exactly one version, whichever side the crash was"
+    assert dataset.version == 1, "exactly one version, whichever side the crash was"
     assert [row[0] for row in _rows(settings, 1)] == [1, 2, 3, 4, 5]
     verdicts = _read_topic(settings, topics.VERDICTS)
     assert len(verdicts) == 5, "verdicts were produced once"

@@ -23,6 +23,7 @@ COMMANDS = {
     "fund": "payable.cli.core:fund",
     "datanet": "payable.cli.core:datanet",
     "contribute": "payable.cli.core:contribute",
+    "validate": "payable.cli.validate:validate",
     "demo": "payable.cli.core:demo",
     "reward": "payable.cli.rewards:reward",
     "claim": "payable.cli.rewards:claim",
