@@ -27,7 +27,9 @@ contract RewardDistributor is AccessControl {
     /// @notice Tokens promised by published epochs and not yet claimed; the balance must always cover it.
     uint256 public outstanding;
     mapping(uint256 => bytes32) public epochRoot;
-    mapping(uint256 => mapping(address => bool)) public claimed;
+    /// @dev Claimed flags as one bit per epoch, 256 epochs to a word, per account: a contributor's claims in
+    /// later epochs rewrite a non-zero word (~2.9k gas) instead of filling a fresh slot (~22.1k gas).
+    mapping(address => mapping(uint256 => uint256)) private _claimedBits;
 
     event EpochPublished(uint256 indexed epochId, bytes32 merkleRoot, uint256 total);
     event RewardClaimed(uint256 indexed epochId, address indexed account, uint256 amount);
@@ -60,6 +62,11 @@ contract RewardDistributor is AccessControl {
         emit EpochPublished(epochId, merkleRoot, total);
     }
 
+    /// @notice Whether `account` has claimed its payout of `epochId`.
+    function claimed(uint256 epochId, address account) public view returns (bool) {
+        return _claimedBits[account][epochId >> 8] & (1 << (epochId & 0xff)) != 0;
+    }
+
     /// @notice Pays `amount` to `account` for `epochId`; anyone may submit it, the tokens go to `account`.
     function claim(uint256 epochId, address account, uint256 amount, bytes32[] calldata proof) public {
         _claim(epochId, account, amount, proof);
@@ -75,10 +82,12 @@ contract RewardDistributor is AccessControl {
     function _claim(uint256 epochId, address account, uint256 amount, bytes32[] calldata proof) private {
         bytes32 root = epochRoot[epochId];
         if (root == bytes32(0)) revert UnknownEpoch(epochId);
-        if (claimed[epochId][account]) revert AlreadyClaimed(epochId, account);
+        uint256 word = _claimedBits[account][epochId >> 8];
+        uint256 bit = 1 << (epochId & 0xff);
+        if (word & bit != 0) revert AlreadyClaimed(epochId, account);
         bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(account, amount))));
         if (!MerkleProof.verifyCalldata(proof, root, leaf)) revert InvalidProof(epochId, account, amount);
-        claimed[epochId][account] = true;
+        _claimedBits[account][epochId >> 8] = word | bit;
         outstanding -= amount;
         token.safeTransfer(account, amount);
         emit RewardClaimed(epochId, account, amount);

@@ -1,0 +1,79 @@
+"""Reward commands: close and emit an epoch (operator), claim a payout (contributor)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+from payable.cli import Context, fail, pass_context
+
+DEFAULT_POOL = 10_000 * 10**18  # OPEN wei per epoch unless --pool or PAYABLE_EPOCH_POOL says otherwise
+
+
+@click.command()
+@click.option("--epoch", "epoch_id", type=int, help="Epoch id (default: the unfinished or else the next epoch).")
+@click.option("--pool", type=int, default=lambda: int(os.environ.get("PAYABLE_EPOCH_POOL", DEFAULT_POOL)),
+              show_default="10000 OPEN, env PAYABLE_EPOCH_POOL", help="OPEN wei to distribute this epoch.")
+@click.option("--method", help="Influence method to pay on (needed when several are scored).")
+@click.option("--push/--no-push", default=None, help="Pay every account with claimBatch (default: small epochs).")
+@pass_context
+def reward(ctx: Context, epoch_id: int | None, pool: int, method: str | None, push: bool | None) -> None:
+    """Close a reward epoch (split, Merkle root, log) and put it on-chain exactly once; safe to rerun."""
+    from pipelines.rewards import outbox
+    from pipelines.rewards.emitter import emit_epoch
+    from pipelines.rewards.epochs import EpochConflict, close_epoch
+    from pipelines.rewards.inputs import load_inputs
+    from pipelines.rewards.split import SplitRules
+    from pipelines.rewards.txsteps import ChainUnavailable
+
+    settings = ctx.settings
+    closed = outbox.closed_epochs(settings.kafka_bootstrap)
+    epoch_id = epoch_id or _default_epoch(ctx, closed)
+    try:
+        if epoch_id not in closed:
+            closed_result = close_epoch(settings, epoch_id, load_inputs(settings), pool=pool,
+                                        rules=SplitRules(method=method))
+            click.echo(json.dumps({"closed": epoch_id, "merkle_root": closed_result.merkle_root,
+                                   "total": str(closed_result.total), "accounts": closed_result.accounts}))
+        result = emit_epoch(settings, ctx.deployment(), epoch_id, push=push)
+    except (EpochConflict, ChainUnavailable, FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    for step in result.steps:
+        click.echo(json.dumps({"step": step.name, "state": step.state, "detail": step.detail,
+                               "tx_hashes": list(step.tx_hashes)}))
+    if not result.ok:
+        fail(f"epoch {epoch_id}: some steps did not finish; rerun `payable reward --epoch {epoch_id}` to resume")
+
+
+def _default_epoch(ctx: Context, closed: dict[int, dict]) -> int:
+    """The last closed epoch while its root is not on-chain yet, else the one after it."""
+    import contracts
+
+    if not closed:
+        return 1
+    last = max(closed)
+    distributor = ctx.chain().contract(contracts.REWARD_DISTRIBUTOR, ctx.deployment().distributor)
+    unpublished = distributor.functions.epochRoot(last).call() == bytes(32)
+    return last if unpublished and int(closed[last]["accounts"]) > 0 else last + 1
+
+
+@click.command()
+@click.option("--epoch", "epoch_id", type=int, required=True, help="Epoch id.")
+@click.option("--account", help="Claim for this address (default: the contributor key's own).")
+@pass_context
+def claim(ctx: Context, epoch_id: int, account: str | None) -> None:
+    """Claim a reward epoch's payout with its Merkle proof (the contributor key pays the gas)."""
+    from payable.chain import ChainError
+    from payable.keys import Role, load_account
+    from pipelines.rewards.claims import claim as claim_payout
+    from pipelines.rewards.epochs import EpochNotClosed
+
+    sender = load_account(Role.CONTRIBUTOR, local_chain=ctx.settings.local_chain)
+    try:
+        result = claim_payout(ctx.settings, ctx.deployment(), epoch_id, sender, account)
+    except (KeyError, EpochNotClosed, ChainError, FileNotFoundError) as exc:
+        fail(str(exc).strip("'\""))
+    click.echo(json.dumps({"epoch": epoch_id, "account": result.account, "amount": str(result.amount),
+                           "tx_hash": result.tx_hash, "already_claimed": result.tx_hash is None}))

@@ -1,0 +1,40 @@
+"""A contributor claims an epoch's payout with the proof from the epoch's files (or the log).
+
+The contract pays each account once per epoch; this checks ``claimed`` first so a repeated claim costs
+no gas and says so instead of reverting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+import contracts
+from payable.chain import Chain, Deployment
+from payable.settings import Settings
+from pipelines.rewards.epochs import load_epoch
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    epoch_id: int
+    account: str
+    amount: int
+    tx_hash: str | None  # None when it had already been claimed
+    gas_used: int | None
+
+
+def claim(settings: Settings, deployment: Deployment, epoch_id: int, sender: LocalAccount,
+          account: str | None = None) -> ClaimResult:
+    """Claims ``account``'s payout (default: the sender's own) for ``epoch_id``; ``sender`` pays the gas."""
+    beneficiary = Web3.to_checksum_address(account or sender.address)
+    amount, proof = load_epoch(settings, epoch_id).proof(beneficiary)
+    chain = Chain(settings.rpc_url)
+    distributor = chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)
+    if distributor.functions.claimed(epoch_id, beneficiary).call():
+        return ClaimResult(epoch_id, beneficiary, amount, None, None)
+    receipt = chain.transact(sender, distributor.functions.claim(epoch_id, beneficiary, amount, proof),
+                             label=f"claim epoch {epoch_id}")
+    return ClaimResult(epoch_id, beneficiary, amount, "0x" + receipt["transactionHash"].hex(), receipt["gasUsed"])

@@ -1,0 +1,163 @@
+"""Putting a closed epoch on-chain exactly once (invariant 4): fund, publish, push, slash.
+
+Each effect is a ``txsteps.Step`` whose chain check makes it idempotent and whose intent goes on the
+rewards outbox before the transaction is sent:
+
+- ``fund``: the treasury tops the distributor up to ``outstanding + total`` (done once the balance covers
+  it or the epoch is published);
+- ``publish``: the operator publishes (epoch, root, total) (done when ``epochRoot(epoch)`` is our root; a
+  different root there is an ``EpochConflict``, never overwritten: the contract refuses anyway);
+- ``push-<k>``: for small epochs, the operator pays batch k of accounts with ``claimBatch`` (done when all
+  of the batch have claimed; accounts that claimed themselves meanwhile are left out of the call);
+- ``slash-<id>``: the validator slashes a contribution's stake (done when its status is no longer Staked:
+  slashed, or released before we got to it, which is recorded as such).
+Kill the emitter anywhere and run it again: it reads the outbox, checks the chain, and carries on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+import contracts
+from payable.chain import Chain, Deployment
+from payable.keys import Role, load_account
+from payable.settings import Settings
+from pipelines.rewards import outbox
+from pipelines.rewards.epochs import EpochConflict, load_epoch
+from pipelines.rewards.store import ClosedEpoch
+from pipelines.rewards.txsteps import Step, StepOutcome, TxRunner, rpc
+
+PUSH_MAX_ACCOUNTS = 256  # push mode by default up to this many accounts; larger epochs are claimed
+PUSH_BATCH = 64          # accounts per claimBatch transaction (about 2M gas)
+STATUS_NAMES = {0: "unknown contribution", 2: "slashed", 3: "released to the contributor before slashing"}
+
+
+@dataclass(frozen=True)
+class Signers:
+    """Who signs what (least authority): treasury funds, operator publishes and pushes, validator slashes."""
+
+    treasury: LocalAccount
+    operator: LocalAccount
+    validator: LocalAccount
+
+    @classmethod
+    def from_env(cls, settings: Settings) -> Signers:
+        local = settings.local_chain
+        return cls(load_account(Role.DEPLOYER, local_chain=local), load_account(Role.OPERATOR, local_chain=local),
+                   load_account(Role.VALIDATOR, local_chain=local))
+
+
+@dataclass(frozen=True)
+class EmitResult:
+    epoch_id: int
+    merkle_root: str
+    total: int
+    steps: tuple[StepOutcome, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(step.state == "done" for step in self.steps)
+
+
+def emit_epoch(settings: Settings, deployment: Deployment, epoch_id: int, *, push: bool | None = None,
+               signers: Signers | None = None) -> EmitResult:
+    """Funds, publishes, optionally pushes and slashes for closed epoch ``epoch_id``; safe to rerun."""
+    epoch = load_epoch(settings, epoch_id)
+    signers = signers or Signers.from_env(settings)
+    chain = Chain(settings.rpc_url)
+    writer = outbox.OutboxWriter(settings.kafka_bootstrap)
+    try:
+        history = outbox.read_epoch(settings.kafka_bootstrap, epoch_id)
+        runner = TxRunner(chain, writer, epoch_id, deployment.distributor, history)
+        steps = _steps(chain, deployment, epoch, signers, push)
+        outcomes: list[StepOutcome] = []
+        for step in steps:
+            outcomes.append(runner.run(step))
+            if outcomes[-1].state != "done" and step.name in ("fund", "publish"):
+                break  # nothing after them can succeed without them
+    finally:
+        writer.close()
+    return EmitResult(epoch_id, "0x" + epoch.root.hex(), epoch.total, tuple(outcomes))
+
+
+def _steps(chain: Chain, deployment: Deployment, epoch: ClosedEpoch, signers: Signers,
+           push: bool | None) -> list[Step]:
+    distributor = chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)
+    token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
+    registry = chain.contract(contracts.DATANET_REGISTRY, deployment.registry)
+    steps = []
+    if epoch.accounts:
+        steps += [_fund(epoch, distributor, token, signers.treasury), _publish(epoch, distributor, signers.operator)]
+        if push if push is not None else len(epoch.accounts) <= PUSH_MAX_ACCOUNTS:
+            steps += [_push(epoch, distributor, signers.operator, start)
+                      for start in range(0, len(epoch.accounts), PUSH_BATCH)]
+    steps += [_slash(request.contribution_id, request.reason_code, registry, signers.validator)
+              for request in epoch.slash_requests]
+    return steps
+
+
+def _published(epoch: ClosedEpoch, distributor) -> bool:
+    root = distributor.functions.epochRoot(epoch.epoch_id).call()
+    if root == epoch.root:
+        return True
+    if root != bytes(32):
+        raise EpochConflict(f"epoch {epoch.epoch_id} is published on-chain with root 0x{root.hex()}, "
+                            f"ours is 0x{epoch.root.hex()}")
+    return False
+
+
+def _fund(epoch: ClosedEpoch, distributor, token, treasury: LocalAccount) -> Step:
+    def shortfall() -> int:
+        required = distributor.functions.outstanding().call() + epoch.total
+        return required - token.functions.balanceOf(distributor.address).call()
+
+    def check() -> str | None:
+        if _published(epoch, distributor):
+            return "epoch already published"
+        return "distributor balance covers the epoch" if shortfall() <= 0 else None
+
+    def call():
+        missing = rpc(shortfall)
+        return token.functions.transfer(distributor.address, missing) if missing > 0 else None
+
+    return Step("fund", treasury, check, call)
+
+
+def _publish(epoch: ClosedEpoch, distributor, operator: LocalAccount) -> Step:
+    def check() -> str | None:
+        return "root on-chain" if _published(epoch, distributor) else None
+
+    return Step("publish", operator, check,
+                lambda: distributor.functions.publishEpoch(epoch.epoch_id, epoch.root, epoch.total))
+
+
+def _push(epoch: ClosedEpoch, distributor, operator: LocalAccount, start: int) -> Step:
+    batch = range(start, min(start + PUSH_BATCH, len(epoch.accounts)))
+
+    def unclaimed() -> list[int]:
+        claimed = distributor.functions.claimed
+        return [i for i in batch
+                if not claimed(epoch.epoch_id, Web3.to_checksum_address(epoch.accounts[i])).call()]
+
+    def check() -> str | None:
+        return "every account of the batch has claimed" if not unclaimed() else None
+
+    def call():
+        assert epoch.tree is not None  # push steps exist only for epochs with accounts
+        claims = [(Web3.to_checksum_address(epoch.accounts[i]), epoch.amounts[i], epoch.tree.proof(i))
+                  for i in rpc(unclaimed)]
+        return distributor.functions.claimBatch(epoch.epoch_id, claims) if claims else None
+
+    return Step(f"push-{start // PUSH_BATCH}", operator, check, call)
+
+
+def _slash(contribution_id: int, reason_code: int, registry, validator: LocalAccount) -> Step:
+    def check() -> str | None:
+        status = registry.functions.contributions(contribution_id).call()[3]
+        return None if status == 1 else STATUS_NAMES.get(status, f"status {status}")
+
+    return Step(f"slash-{contribution_id}", validator, check,
+                lambda: registry.functions.slash(contribution_id, reason_code))

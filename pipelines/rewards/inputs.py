@@ -1,0 +1,69 @@
+"""Loading an epoch's inputs from the other stages' outputs: thin readers, kept apart from the pure split.
+
+- verdicts: the ``payable.verdicts`` topic, each contribution's latest ContributionVerdict (a later one,
+  e.g. after a reorg, replaces an earlier one);
+- slashed: StakeSlashed chain facts not retracted by a reorg;
+- influence: the attribution stage's ``<lance_dir>/influence.lance``, the rows of each datanet's newest
+  dataset version (the model the epoch pays for).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from payable import kafka_log
+from payable.settings import Settings
+from pipelines.rewards.split import EpochInputs
+from schemas import events, topics
+from schemas import rewards as schema
+from schemas import verdicts as _verdict_events  # noqa: F401 - registers ContributionVerdict for decoding
+
+INFLUENCE_TABLE = "influence.lance"
+
+
+def load_inputs(settings: Settings) -> EpochInputs:
+    return EpochInputs(load_influence(settings), load_verdicts(settings.kafka_bootstrap),
+                       load_slashed(settings.kafka_bootstrap))
+
+
+def load_influence(settings: Settings) -> pa.Table:
+    import lance
+
+    path = settings.lance_dir / INFLUENCE_TABLE
+    if not path.exists():
+        return schema.INFLUENCE.empty_table()
+    table = lance.dataset(str(path)).to_table(columns=schema.INFLUENCE.names).cast(schema.INFLUENCE)
+    newest = table.group_by("datanet_id").aggregate([("dataset_version", "max")])
+    latest = dict(zip(newest.column("datanet_id").to_pylist(), newest.column("dataset_version_max").to_pylist(),
+                      strict=True))
+    keep = [latest[d] == v for d, v in zip(table.column("datanet_id").to_pylist(),
+                                           table.column("dataset_version").to_pylist(), strict=True)]
+    return table.filter(pa.array(keep, type=pa.bool_()))
+
+
+def load_verdicts(bootstrap: str) -> pa.Table:
+    latest: dict[int, dict] = {}
+    for record in _records(bootstrap, topics.VERDICTS, "ContributionVerdict"):
+        latest[record["contribution_id"]] = {name: record[name] for name in schema.VERDICT.names}
+    rows = [latest[cid] for cid in sorted(latest)]
+    return pa.Table.from_pylist(rows, schema=schema.VERDICT)
+
+
+def load_slashed(bootstrap: str) -> frozenset[int]:
+    slashed: dict[str, int] = {}
+    retracted: set[str] = set()
+    for record in _records(bootstrap, topics.CHAIN_FACTS, "StakeSlashed", "FactRetracted"):
+        if "retracted_event_id" in record:
+            retracted.add(record["retracted_event_id"])
+        else:
+            slashed[record["event_id"]] = record["contribution_id"]
+    return frozenset(cid for event_id, cid in slashed.items() if event_id not in retracted)
+
+
+def _records(bootstrap: str, topic: str, *names: str):
+    """Decoded records of the given event types, partition by partition, in log order."""
+    wanted = {name.encode() for name in names}
+    for partition, end in sorted(kafka_log.end_offsets(bootstrap, topic).items()):
+        for message in kafka_log.read_range(bootstrap, topic, partition, 0, end):
+            if dict(message.headers).get(topics.HEADER_EVENT_TYPE) in wanted:
+                yield events.decode(message.value, message.headers)[1]

@@ -1,0 +1,90 @@
+"""The rewards outbox on the log: an epoch's events read back in order, new ones appended durably.
+
+Every event of epoch n is keyed ``epoch-<n>``, so Kafka's default partitioner (murmur2, the same in every
+Kafka client) puts them all in one partition, in the order they were written; reading an epoch reads that
+one partition. ``append`` returns only once the broker has acknowledged, which is what lets the emitter
+say "the intent is on the log" before a transaction leaves the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kafka.partitioner.default import murmur2
+
+from payable import kafka_log
+from schemas import events, topics
+from schemas import rewards as schema
+
+ACK_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One outbox event of an epoch, with its offset in the epoch's partition."""
+
+    offset: int
+    type: str
+    record: dict
+
+
+def derived_id(*parts: object) -> str:
+    """A deterministic event id: the hash of what the event is about (invariant 2)."""
+    return "0x" + hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def partition_of(epoch_id: int, partitions: int) -> int:
+    return (murmur2(topics.epoch_key(epoch_id)) & 0x7FFFFFFF) % partitions
+
+
+def read_epoch(bootstrap: str, epoch_id: int) -> list[Entry]:
+    """Every outbox event of ``epoch_id``, in log order."""
+    ends = kafka_log.end_offsets(bootstrap, topics.REWARDS_OUTBOX)
+    if not ends:
+        return []
+    partition = partition_of(epoch_id, len(ends))
+    key = topics.epoch_key(epoch_id)
+    entries = []
+    for message in kafka_log.read_range(bootstrap, topics.REWARDS_OUTBOX, partition, 0, ends[partition]):
+        if message.key == key:
+            event_type, record = events.decode(message.value, message.headers)
+            entries.append(Entry(message.offset, event_type.name, record))
+    return entries
+
+
+def closed_epochs(bootstrap: str) -> dict[int, dict]:
+    """epoch id -> its latest RewardEpochClosed record, over the whole outbox."""
+    closed: dict[int, dict] = {}
+    for partition, end in kafka_log.end_offsets(bootstrap, topics.REWARDS_OUTBOX).items():
+        for message in kafka_log.read_range(bootstrap, topics.REWARDS_OUTBOX, partition, 0, end):
+            if dict(message.headers).get(topics.HEADER_EVENT_TYPE) == schema.REWARD_EPOCH_CLOSED.name.encode():
+                record = events.decode(message.value, message.headers)[1]
+                closed[record["epoch_id"]] = record
+    return closed
+
+
+def end_offset(bootstrap: str, epoch_id: int) -> int:
+    """The offset the next event of ``epoch_id`` will get (or a later one, if others write meanwhile)."""
+    ends = kafka_log.end_offsets(bootstrap, topics.REWARDS_OUTBOX)
+    return ends[partition_of(epoch_id, len(ends))]
+
+
+class OutboxWriter:
+    """Appends outbox events and waits for the broker's acknowledgement of each batch."""
+
+    def __init__(self, bootstrap: str):
+        kafka_log.ensure_topics(bootstrap, [topics.REWARDS_OUTBOX])
+        self._producer = kafka_log.make_producer(bootstrap)
+
+    def append(self, event_type: events.EventType, records: Sequence[dict]) -> list[int]:
+        """Writes ``records`` and returns their offsets once acknowledged."""
+        futures = kafka_log.produce(self._producer, event_type, records,
+                                    key=lambda r: topics.epoch_key(r["epoch_id"]), topic=topics.REWARDS_OUTBOX)
+        self._producer.flush(timeout=ACK_TIMEOUT_S)
+        return [future.get(timeout=ACK_TIMEOUT_S).offset for future in futures]
+
+    def close(self) -> None:
+        self._producer.close(timeout=ACK_TIMEOUT_S)

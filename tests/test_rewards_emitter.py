@@ -1,0 +1,170 @@
+"""The emitter on a real anvil + broker: killed at every step, rerun, and every effect happened once."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+import contracts
+from payable.chain import Chain, Deployment
+from payable.content_store import ContentStore
+from payable.datanets import DatanetSpec, contribute, create_datanet
+from payable.keys import Role, dev_account
+from payable.settings import Settings
+from pipelines.rewards import epochs, outbox
+from pipelines.rewards.claims import claim
+from pipelines.rewards.emitter import emit_epoch
+from pipelines.rewards.split import EpochInputs
+from pipelines.rewards.txsteps import CRASH_ENV
+from schemas import rewards as schema
+
+REPO = Path(__file__).resolve().parent.parent
+DEPLOYER, OPERATOR, VALIDATOR = (dev_account(r.value) for r in (Role.DEPLOYER, Role.OPERATOR, Role.VALIDATOR))
+CONTRIBUTORS = [dev_account(i) for i in (3, 4, 5)]
+POOL = 1_000 * 10**18
+
+
+def setup_epoch(settings: Settings, chain: Chain, deployment: Deployment, tmp_path: Path, epoch_id: int = 1,
+                extra_accounts: int = 20) -> epochs.EpochResult:
+    """Three real contributions by dev account 3 (two of them duplicates to slash), plus scored accounts."""
+    store = ContentStore(settings.content_dir)
+    token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
+    datanet = create_datanet(chain, deployment, store, DEPLOYER, DatanetSpec(f"net-{epoch_id}"), min_stake=10**18,
+                             max_contribution_size=10_000, validators=[VALIDATOR.address])
+    chain.transact(DEPLOYER, token.functions.transfer(CONTRIBUTORS[0].address, 3 * 10**18), label="stake money")
+    files = []
+    for i in range(3):
+        path = tmp_path / f"c{epoch_id}-{i}.txt"
+        path.write_text(f"contribution {epoch_id}-{i}")
+        files.append(path)
+    submitted = contribute(chain, deployment, store, CONTRIBUTORS[0], datanet, files)
+    ids = [s.contribution_id for s in submitted]
+
+    accounts = [c.address.lower() for c in CONTRIBUTORS] + [f"0x{0xBEEF0000 + i:040x}" for i in range(extra_accounts)]
+    influence, verdicts = [], []
+    for n, who in enumerate(accounts):
+        cid = ids[0] if n == 0 else 1000 * epoch_id + n
+        influence.append({"contribution_id": cid, "contributor": who, "datanet_id": datanet, "dataset_version": 1,
+                          "adapter_id": "a", "method": "m", "score": 1.0 + n, "rank": n})
+        verdicts.append({"contribution_id": cid, "datanet_id": datanet, "contributor": who, "status": "accepted",
+                         "reason": None, "duplicate_of": None})
+    for cid, reason in ((ids[1], "duplicate"), (ids[2], "near_duplicate")):
+        verdicts.append({"contribution_id": cid, "datanet_id": datanet, "contributor": accounts[0],
+                         "status": "rejected", "reason": reason, "duplicate_of": ids[0]})
+    inputs = EpochInputs(pa.Table.from_pylist(influence, schema=schema.INFLUENCE),
+                         pa.Table.from_pylist(verdicts, schema=schema.VERDICT), frozenset())
+    return epochs.close_epoch(settings, epoch_id, inputs, pool=POOL)
+
+
+def run_cli(settings: Settings, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess:
+    """``payable <args>`` as a separate process against the test's services (optionally killed at a step)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PAYABLE_RPC_URL", "KAFKA_BOOTSTRAP", CRASH_ENV)}
+    env.update(PAYABLE_ANVIL_PORT=str(settings.anvil_port), PAYABLE_KAFKA_PORT=str(settings.kafka_port))
+    if crash_at:
+        env[CRASH_ENV] = crash_at
+    command = [sys.executable, "-c", "from payable.cli import main; main()", "--data-dir", str(settings.data_dir),
+               *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+
+def emit_killed(settings: Settings, deployment: Deployment, epoch_id: int, crash_at: str, **options) -> int | None:
+    """emit_epoch in a forked child process that SIGKILLs itself at ``crash_at``; returns its exit code.
+
+    A fork rather than a fresh interpreter: the same real process death, without paying the imports again.
+    """
+    child = multiprocessing.get_context("fork").Process(
+        target=_emit_with_crash, args=(settings, deployment, epoch_id, crash_at, options))
+    child.start()
+    child.join(120)
+    return child.exitcode
+
+
+def _emit_with_crash(settings: Settings, deployment: Deployment, epoch_id: int, crash_at: str, options: dict) -> None:
+    os.environ[CRASH_ENV] = crash_at
+    emit_epoch(settings, deployment, epoch_id, **options)
+
+
+def logs(chain: Chain, contract, event: str, **filters) -> list:
+    return list(getattr(contract.events, event)().get_logs(from_block=0, argument_filters=filters or None))
+
+
+@pytest.mark.parametrize("point", ["after_intent", "after_send", "after_receipt"])
+def test_killed_at_every_step_then_rerun_pays_everyone_exactly_once(stack, chain, deployment, tmp_path, point):
+    """Kill the emitter at ``point`` of each step in turn (each rerun first recovers the step killed before)."""
+    closed = setup_epoch(stack, chain, deployment, tmp_path)
+    for step in ("fund", "publish", "push", "slash"):
+        assert emit_killed(stack, deployment, 1, f"{step}:{point}") == -9, f"{step}:{point} was not reached"
+    final = run_cli(stack, "reward", "--epoch", "1")
+    assert final.returncode == 0, final.stderr
+
+    distributor = chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)
+    token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
+    registry = chain.contract(contracts.DATANET_REGISTRY, deployment.registry)
+    epoch = epochs.load_epoch(stack, 1)
+    assert len(logs(chain, distributor, "EpochPublished")) == 1
+    funding = logs(chain, token, "Transfer", to=deployment.distributor)
+    assert [f["args"]["value"] for f in funding] == [epoch.total]
+    paid = [(e["args"]["account"].lower(), e["args"]["amount"]) for e in logs(chain, distributor, "RewardClaimed")]
+    assert sorted(paid) == sorted(zip(epoch.accounts, epoch.amounts, strict=True)), "each account once, exact amount"
+    slashed = sorted(e["args"]["contributionId"] for e in logs(chain, registry, "StakeSlashed"))
+    assert slashed == sorted(r.contribution_id for r in epoch.slash_requests) and len(slashed) == 2
+    assert distributor.functions.outstanding().call() == 0
+    assert closed.carry_out == POOL - epoch.total
+
+    block = chain.w3.eth.block_number
+    assert emit_epoch(stack, deployment, 1).ok
+    assert chain.w3.eth.block_number == block, "a rerun of a finished epoch sends nothing"
+
+
+def test_intent_whose_nonce_was_taken_is_superseded_not_doubled(stack, chain, deployment, tmp_path):
+    setup_epoch(stack, chain, deployment, tmp_path, extra_accounts=3)
+    assert emit_killed(stack, deployment, 1, "fund:after_intent", push=False) == -9
+    token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
+    # The treasury key is used elsewhere meanwhile: its next transaction takes the nonce of the recorded intent.
+    chain.transact(DEPLOYER, token.functions.transfer(CONTRIBUTORS[2].address, 5), label="other use")
+
+    result = emit_epoch(stack, deployment, 1, push=False)
+    assert result.ok, result.steps
+    states = [e.record["state"] for e in outbox.read_epoch(stack.kafka_bootstrap, 1)
+              if e.type == schema.REWARD_TX_STATE.name and e.record["step"] == "fund"]
+    assert states[:2] == ["intent", "superseded"] and states.count("confirmed") == 1
+    funding = logs(chain, token, "Transfer", to=deployment.distributor)
+    assert len(funding) == 1
+
+
+def test_claim_with_files_deleted_replays_the_log_and_pays_once(stack, chain, deployment, tmp_path):
+    closed = setup_epoch(stack, chain, deployment, tmp_path, extra_accounts=2)
+    assert emit_epoch(stack, deployment, 1, push=False).ok
+    shutil.rmtree(epochs.epoch_dir(stack, 1))
+    fresh = Settings(**{**stack.__dict__, "data_dir": tmp_path / "empty"})
+    replayed = epochs.replay_epoch(fresh, 1)
+    assert "0x" + replayed.root.hex() == closed.merkle_root and replayed.total == closed.total
+
+    first = claim(stack, deployment, 1, CONTRIBUTORS[1])
+    token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
+    assert first.tx_hash is not None
+    assert token.functions.balanceOf(CONTRIBUTORS[1].address).call() == first.amount > 0
+    assert claim(stack, deployment, 1, CONTRIBUTORS[1]).tx_hash is None, "second claim: no transaction"
+    cli = run_cli(stack, "claim", "--epoch", "1", "--account", CONTRIBUTORS[2].address)
+    assert cli.returncode == 0 and '"already_claimed": false' in cli.stdout, cli.stderr
+    distributor = chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)
+    assert len(logs(chain, distributor, "RewardClaimed")) == 2
+
+    # A returning contributor's claim in a later epoch rewrites warm state: within the 80k gas goal.
+    setup_epoch(stack, chain, deployment, tmp_path, epoch_id=2, extra_accounts=2)
+    assert emit_epoch(stack, deployment, 2, push=False).ok
+    again = claim(stack, deployment, 2, CONTRIBUTORS[1])
+    assert again.gas_used < 80_000 < first.gas_used, (again.gas_used, first.gas_used)
+
+
+def test_closing_an_epoch_twice_with_other_inputs_is_refused(stack, chain, deployment, tmp_path):
+    setup_epoch(stack, chain, deployment, tmp_path, extra_accounts=2)
+    with pytest.raises(epochs.EpochConflict):
+        setup_epoch(stack, chain, deployment, tmp_path, extra_accounts=3)
