@@ -1,7 +1,8 @@
 """A synthetic multi-contributor datanet, for tests, the bench and the demo (no data is downloaded).
 
 Contributors are on-topic (cooking, the topic of the eval queries), off-topic (sports) or corrupted
-(random characters) or misleading (eval-topic words with wrong endings). A good attribution pays on-topic contributors most and flags the corrupted ones.
+(random characters) or misleading (eval-topic words with wrong endings). A good attribution pays
+on-topic contributors most and flags the corrupted ones.
 """
 
 from __future__ import annotations

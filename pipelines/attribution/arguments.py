@@ -1,0 +1,39 @@
+"""Typed settings for influence scoring (kronfluence's ``ScoreArguments`` in spirit)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+METHODS = ("datainf", "tracin", "trak")
+
+
+@dataclass(frozen=True)
+class ScoreArguments:
+    """How influence scores are computed and reported."""
+
+    method: str = "datainf"
+    """``datainf``: closed-form per-layer inverse Hessian from LoRA gradients (final adapter);
+    ``tracin``: learning-rate-weighted gradient dot products summed over checkpoints;
+    ``trak``: projected-gradient influence with a damped Gauss-Newton (gradient Gram) inverse, averaged over
+    checkpoints."""
+    projection_dim: int = 256
+    """Random-projection width per layer: stored gradients are (examples x layers x this), whatever the model size.
+    Layers with fewer parameters are kept exact."""
+    damping: float = 0.1
+    """Damping relative to the mean squared gradient norm (DataInf) or mean eigenvalue (TRAK)."""
+    batch_size: int = 32
+    """Examples per gradient batch (one Beam element)."""
+    seed: int = 0
+    """Seeds the random projections."""
+    top_queries: int = 3
+    """Evidence: how many eval queries each contribution helped and hurt most are reported."""
+    harm_margin: float = 0.1
+    """A contribution is flagged harmful when its score is below ``-harm_margin`` times the median |score|."""
+    num_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,100 @@
+"""Per-example gradients with torch.func and their random projection to a fixed width per layer.
+
+Gradients for a batch come from one ``vmap(grad(loss))`` over ``functional_call`` (no Python loop over
+examples). Each layer's gradient is projected to ``projection_dim`` columns by a seeded Gaussian matrix that
+is generated block by block, so neither the stored gradients nor the projection need memory that grows with
+the model (layers already narrower than ``projection_dim`` are kept exact).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.func import grad, vmap
+
+from pipelines.attribution.task import Example, Params, Task
+
+_BLOCK = 8192  # rows of a projection block generated at once
+_CACHE_FLOATS = 1 << 24  # keep generated blocks in memory up to 64 MB, regenerate beyond
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Parameter names grouped into layers, and each layer's column range in a projected gradient."""
+
+    layers: tuple[tuple[str, tuple[str, ...], int], ...]
+    """(layer name, its parameter names, its parameter count)."""
+    dim: int
+
+    @classmethod
+    def of(cls, task: Task, params: Params, dim: int) -> Layout:
+        groups: dict[str, list[str]] = {}
+        for name in params:
+            groups.setdefault(task.layer(name), []).append(name)
+        layers = tuple((layer, tuple(names), sum(params[n].numel() for n in names)) for layer, names in groups.items())
+        return cls(layers=layers, dim=dim)
+
+    @property
+    def widths(self) -> list[int]:
+        return [min(size, self.dim) for _, _, size in self.layers]
+
+    @property
+    def slices(self) -> list[slice]:
+        ends = np.cumsum([0, *self.widths])
+        return [slice(int(a), int(b)) for a, b in itertools.pairwise(ends)]
+
+    @property
+    def width(self) -> int:
+        return int(sum(self.widths))
+
+
+class Projector:
+    """Seeded block-wise Gaussian projection, scaled by 1/sqrt(width) so inner products are kept on average."""
+
+    def __init__(self, layout: Layout, seed: int) -> None:
+        self.layout = layout
+        self.seed = seed
+        self._cache: dict[tuple[int, int], torch.Tensor] = {}
+        self._cached = 0
+
+    def _block(self, layer: int, start: int, rows: int) -> torch.Tensor:
+        key = (layer, start)
+        if key in self._cache:
+            return self._cache[key]
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + layer * 65_537 + start)
+        block = torch.randn(rows, self.layout.dim, generator=gen) / self.layout.dim**0.5
+        if self._cached + block.numel() <= _CACHE_FLOATS:
+            self._cache[key] = block
+            self._cached += block.numel()
+        return block
+
+    def __call__(self, grads: Params) -> torch.Tensor:
+        """(batch, width) projected gradient from per-example gradients keyed by parameter name."""
+        out = []
+        for index, (_, names, size) in enumerate(self.layout.layers):
+            flat = torch.cat([grads[n].flatten(1) for n in names], dim=1)
+            if size <= self.layout.dim:
+                out.append(flat)
+                continue
+            acc = torch.zeros(flat.shape[0], self.layout.dim, dtype=flat.dtype)
+            for start in range(0, size, _BLOCK):
+                rows = min(_BLOCK, size - start)
+                acc += flat[:, start:start + rows] @ self._block(index, start, rows)
+            out.append(acc)
+        return torch.cat(out, dim=1)
+
+
+def per_example_gradients(task: Task, params: Params, batch: Example, query: bool = False) -> Params:
+    """Gradients of each example's loss (or measurement) w.r.t. ``params``: leading dimension = batch."""
+    loss = task.query_loss if query else task.example_loss
+    return vmap(grad(loss), in_dims=(None, 0))(params, batch)
+
+
+def projected_gradients(task: Task, checkpoints: list[Params], batch: Example, projector: Projector,
+                        query: bool = False) -> np.ndarray:
+    """(batch, checkpoints, width) float32: one projected gradient per example and checkpoint."""
+    per_ckpt = [projector(per_example_gradients(task, params, batch, query)) for params in checkpoints]
+    return torch.stack(per_ckpt, dim=1).to(torch.float32).numpy()

@@ -1,0 +1,79 @@
+"""Example-by-query influence scores in one process (tests, bench); ``beam.py`` runs the same steps over batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from rich.progress import track
+
+from pipelines.attribution.arguments import ScoreArguments
+from pipelines.attribution.gradients import Layout, Projector, projected_gradients
+from pipelines.attribution.methods import (
+    Moments,
+    checkpoints_used,
+    datainf_correction,
+    datainf_damping,
+    moments,
+    precondition,
+    scores,
+)
+from pipelines.attribution.task import Example, Params, Task
+from pipelines.training.lora import deterministic
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every batch needs: parameters at the used checkpoints, their learning rates, the projector."""
+
+    params: list[Params]
+    learning_rates: list[float]
+    projector: Projector
+
+    @property
+    def slices(self) -> list[slice]:
+        return self.projector.layout.slices
+
+
+def setup(task: Task, checkpoints: list[Params], learning_rates: list[float], args: ScoreArguments) -> Setup:
+    used = checkpoints_used(args.method, len(checkpoints))
+    params = [task.params(checkpoints[c]) for c in used]
+    layout = Layout.of(task, params[0], args.projection_dim)
+    return Setup(params, [learning_rates[c] for c in used], Projector(layout, args.seed))
+
+
+def batches(examples: Example, size: int) -> list[Example]:
+    n = len(next(iter(examples.values())))
+    return [{k: v[i:i + size] for k, v in examples.items()} for i in range(0, n, size)]
+
+
+def gradients(task: Task, prepared: Setup, examples: Example, args: ScoreArguments, query: bool = False,
+              label: str = "gradients") -> np.ndarray:
+    parts = [projected_gradients(task, prepared.params, b, prepared.projector, query)
+             for b in track(batches(examples, args.batch_size), description=label, transient=True)]
+    return np.concatenate(parts, axis=0)
+
+
+def score_examples(task: Task, checkpoints: list[Params], learning_rates: list[float], train: Example,
+                   queries: Example, args: ScoreArguments) -> np.ndarray:
+    """(n_train, n_queries) influence matrix of every train example on every query."""
+    with deterministic(args.num_threads), torch.no_grad():
+        prepared = setup(task, checkpoints, learning_rates, args)
+        q = gradients(task, prepared, queries, args, query=True, label="query gradients")
+        g = gradients(task, prepared, train, args, label=f"{args.method} gradients")
+        return score_gradients(g, q, prepared, args)
+
+
+def score_gradients(g: np.ndarray, q: np.ndarray, prepared: Setup, args: ScoreArguments) -> np.ndarray:
+    """The method applied to precomputed projected gradients (both passes over ``g``)."""
+    stats = Moments()
+    for i in range(0, len(g), args.batch_size):
+        stats = stats.merge(moments(g[i:i + args.batch_size], args.method, prepared.slices))
+    correction = None
+    if args.method == "datainf":
+        lam = datainf_damping(stats, args.damping)
+        correction = sum(datainf_correction(g[i:i + args.batch_size], q, lam, prepared.slices)
+                         for i in range(0, len(g), args.batch_size))
+    p = precondition(q, stats, args, prepared.slices, prepared.learning_rates, correction)
+    return scores(g, p)

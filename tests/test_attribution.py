@@ -1,0 +1,132 @@
+"""Influence scoring: coverage, planted harm, duplicates, leave-one-out direction, Beam parity, the math."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import lance
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipelines.attribution import ScoreArguments, attribute, harmful_contributions
+from pipelines.attribution.aggregate import contribution_scores, contributor_totals
+from pipelines.attribution.beam import score_examples_beam
+from pipelines.attribution.methods import Moments, datainf_correction, datainf_damping, moments, precondition
+from pipelines.attribution.scoring import score_examples
+from pipelines.attribution.synthetic import corrupted, make_datanet, rows
+from pipelines.attribution.table import influence_uri
+from pipelines.attribution.task import LoRALanguageModelTask
+from pipelines.training import AdapterRegistry, load_adapter, train_latest
+from pipelines.training.base_model import build_base_model, build_tokenizer
+from pipelines.training.data import tokenize
+from pipelines.training.lora import train_lora
+from tests.attribution_fixtures import FAST, settings_in, write_evals, write_version
+
+BAD = "0xbad0000000000000000000000000000000000000"
+COPIER = "0xc0b1000000000000000000000000000000000000"
+TRACIN = ScoreArguments(method="tracin", projection_dim=64)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory):
+    """A datanet with helpful, off-topic, one planted corrupted and one duplicated contribution, trained once."""
+    settings = settings_in(tmp_path_factory.mktemp("attr"))
+    dn = make_datanet(contributors={"on_topic": 3, "off_topic": 1}, per_contributor=3, num_queries=8)
+    planted = rows(1, [(BAD, corrupted(random.Random(7), 160))], first_id=500)
+    first = dn.table.slice(0, 1)
+    while first["contributor"][0].as_py() not in {c for c, k in dn.kinds.items() if k == "on_topic"}:
+        first = dn.table.slice(int(first["contribution_id"][0].as_py()), 1)
+    duplicate = rows(1, [(COPIER, first["text"][0].as_py())], first_id=600)
+    table = pa.concat_tables([dn.table, planted, duplicate])
+    write_version(settings, 1, table)
+    write_evals(settings, 1, dn.eval_texts)
+    record = train_latest(settings, 1, replace(FAST, num_checkpoints=3), show_progress=False)
+    scored = attribute(settings, 1, record.adapter_id, TRACIN)
+    return settings, table, record, scored, first["contribution_id"][0].as_py(), dn
+
+
+def test_table_covers_every_accepted_contribution_exactly_once(run) -> None:
+    settings, table, record, scored, _, _ = run
+    assert sorted(scored["contribution_id"].to_pylist()) == sorted(table["contribution_id"].to_pylist())
+    again = attribute(settings, 1, record.adapter_id, TRACIN)  # idempotent rewrite
+    stored = lance.dataset(influence_uri(settings.lance_dir)).to_table()
+    assert stored.num_rows == table.num_rows
+    assert again["score"].to_pylist() == scored["score"].to_pylist()
+    assert set(scored["rank"].to_pylist()) == set(range(1, table.num_rows + 1))
+
+
+def test_planted_harmful_contribution_ranks_last_and_is_flagged_with_evidence(run) -> None:
+    _, _, _, scored, _, _ = run
+    bottom = scored.sort_by("rank").slice(scored.num_rows - 1).to_pylist()[0]
+    assert bottom["contributor"] == BAD and bottom["score"] < 0
+    flagged = harmful_contributions(scored)
+    assert BAD in flagged["contributor"].to_pylist()
+    assert bottom["harmful"] and len(bottom["hurt_queries"]) > 0
+
+
+def test_exact_duplicate_does_not_double_its_owners_credit(run) -> None:
+    _, _, _, scored, original_id, _ = run
+    rows_ = {r["contribution_id"]: r for r in scored.to_pylist()}
+    original, copy = rows_[original_id], rows_[600]
+    assert original["copies"] == copy["copies"] == 2
+    assert original["score"] == pytest.approx(copy["score"])
+    # pure check: two identical examples split what one of them would get alone
+    alone = contribution_scores(np.array([[2.0, 4.0]]), np.array([0]), ["h"], np.array([-1]), 1.0)
+    both = contribution_scores(np.array([[2.0, 4.0], [2.0, 4.0]]), np.array([0, 1]), ["h", "h"],
+                               np.array([-1, -1]), 1.0)
+    assert contributor_totals(["a", "a"], both.score)["a"] == pytest.approx(alone.score[0])
+
+
+def test_leave_one_out_moves_eval_loss_the_way_the_score_predicts(run) -> None:
+    _, table, record, scored, _, dn = run
+    tokenizer = build_tokenizer(FAST.base.vocab_size)
+    args = replace(FAST, num_checkpoints=3)
+    queries = tokenize(dn.eval_texts, tokenizer, args.max_length)
+
+    def eval_loss_without(contribution_id: int) -> float:
+        kept = table.filter(pa.compute.not_equal(table["contribution_id"], contribution_id))
+        train = tokenize(kept["text"].to_pylist(), tokenizer, args.max_length)
+        return train_lora(build_base_model(args.base), train, queries, args, show_progress=False).metrics["eval_loss"]
+
+    full = record.metrics["eval_loss"]
+    ordered = scored.sort_by("rank")
+    worst = ordered["contribution_id"][-1].as_py()
+    assert ordered["score"][-1].as_py() < 0
+    assert eval_loss_without(worst) < full  # removing the harmful one helps
+
+
+def test_beam_pipeline_matches_in_process_scores(run) -> None:
+    settings, _, record, _, _, dn = run
+    model, checkpoints = load_adapter(AdapterRegistry(settings.adapters_dir), record)
+    task = LoRALanguageModelTask(model)
+    tokenizer = build_tokenizer(FAST.base.vocab_size)
+    train = tokenize(dn.table["text"].to_pylist()[:10], tokenizer, FAST.max_length)
+    queries = tokenize(dn.eval_texts[:3], tokenizer, FAST.max_length)
+    lrs = [c.learning_rate for c in record.checkpoints]
+    for method in ("datainf",):  # the two-pass method: exercises both combines and the side inputs
+        args = ScoreArguments(method=method, projection_dim=32, batch_size=4)
+        local = score_examples(task, checkpoints, lrs, train.batch(slice(None)), queries.batch(slice(None)), args)
+        beam = score_examples_beam(task, checkpoints, lrs, train, queries, args)
+        np.testing.assert_allclose(beam, local, rtol=1e-6, atol=1e-9)
+
+
+def test_datainf_and_trak_match_their_explicit_formulas() -> None:
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(12, 1, 5))
+    q = rng.normal(size=(3, 1, 5))
+    slices = [slice(0, 2), slice(2, 5)]
+    datainf = ScoreArguments(method="datainf", damping=0.3)
+    stats = moments(g[:7], "datainf", slices).merge(moments(g[7:], "datainf", slices))
+    lam = datainf_damping(stats, datainf.damping)
+    pre = precondition(q, stats, datainf, slices, [1.0], datainf_correction(g, q, lam, slices))
+    for layer, s in enumerate(slices):
+        v = g[:, 0, s]
+        inverse = np.mean([np.linalg.inv(lam[0, layer] * np.eye(v.shape[1]) + np.outer(x, x)) for x in v], axis=0)
+        np.testing.assert_allclose(pre[:, 0, s], q[:, 0, s] @ inverse, rtol=1e-10)
+    trak = ScoreArguments(method="trak", damping=0.3)
+    stats = moments(g, "trak", slices).merge(Moments())
+    gram = g[:, 0].T @ g[:, 0]
+    expected = q[:, 0] @ np.linalg.inv(gram + 0.3 * np.trace(gram) / 5 * np.eye(5))
+    np.testing.assert_allclose(precondition(q, stats, trak, slices, [1.0])[:, 0], expected, rtol=1e-10)
