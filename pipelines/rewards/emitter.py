@@ -68,6 +68,9 @@ def emit_epoch(settings: Settings, deployment: Deployment, epoch_id: int, *, pus
     epoch = load_epoch(settings, epoch_id)
     signers = signers or Signers.from_env(settings)
     chain = Chain(settings.rpc_url)
+    # web3 validates every call against eth_chainId; the chain id cannot change under a running emitter.
+    chain.w3.provider.cacheable_requests = {"eth_chainId"}
+    chain.w3.provider.cache_allowed_requests = True
     writer = outbox.OutboxWriter(settings.kafka_bootstrap)
     try:
         history = outbox.read_epoch(settings.kafka_bootstrap, epoch_id)
@@ -138,9 +141,12 @@ def _push(epoch: ClosedEpoch, distributor, operator: LocalAccount, start: int) -
     batch = range(start, min(start + PUSH_BATCH, len(epoch.accounts)))
 
     def unclaimed() -> list[int]:
-        claimed = distributor.functions.claimed
-        return [i for i in batch
-                if not claimed(epoch.epoch_id, Web3.to_checksum_address(epoch.accounts[i])).call()]
+        with distributor.w3.batch_requests() as requests:  # one round trip for the whole batch
+            for i in batch:
+                requests.add(distributor.functions.claimed(epoch.epoch_id,
+                                                           Web3.to_checksum_address(epoch.accounts[i])))
+            flags = requests.execute()
+        return [i for i, done in zip(batch, flags, strict=True) if not done]
 
     def check() -> str | None:
         return "every account of the batch has claimed" if not unclaimed() else None
