@@ -86,3 +86,15 @@ def test_second_claim_foreign_proof_and_tampered_amount_revert(chain, token, dis
     with pytest.raises(ChainError, match="UnknownEpoch"):
         chain.send(CONTRIBUTOR, claim(2, accounts[1], amounts[1], tree.proof(1)))
     assert token.functions.balanceOf(accounts[1]).call() == 0
+
+
+def test_claims_never_pay_more_than_the_published_total(chain, token, distributor):
+    accounts, amounts, tree = payout_tree(4)
+    total = sum(amounts) - 1  # a root whose leaves promise more than the epoch's total
+    chain.transact(DEPLOYER, token.functions.transfer(distributor.address, sum(amounts)), label="fund")
+    chain.transact(OPERATOR, distributor.functions.publishEpoch(1, tree.root, total), label="publish")
+    for i in range(3):
+        chain.transact(CONTRIBUTOR, distributor.functions.claim(1, accounts[i], amounts[i], tree.proof(i)))
+    with pytest.raises(ChainError):
+        chain.send(CONTRIBUTOR, distributor.functions.claim(1, accounts[3], amounts[3], tree.proof(3)))
+    assert distributor.functions.outstanding().call() == total - sum(amounts[:3])

@@ -14,12 +14,13 @@
 Why this shape: the whole tree is one (2n-1, 32) byte array (64 MB for a million contributors) that is
 saved as is and memory-mapped back; a proof is read off it on demand in O(log n), so no million Python
 lists are ever built. Hashing runs level by level over contiguous buffers, and a large tree spreads
-the hashing over worker processes.
+the hashing over forked worker processes.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -86,7 +87,8 @@ def build_tree(accounts: Sequence[str], amounts: Sequence[int], *, workers: int 
     """Builds the StandardMerkleTree of the values (accounts[i], amounts[i]).
 
     Accounts must be distinct 0x-prefixed addresses and amounts in [0, 2**256). ``workers`` caps the hashing
-    processes (default: one per CPU); trees under PARALLEL_MIN_ROWS leaves never start a process.
+    processes (default: one per CPU); trees under PARALLEL_MIN_ROWS leaves, or a caller running other
+    threads, hash in-process.
     """
     n = len(accounts)
     if n == 0:
@@ -94,7 +96,7 @@ def build_tree(accounts: Sequence[str], amounts: Sequence[int], *, workers: int 
     if len(amounts) != n:
         raise ValueError(f"{n} accounts but {len(amounts)} amounts")
     workers = max(1, workers or os.cpu_count() or 1)
-    pool = _pool(workers) if workers > 1 and n >= PARALLEL_MIN_ROWS else None
+    pool = _pool(workers) if workers > 1 and n >= PARALLEL_MIN_ROWS and threading.active_count() == 1 else None
     try:
         leaves = _rows(_hash_rows(_encode_leaves(accounts, amounts), 64, True, pool, workers))
         order = _lexsort(leaves)
@@ -183,5 +185,6 @@ def _hash_chunk(data: bytes, width: int, double: bool) -> bytes:
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
-    # forkserver, not fork: callers (Dagster, the emitter) run threads, which fork does not copy safely.
-    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver"))
+    # fork: a worker starts in milliseconds, without re-importing the caller's __main__ as spawn and forkserver
+    # do. build_tree forks only from a single-threaded process, where no other thread can hold a lock.
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
