@@ -48,7 +48,7 @@ class Intent:
 
 def run_id(ranges: dict[int, tuple[int, int]], config: ValidateConfig) -> str:
     """Deterministic: the same offset ranges under the same rules are the same run."""
-    doc = [[p, lo, hi] for p, (lo, hi) in sorted(ranges.items())], config.rules_version, config.fingerprint()
+    doc = [[p, lo, hi] for p, (lo, hi) in sorted(ranges.items())], config.rules_version, config.fingerprint
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:20]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class ValidateConfig:
     def rows_per_band(self) -> int:
         return self.bins // self.bands
 
+    @cached_property
     def fingerprint(self) -> str:
         """A short stable hash of every decision-changing parameter (chunking excluded)."""
         doc = asdict(self)

@@ -181,23 +181,22 @@ def _partners(history: DedupeState, candidates: pa.Table) -> list[list[int]]:
     order = np.lexsort((rows, flat))
     flat, rows = flat[order], rows[order]
     same = flat[1:] == flat[:-1]
-    earlier: list[set[int]] = [set() for _ in range(n)]
-    starts = np.flatnonzero(np.concatenate([[True], ~same]))
-    ends = np.concatenate([starts[1:], [flat.size]])
-    for start, end in zip(starts[ends - starts > 1].tolist(), ends[ends - starts > 1].tolist(), strict=True):
-        members = rows[start:end].tolist()
-        for k in range(1, len(members)):
-            earlier[members[k]].update(members[:k])
-    for i in valid.tolist():
-        if earlier[i]:
-            found[i] = found[i] + [offset + j for j in sorted(earlier[i])]
+    group = np.cumsum(np.concatenate([[True], ~same])) - 1
+    group_start = np.flatnonzero(np.concatenate([[True], ~same]))[group]
+    before = np.arange(flat.size) - group_start  # how many earlier members share this key
+    later = np.repeat(rows, before)
+    first = np.repeat(group_start, before)
+    earlier = rows[first + np.arange(later.size) - np.repeat(np.cumsum(before) - before, before)]
+    pairs = np.unique(later.astype(np.int64) * n + earlier)  # by later, then earlier ascending
+    for i, j in zip((pairs // n).tolist(), (pairs % n + offset).tolist(), strict=True):
+        found[i].append(j)
     return found
 
 
 def _rows(candidates: pa.Table, accepted: dict[int, dict]) -> pa.Table:
     """CONTRIBUTION_ROW rows of the candidates accepted (and not retracted) in this run."""
     order = sorted(accepted)
-    taken = candidates.take(pa.array(order, type=pa.int64()))
+    taken = candidates.drop_columns(["shingles", "band_keys"]).take(pa.array(order, type=pa.int64()))
     columns = {name: taken.column(name) for name in CONTRIBUTION_ROW.names if name in taken.column_names}
     columns["fact_event_id"] = taken.column("event_id")
     columns["verdict_id"] = pa.array([accepted[i]["verdict_id"] for i in order], type=pa.string())
@@ -209,7 +208,8 @@ def _segment(candidates: pa.Table, state_rows: list[tuple[int | None, dict, str,
     parts = []
     for status in (ACCEPTED, REJECTED):
         picked = [(i, verdict) for i, _, row_status, verdict in state_rows if row_status == status]
-        taken = candidates.take(pa.array([i for i, _ in picked], type=pa.int64()))
+        source = candidates if status == ACCEPTED else candidates.drop_columns(["text", "shingles", "band_keys"])
+        taken = source.take(pa.array([i for i, _ in picked], type=pa.int64()))
         columns = {name: taken.column(name) for name in STATE.names if name in taken.column_names}
         columns["fact_key"] = pa.array([fact_key(e, b) for e, b in zip(taken.column("event_id").to_pylist(),
                                                                        taken.column("block_hash").to_pylist(),

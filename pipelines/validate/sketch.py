@@ -201,8 +201,14 @@ def band_keys(signatures: np.ndarray, bands: int) -> np.ndarray:
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     """Exact Jaccard similarity of two shingle-hash multisets taken as sets."""
-    ua, ub = np.unique(a), np.unique(b)
+    ua, ub = _as_set(a), _as_set(b)
     if ua.size == 0 and ub.size == 0:
         return 1.0
     common = np.intersect1d(ua, ub, assume_unique=True).size
     return common / (ua.size + ub.size - common)
+
+
+def _as_set(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (np.unique's hash path is slow on arrays this small)."""
+    ordered = np.sort(values)
+    return ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])] if ordered.size else ordered

@@ -7,7 +7,6 @@ so the same facts judged by the same rules always yield byte-identical verdicts.
 from __future__ import annotations
 
 import hashlib
-import json
 
 from pipelines.validate import reasons
 from pipelines.validate.config import ValidateConfig
@@ -15,10 +14,10 @@ from pipelines.validate.config import ValidateConfig
 
 def verdict_id(fact_event_id: str, fact_block_hash: str, content_hash: str, status: str, reason: str | None,
                duplicate_of: int | None, config: ValidateConfig) -> str:
-    """0x + sha256 of the fact's identity, its content hash, the rules and the decision."""
-    doc = [fact_event_id, fact_block_hash, content_hash, status, reason, duplicate_of,
-           config.rules_version, config.fingerprint()]
-    return "0x" + hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()
+    """0x + sha256 of the fact's identity, its content hash, the rules and the decision (unit-separated)."""
+    doc = (fact_event_id, fact_block_hash, content_hash, status, reason or "", "" if duplicate_of is None
+           else str(duplicate_of), config.rules_version, config.fingerprint)
+    return "0x" + hashlib.sha256("\x1f".join(doc).encode()).hexdigest()
 
 
 def make_verdict(fact: dict, reason: str | None, detail: str, config: ValidateConfig, *,

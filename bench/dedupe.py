@@ -1,0 +1,234 @@
+"""Dedupe benchmark: payable's validate + exact + near-duplicate path against datasketch, side by side.
+
+Generates N text contributions of about 1 KB (synthetic Zipf-distributed vocabulary) with a known 10%
+exact duplicates and 10% planted near-duplicates whose true Jaccard similarity (word 3-gram sets of the
+normalized text, computed here by a plain-Python reference independent of payable's numpy code) lies
+in [0.8, 0.95]; half of the near-duplicates also get case and punctuation noise. Then, in one run:
+
+* payable: the functions the Beam pipeline runs (CheckAndSketch per chunk: fetch from the content
+  store, sha256 check, size, UTF-8, normalization, MinHash; then DecidePerDatanet: exact, normalized
+  and near-duplicate decisions in chain order), timed end to end, Kafka and Beam scheduling excluded;
+* datasketch: MinHash(num_perm=128) + MinHashLSH(threshold) query-then-insert over the same texts
+  after exact-duplicate removal (the same near-duplicate job), normalization + shingling included;
+* precision and recall of each against the planted near-duplicates.
+
+    .venv/bin/python -m bench.dedupe --n 100000      (from the repository root)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import shlex
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from payable.content_store import ContentStore
+from payable.datanets import DatanetSpec
+from pipelines.validate import reasons
+from pipelines.validate.candidates import check_chunk
+from pipelines.validate.config import ValidateConfig
+from pipelines.validate.datanet_info import DatanetInfo
+from pipelines.validate.dedupe import decide_datanet
+from pipelines.validate.state import DedupeState
+
+WORD = re.compile(r"[^\W_]+")
+VOCABULARY = 30_000
+WORDS_PER_TEXT = 150
+PUNCTUATION = [",", ".", ";", "!", "?", " -", ":"]
+
+
+@dataclass
+class Corpus:
+    texts: list[str]
+    kind: list[str]  # original | exact | near
+    source: list[int]  # index of the original a duplicate copies, else -1
+    similarity: list[float]  # true Jaccard of planted near-duplicates, else nan
+
+
+def shingle_set(text: str, k: int = 3) -> set[tuple[str, ...]]:
+    """Reference definition of near-duplication: word k-gram set of the lower-cased alphanumeric words."""
+    words = WORD.findall(text.lower())
+    return {tuple(words[i:i + k]) for i in range(len(words) - k + 1)}
+
+
+def reference_jaccard(a: str, b: str) -> float:
+    sa, sb = shingle_set(a), shingle_set(b)
+    return len(sa & sb) / len(sa | sb)
+
+
+def generate(n: int, seed: int) -> Corpus:
+    """Originals first, then exact and near duplicates of earlier originals interleaved at random."""
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    vocabulary = ["".join(rng.choice(letters, size=rng.integers(3, 9))) for _ in range(VOCABULARY)]
+    weights = 1.0 / np.arange(1, VOCABULARY + 1) ** 1.1
+    weights /= weights.sum()
+    n_exact = n_near = n // 10
+    n_original = n - n_exact - n_near
+    ids = rng.choice(VOCABULARY, size=(n_original, WORDS_PER_TEXT), p=weights)
+    texts = [" ".join(vocabulary[i] for i in row) for row in ids.tolist()]
+    kind, source, similarity = ["original"] * n_original, [-1] * n_original, [float("nan")] * n_original
+    for copy in rng.permutation(np.r_[np.zeros(n_exact, int), np.ones(n_near, int)]).tolist():
+        origin = int(rng.integers(0, n_original))
+        if copy == 0:
+            texts.append(texts[origin])
+            kind.append("exact")
+            similarity.append(1.0)
+        else:
+            text, jac = _near(texts[origin], vocabulary, rng)
+            texts.append(text)
+            kind.append("near")
+            similarity.append(jac)
+        source.append(origin)
+    return Corpus(texts, kind, source, similarity)
+
+
+def _near(original: str, vocabulary: list[str], rng: np.random.Generator) -> tuple[str, float]:
+    """A copy with words replaced until its reference Jaccard falls in [0.8, 0.95]; maybe with noise."""
+    words = original.split()
+    target = rng.uniform(0.8, 0.95)
+    replaced = max(1, round(len(words) * (1 - target) / (1 + target) / 3))
+    while True:
+        candidate = list(words)
+        for index in rng.choice(len(words), size=replaced, replace=False).tolist():
+            candidate[index] = vocabulary[int(rng.integers(0, VOCABULARY))] + "x"
+        text = " ".join(candidate)
+        jac = reference_jaccard(original, text)
+        if 0.8 <= jac <= 0.95:
+            break
+        replaced = max(1, replaced + (1 if jac > 0.95 else -1))
+    if rng.random() < 0.5:  # case and punctuation noise: invisible after normalization
+        noisy = [w.upper() if rng.random() < 0.2 else w for w in text.split()]
+        text = " ".join(w + PUNCTUATION[int(rng.integers(0, len(PUNCTUATION)))] if rng.random() < 0.1 else w
+                        for w in noisy)
+    return text, jac
+
+
+def store_corpus(corpus: Corpus, root: Path) -> list[dict]:
+    """Puts every text in a content store; returns ContributionSubmitted facts in chain order."""
+    store = ContentStore(root)
+    facts = []
+    for i, text in enumerate(corpus.texts):
+        data = text.encode()
+        digest, uri = store.put(data)
+        facts.append({"event_id": f"1:0x{i:064x}:0", "block_hash": "0x" + "ab" * 32, "chain_id": 1,
+                      "block_number": i, "tx_hash": f"0x{i:064x}", "log_index": 0, "contract": "0x" + "11" * 20,
+                      "contribution_id": i + 1, "datanet_id": 1, "contributor": "0x" + "22" * 20,
+                      "content_hash": digest, "uri": uri, "size": len(data), "stake": "1",
+                      "_partition": 0, "_offset": i})
+    return facts
+
+
+def _check(args: tuple) -> pa.RecordBatch:
+    facts, datanets, root, config = args
+    return check_chunk(facts, datanets, ContentStore(root), config)
+
+
+def run_payable(facts: list[dict], root: Path, config: ValidateConfig, workers: int,
+                chunk: int) -> tuple[float, list[dict]]:
+    """Seconds for CheckAndSketch over chunks (``workers`` processes) + DecidePerDatanet, and the verdicts."""
+    datanets = {1: DatanetInfo(1, 16_384, DatanetSpec("bench"), "", 0, -1)}
+    jobs = [(facts[i:i + chunk], datanets, root, config) for i in range(0, len(facts), chunk)]
+    start = time.perf_counter()
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            batches = list(pool.map(_check, jobs))
+    else:
+        batches = [_check(job) for job in jobs]
+    decision = decide_datanet(DedupeState(), pa.Table.from_batches(batches), [], config)
+    return time.perf_counter() - start, decision.verdicts
+
+
+def run_datasketch(texts: list[str], threshold: float, num_perm: int) -> tuple[float, list[bool]]:
+    """Seconds for exact-hash removal + MinHashLSH query-then-insert; near-duplicate flag per text."""
+    from datasketch import MinHash, MinHashLSH
+
+    start = time.perf_counter()
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    seen: set[bytes] = set()
+    flagged = [False] * len(texts)
+    for i, text in enumerate(texts):
+        digest = hashlib.sha256(text.encode()).digest()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        words = WORD.findall(text.lower())
+        minhash = MinHash(num_perm=num_perm)
+        minhash.update_batch([" ".join(words[j:j + 3]).encode() for j in range(len(words) - 2)])
+        if lsh.query(minhash):
+            flagged[i] = True
+        else:
+            lsh.insert(str(i), minhash)
+    return time.perf_counter() - start, flagged
+
+
+def precision_recall(flagged: list[bool], corpus: Corpus) -> tuple[float, float]:
+    truth = [kind == "near" for kind in corpus.kind]
+    candidates = [i for i, kind in enumerate(corpus.kind) if kind != "exact"]
+    tp = sum(flagged[i] and truth[i] for i in candidates)
+    fp = sum(flagged[i] and not truth[i] for i in candidates)
+    fn = sum(truth[i] and not flagged[i] for i in candidates)
+    return tp / max(tp + fp, 1), tp / max(tp + fn, 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=100_000, help="contributions (default 100,000)")
+    parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--workers", type=int, default=1, help="processes for the per-chunk stage")
+    parser.add_argument("--chunk", type=int, default=2000, help="contributions per chunk (a Beam element)")
+    parser.add_argument("--num-perm", type=int, default=128, help="datasketch permutations")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--skip-datasketch", action="store_true")
+    args = parser.parse_args(argv)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    given = sys.argv[1:] if argv is None else argv
+    console.print(f"[bold]command:[/] .venv/bin/python -m bench.dedupe {shlex.join(given)}".rstrip())
+    corpus = generate(args.n, args.seed)
+    config = ValidateConfig(near_threshold=args.threshold)
+    with tempfile.TemporaryDirectory(prefix="dedupe-bench-") as tmp:
+        facts = store_corpus(corpus, Path(tmp))
+        seconds, verdicts = run_payable(facts, Path(tmp), config, args.workers, args.chunk)
+    by_id = {v["contribution_id"]: v for v in verdicts}
+    assert len(by_id) == args.n, "every contribution got a verdict"
+    ours = [by_id[i + 1]["reason"] == reasons.NEAR_DUPLICATE for i in range(args.n)]
+    exact_caught = sum(by_id[i + 1]["reason"] == reasons.DUPLICATE for i, k in enumerate(corpus.kind) if k == "exact")
+    rows = [("payable", args.n / seconds, seconds, *precision_recall(ours, corpus),
+             f"{args.workers} process(es); exact dups caught {exact_caught}/{corpus.kind.count('exact')}")]
+    if not args.skip_datasketch:
+        ds_seconds, flagged = run_datasketch(corpus.texts, args.threshold, args.num_perm)
+        rows.append((f"datasketch {_version()}", args.n / ds_seconds, ds_seconds, *precision_recall(flagged, corpus),
+                     f"MinHash num_perm={args.num_perm}, MinHashLSH threshold={args.threshold}"))
+
+    table = Table(title=f"near-duplicate dedupe, {args.n:,} contributions of ~1 KB "
+                        f"({corpus.kind.count('exact'):,} exact, {corpus.kind.count('near'):,} planted near)")
+    for column in ("system", "contributions/s", "seconds", "precision", "recall", "notes"):
+        table.add_column(column, justify="right" if column not in ("system", "notes") else "left")
+    for name, rate, secs, precision, recall, notes in rows:
+        table.add_row(name, f"{rate:,.0f}", f"{secs:.2f}", f"{precision:.4f}", f"{recall:.4f}", notes)
+    console.print(table)
+    if len(rows) == 2:
+        console.print(f"payable / datasketch throughput: [bold]{rows[0][1] / rows[1][1]:.1f}x[/]")
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("datasketch")
+
+
+if __name__ == "__main__":
+    main()
