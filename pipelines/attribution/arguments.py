@@ -11,8 +11,9 @@ METHODS = ("datainf", "tracin", "trak")
 class ScoreArguments:
     """How influence scores are computed and reported."""
 
-    method: str = "datainf"
-    """``datainf``: closed-form per-layer inverse Hessian from LoRA gradients (final adapter);
+    method: str = "tracin"
+    """Default ``tracin``: best LDS and corrupted-contribution AUC on the bench's LoRA text datanet.
+    ``datainf``: closed-form per-layer inverse Hessian from LoRA gradients (final adapter);
     ``tracin``: learning-rate-weighted gradient dot products summed over checkpoints;
     ``trak``: projected-gradient influence with a damped Gauss-Newton (gradient Gram) inverse, averaged over
     checkpoints."""
