@@ -1,0 +1,65 @@
+"""Read-only views of the log: decoded chain facts and each contribution's current verdict.
+
+These are the ground truth that checks and the audit database compare projections against. A record
+that does not decode is returned separately, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from payable import kafka_log
+from schemas import events
+from schemas.verdicts import CONTRIBUTION_VERDICT
+
+
+@dataclass
+class LogView:
+    """Records of one topic by event type, in log order, plus the ones that did not decode."""
+
+    by_type: dict[str, list[dict]] = field(default_factory=lambda: defaultdict(list))
+    undecodable: list[tuple[int, int, str]] = field(default_factory=list)  # (partition, offset, error)
+    # (partition, offset) of each record of by_type, at the same index: where on the log a row came from.
+    positions: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
+    undecodable_raw: list[bytes | None] = field(default_factory=list)  # the values of ``undecodable``
+
+    def of(self, event_type: events.EventType) -> list[dict]:
+        return self.by_type.get(event_type.name, [])
+
+    def positioned(self, event_type: events.EventType) -> list[tuple[int, int, dict]]:
+        """(partition, offset, record) of each record of ``event_type``, in log order."""
+        return [(p, o, r) for (p, o), r in zip(self.positions.get(event_type.name, []), self.of(event_type),
+                                               strict=True)]
+
+
+def read_view(bootstrap: str, topic: str) -> LogView:
+    view = LogView()
+    for message in kafka_log.read_topic(bootstrap, topic):
+        try:
+            event_type, record = events.decode(message.value, message.headers)
+        except events.SchemaError as exc:
+            view.undecodable.append((message.partition, message.offset, str(exc)))
+            view.undecodable_raw.append(message.value)
+            continue
+        view.by_type[event_type.name].append(record)
+        view.positions[event_type.name].append((message.partition, message.offset))
+    return view
+
+
+def live_submissions(facts: LogView) -> dict[int, dict]:
+    """contribution id -> its ContributionSubmitted fact, minus facts retracted by a reorg."""
+    retracted = {r["retracted_event_id"] for r in facts.of(events.FACT_RETRACTED)}
+    return {
+        fact["contribution_id"]: fact
+        for fact in facts.of(events.CONTRIBUTION_SUBMITTED)
+        if fact["event_id"] not in retracted
+    }
+
+
+def current_verdicts(verdicts: LogView) -> dict[int, dict]:
+    """contribution id -> its latest verdict (a datanet's verdicts share a partition, so order holds)."""
+    latest: dict[int, dict] = {}
+    for verdict in verdicts.of(CONTRIBUTION_VERDICT):
+        latest[verdict["contribution_id"]] = verdict
+    return latest

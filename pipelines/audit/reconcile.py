@@ -1,0 +1,188 @@
+"""Reconciliation: the audit tables against the chain, and against the invariants they must satisfy.
+
+Each check yields ``Difference`` rows naming the table, the row's key, what was expected and what was
+found. No differences means: the distributor holds exactly what published epochs still owe; each epoch's
+root and total on-chain are the audit's; claimed flags and amounts match the RewardClaimed facts; every
+contribution of a paid dataset version has exactly one payout row whose amount is its exact share; and
+every submitted contribution has a verdict, accepted or rejected (invariant 5).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from payable.chain import Chain, Deployment
+from payable.settings import Settings
+from pipelines.audit.build import build_audit_db
+from pipelines.audit.chain_view import ChainRewards, claimed_flags, epoch_roots, read_chain_rewards
+from pipelines.audit.shares import apportion
+
+ZERO_ROOT = "0x" + "00" * 32
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One disagreement: ``table`` row ``key`` should have ``expected`` for ``check`` but has ``found``."""
+
+    check: str
+    table: str
+    key: str
+    expected: object
+    found: object
+
+    def __str__(self) -> str:
+        return f"{self.table}[{self.key}] {self.check}: expected {self.expected}, found {self.found}"
+
+
+def reconcile(settings: Settings, deployment: Deployment, *, db_path: Path | None = None,
+              rebuild: bool = True) -> list[Difference]:
+    """All differences between the audit database (rebuilt first unless ``rebuild`` is False) and the chain."""
+    path = Path(db_path or settings.audit_db)
+    if rebuild:
+        build_audit_db(settings, path)
+    chain = Chain(settings.rpc_url)
+    on_chain = read_chain_rewards(chain, deployment, settings.confirmations)
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return (_distributor(con, on_chain, deployment) + _epochs(con, chain, deployment, on_chain)
+                + _claims(con, chain, deployment, on_chain) + _payouts(con) + _coverage(con) + _verdicts(con))
+    finally:
+        con.close()
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict]:
+    cursor = con.execute(sql)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _distributor(con, on_chain: ChainRewards, deployment: Deployment) -> list[Difference]:
+    (owed,) = con.execute("""
+        SELECT coalesce((SELECT sum(published_total) FROM reward_epochs WHERE published), 0)
+             - coalesce((SELECT sum(claimed_amount) FROM account_payouts WHERE claimed), 0)""").fetchone()
+    key = f"distributor={deployment.distributor.lower()}, block={on_chain.block}"
+    out = []
+    if int(owed) != on_chain.distributor_balance:
+        out.append(Difference("token balance = published totals - claimed", "reward_epochs,account_payouts", key,
+                              int(owed), on_chain.distributor_balance))
+    if int(owed) != on_chain.outstanding:
+        out.append(Difference("outstanding() = published totals - claimed", "reward_epochs,account_payouts", key,
+                              int(owed), on_chain.outstanding))
+    return out
+
+
+def _epochs(con, chain: Chain, deployment: Deployment, on_chain: ChainRewards) -> list[Difference]:
+    epochs = {r["epoch_id"]: r for r in _rows(con, "SELECT * FROM reward_epochs ORDER BY epoch_id")}
+    sums = dict(con.execute("SELECT epoch_id, sum(amount) FROM account_payouts GROUP BY epoch_id").fetchall())
+    roots = epoch_roots(chain, deployment, sorted(epochs), on_chain.block)
+    out = []
+    for epoch_id, e in epochs.items():
+        key = f"epoch_id={epoch_id}"
+        if int(sums.get(epoch_id, 0)) != int(e["total"]):
+            out.append(Difference("total = sum of account payouts", "reward_epochs", key, int(e["total"]),
+                                  int(sums.get(epoch_id, 0))))
+        if e["allocation_source"] == "unavailable":
+            out.append(Difference("per-contribution allocation known", "reward_epochs", key,
+                                  "epoch_files or recomputed", "unavailable"))
+        chain_root = roots[epoch_id]
+        audit_root = e["published_root"] if e["published"] else ZERO_ROOT
+        if chain_root != audit_root:
+            out.append(Difference("root on-chain", "reward_epochs", key, audit_root, chain_root))
+        if e["published"] and e["published_root"] != e["merkle_root"]:
+            out.append(Difference("published root = closed root", "reward_epochs", key, e["merkle_root"],
+                                  e["published_root"]))
+        if epoch_id in on_chain.published:
+            root, total, tx_hash = on_chain.published[epoch_id]
+            if (root, total) != (e["merkle_root"], int(e["total"])):
+                out.append(Difference("EpochPublished (root, total) on-chain", "reward_epochs", key,
+                                      (e["merkle_root"], int(e["total"])), (root, total)))
+            if e["published"] and e["publish_tx_hash"] != tx_hash:
+                out.append(Difference("publish tx", "reward_epochs", key, tx_hash, e["publish_tx_hash"]))
+    for epoch_id in sorted(set(on_chain.published) - set(epochs)):
+        out.append(Difference("epoch published on-chain is in the audit", "reward_epochs", f"epoch_id={epoch_id}",
+                              on_chain.published[epoch_id][:2], None))
+    return out
+
+
+def _claims(con, chain: Chain, deployment: Deployment, on_chain: ChainRewards) -> list[Difference]:
+    payouts = {(r["epoch_id"], r["account"]): r for r in _rows(
+        con, "SELECT * FROM account_payouts WHERE epoch_id IN (SELECT epoch_id FROM reward_epochs WHERE published)")}
+    flags = claimed_flags(chain, deployment, sorted(payouts), on_chain.block)
+    out = []
+    for (epoch_id, account), p in sorted(payouts.items()):
+        key = f"epoch_id={epoch_id}, account={account}"
+        if flags[(epoch_id, account)] != p["claimed"]:
+            out.append(Difference("claimed flag on-chain", "account_payouts", key, flags[(epoch_id, account)],
+                                  p["claimed"]))
+        chain_claim = on_chain.claims.get((epoch_id, account))
+        audit_claim = (int(p["claimed_amount"]), p["claim_tx_hash"]) if p["claimed"] else None
+        if chain_claim != audit_claim:
+            out.append(Difference("RewardClaimed (amount, tx) on-chain", "account_payouts", key, chain_claim,
+                                  audit_claim))
+        if p["claimed"] and int(p["claimed_amount"]) != int(p["amount"]):
+            out.append(Difference("claimed amount = allocated amount", "account_payouts", key, int(p["amount"]),
+                                  int(p["claimed_amount"])))
+    for epoch_id, account in sorted(set(on_chain.claims) - set(payouts)):
+        out.append(Difference("claim on-chain has an account payout", "account_payouts",
+                              f"epoch_id={epoch_id}, account={account}", on_chain.claims[(epoch_id, account)], None))
+    return out
+
+
+def _payouts(con) -> list[Difference]:
+    """Each contribution's payout amount is its exact share of its account's leaf (recomputed here)."""
+    leaves = {(r["epoch_id"], r["account"]): int(r["amount"]) for r in _rows(con, "SELECT * FROM account_payouts")}
+    rows = _rows(con, "SELECT * FROM payouts ORDER BY epoch_id, contribution_id")
+    groups: dict[tuple[int, str], list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["epoch_id"], r["account"])].append(r)
+    out = []
+    for (epoch_id, account), group in sorted(groups.items()):
+        weights = {r["contribution_id"]: r["influence"] if r["outcome"] == "paid" else 0.0 for r in group}
+        expected = apportion(leaves.get((epoch_id, account), 0), weights)
+        out += [Difference("amount = share of the account's leaf", "payouts",
+                           f"epoch_id={epoch_id}, contribution_id={r['contribution_id']}, account={account}",
+                           expected[r["contribution_id"]], int(r["amount"]))
+                for r in group if int(r["amount"]) != expected[r["contribution_id"]]]
+    for epoch_id, account in sorted(set(leaves) - set(groups)):
+        out.append(Difference("account payout has contributions behind it", "payouts",
+                              f"epoch_id={epoch_id}, account={account}", "payout rows", None))
+    return out
+
+
+def _coverage(con) -> list[Difference]:
+    """Every contribution of a dataset version an epoch paid on has exactly one payout row in that epoch."""
+    out = [Difference("payout traced to a dataset version's scores", "payouts",
+                      f"epoch_id={r['epoch_id']}, contribution_id={r['contribution_id']}", "dataset_version", None)
+           for r in _rows(con, "SELECT * FROM payouts WHERE dataset_version IS NULL ORDER BY ALL")]
+    missing = _rows(con, """
+        WITH paid_versions AS (SELECT DISTINCT epoch_id, datanet_id, dataset_version FROM payouts
+                               WHERE dataset_version IS NOT NULL)
+        SELECT v.epoch_id, m.datanet_id, m.dataset_version, m.contribution_id, count(p.contribution_id) AS rows
+        FROM paid_versions v
+        JOIN dataset_contributions m USING (datanet_id, dataset_version)
+        LEFT JOIN payouts p ON p.epoch_id = v.epoch_id AND p.contribution_id = m.contribution_id
+        GROUP BY ALL HAVING count(p.contribution_id) <> 1 ORDER BY ALL""")
+    return out + [Difference("one payout row per contribution of the paid dataset version", "payouts",
+                             f"epoch_id={r['epoch_id']}, contribution_id={r['contribution_id']}, "
+                             f"datanet_id={r['datanet_id']}, dataset_version={r['dataset_version']}", 1, r["rows"])
+                  for r in missing]
+
+
+def _verdicts(con) -> list[Difference]:
+    """Invariant 5: every submitted contribution ends accepted or rejected, and nothing else is decided."""
+    undecided = _rows(con, """
+        SELECT c.contribution_id, v.status FROM contributions c
+        LEFT JOIN verdicts v ON v.contribution_id = c.contribution_id AND v.is_current
+        WHERE v.status IS NULL OR v.status NOT IN ('accepted', 'rejected') ORDER BY ALL""")
+    unknown = _rows(con, """
+        SELECT v.contribution_id, v.verdict_id FROM verdicts v
+        ANTI JOIN contributions c USING (contribution_id) WHERE v.is_current ORDER BY ALL""")
+    return ([Difference("verdict accepted or rejected", "verdicts", f"contribution_id={r['contribution_id']}",
+                        "accepted|rejected", r["status"]) for r in undecided]
+            + [Difference("verdict answers a submitted contribution", "contributions",
+                          f"contribution_id={r['contribution_id']}", "ContributionSubmitted fact", None)
+               for r in unknown])
