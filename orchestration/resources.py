@@ -19,6 +19,9 @@ class DataDirResource(dg.ConfigurableResource):
 
     path: str
 
+    def settings(self) -> Settings:
+        return Settings.from_env(self.path)
+
 
 class ChainResource(dg.ConfigurableResource):
     """Any JSON-RPC endpoint of the chain payable's contracts are deployed on."""

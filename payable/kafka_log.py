@@ -117,3 +117,9 @@ def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int,
                 yield Message(topic, partition, record.offset, record.key, record.value, list(record.headers))
     finally:
         consumer.close()
+
+
+def read_topic(bootstrap: str, topic: str) -> Iterator[Message]:
+    """Every record of ``topic`` up to its current end, partition by partition, in offset order."""
+    for partition, end in sorted(end_offsets(bootstrap, topic).items()):
+        yield from read_range(bootstrap, topic, partition, 0, end)

@@ -25,6 +25,7 @@ COMMANDS = {
     "contribute": "payable.cli.core:contribute",
     "validate": "payable.cli.validate:validate",
     "demo": "payable.cli.core:demo",
+    "ui": "payable.cli.ui:ui",
     "reward": "payable.cli.rewards:reward",
     "claim": "payable.cli.rewards:claim",
 }

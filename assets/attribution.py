@@ -1,0 +1,69 @@
+"""Attribution assets: every accepted contribution's influence on its datanet's model (Proof of Attribution)."""
+
+import dagster as dg
+import pyarrow.compute as pc
+
+from assets.partitions import datanet_id_of, datanet_partitions
+from assets.plots import histogram, table_md
+from assets.training import lora_adapters
+from orchestration.resources import DataDirResource, KafkaResource
+from pipelines.attribution import attribute
+from pipelines.audit import log_views
+from schemas import topics
+
+OWNERS = ["team:ml"]
+
+
+@dg.asset(
+    group_name="attribution", kinds={"pytorch", "beam", "lance"}, owners=OWNERS, deps=[lora_adapters],
+    partitions_def=datanet_partitions,
+    description="Influence of each accepted contribution on the adapter's eval loss (DataInf / TracIn / TRAK "
+                "on LoRA gradients), aggregated per contribution and contributor, with the eval queries each "
+                "helped or hurt; harmful contributions are flagged for the penalty stage.",
+)
+def influence_scores(context: dg.AssetExecutionContext, data_dir: DataDirResource) -> dg.MaterializeResult:
+    settings = data_dir.settings()
+    datanet_id = datanet_id_of(context.partition_key)
+    table = attribute(settings, datanet_id)
+    scores = table["score"].to_pylist()
+    totals = table.group_by("contributor").aggregate([("score", "sum")]).sort_by([("score_sum", "descending")])
+    harmful = table.filter(table["harmful"])
+    return dg.MaterializeResult(metadata={
+        "rows": table.num_rows,
+        "methods": str(sorted(set(table["method"].to_pylist()))),
+        "adapter_id": table["adapter_id"][0].as_py() if table.num_rows else "",
+        "harmful_flagged": harmful.num_rows,
+        "harmful_contribution_ids": str(harmful["contribution_id"].to_pylist()),
+        "score_min": float(pc.min(table["score"]).as_py()) if scores else 0.0,
+        "score_max": float(pc.max(table["score"]).as_py()) if scores else 0.0,
+        "influence_distribution": histogram(
+            scores, f"Influence per contribution, dn-{datanet_id}", "score (eval-loss reduction)",
+            save_to=settings.data_dir / "reports" / f"influence-dn-{datanet_id}.png"),
+        "influence_by_contributor": table_md([{"contributor": r["contributor"], "score": round(r["score_sum"], 6)}
+                                              for r in totals.to_pylist()]),
+    })
+
+
+@dg.asset_check(asset=influence_scores, description="Every currently accepted contribution of the datanet "
+                "has exactly one score per method, and nothing else is scored.")
+def every_accepted_contribution_scored(context: dg.AssetCheckExecutionContext, data_dir: DataDirResource,
+                                       kafka: KafkaResource) -> dg.AssetCheckResult:
+    import lance
+
+    from pipelines.attribution.table import influence_uri
+
+    datanet_id = datanet_id_of(context.partition_key)
+    verdicts = log_views.current_verdicts(log_views.read_view(kafka.bootstrap, topics.VERDICTS))
+    accepted = {c for c, v in verdicts.items() if v["datanet_id"] == datanet_id and v["status"] == "accepted"}
+    table = lance.dataset(influence_uri(data_dir.settings().lance_dir)).to_table(
+        filter=f"datanet_id = {datanet_id}", columns=["contribution_id", "method", "dataset_version"])
+    latest = pc.max(table["dataset_version"]).as_py()
+    table = table.filter(pc.equal(table["dataset_version"], latest))
+    problems = {}
+    for method in sorted(set(table["method"].to_pylist())):
+        ids = table.filter(pc.equal(table["method"], method))["contribution_id"].to_pylist()
+        missing, extra = accepted - set(ids), set(ids) - accepted
+        if missing or extra or len(ids) != len(set(ids)):
+            problems[method] = {"missing": sorted(missing)[:20], "unexpected": sorted(extra)[:20],
+                                "duplicated": len(ids) - len(set(ids))}
+    return dg.AssetCheckResult(passed=not problems, metadata={"accepted": len(accepted), "problems": str(problems)})

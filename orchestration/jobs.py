@@ -1,0 +1,29 @@
+"""Jobs: the slices of the asset graph that sensors and schedules launch."""
+
+import dagster as dg
+
+from assets.partitions import datanet_partitions
+
+# Tag limited to one concurrent run in dagster.yaml: two runs never emit the same epoch.
+REWARDS_TAG = {"payable/rewards": "epoch"}
+
+validate_job = dg.define_asset_job(
+    "validate_new_facts",
+    selection=dg.AssetSelection.assets("chain_events", "contribution_verdicts"),
+    description="Ingest new chain facts, then validate and deduplicate them into verdicts and dataset versions.",
+    tags={"payable/stage": "validate"},
+)
+
+datanet_job = dg.define_asset_job(
+    "train_and_attribute_datanet",
+    selection=dg.AssetSelection.assets("datanet_datasets", "lora_adapters", "influence_scores"),
+    partitions_def=datanet_partitions,
+    description="For one datanet: record its dataset version, train its LoRA adapter, score every contribution.",
+)
+
+rewards_job = dg.define_asset_job(
+    "close_reward_epoch",
+    selection=dg.AssetSelection.assets("reward_epochs", "onchain_payouts", "audit_tables"),
+    description="Split the epoch's pool by influence, publish the Merkle root once, rebuild the audit tables.",
+    tags=REWARDS_TAG,
+)
