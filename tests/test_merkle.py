@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
-from pipelines.rewards import merkle
+from pipelines.rewards import keccak, merkle
 
 OZ_ROOTS = {
     1: "0x1cf0533699cdf4d0cb7187d873df1731c1061222d10b5bf2837a5f7dea0792d3",
@@ -49,12 +50,12 @@ def hexes(values: list[bytes]) -> list[str]:
 
 @pytest.mark.parametrize("n", sorted(OZ_ROOTS))
 def test_root_equals_openzeppelin_standard_merkle_tree(n):
-    tree = merkle.build_tree(*fixture_values(n), workers=1)
+    tree = merkle.build_tree(*fixture_values(n))
     assert "0x" + tree.root.hex() == OZ_ROOTS[n]
 
 
 def test_proofs_equal_openzeppelin_proofs():
-    tree = merkle.build_tree(*fixture_values(37), workers=1)
+    tree = merkle.build_tree(*fixture_values(37))
     assert hexes(tree.proof(0)) == OZ_PROOF_37_FIRST
     assert hexes(tree.proof(36)) == OZ_PROOF_37_LAST
 
@@ -64,7 +65,7 @@ def test_every_proof_leads_to_the_root_and_only_for_its_own_leaf(n):
     rng = random.Random(n)
     accounts = [f"0x{rng.getrandbits(160):040x}" for _ in range(n)]
     amounts = [rng.getrandbits(rng.choice([1, 64, 255])) for _ in range(n)]
-    tree = merkle.build_tree(accounts, amounts, workers=1)
+    tree = merkle.build_tree(accounts, amounts)
     for i, (who, amount) in enumerate(zip(accounts, amounts, strict=True)):
         leaf = merkle.leaf_hash(who, amount)
         assert tree.leaf(i) == leaf
@@ -74,12 +75,19 @@ def test_every_proof_leads_to_the_root_and_only_for_its_own_leaf(n):
         assert merkle.process_proof(merkle.leaf_hash(accounts[0], amounts[0] + 1), tree.proof(0)) != tree.root
 
 
-def test_worker_processes_build_the_same_tree(monkeypatch):
-    accounts, amounts = fixture_values(1000)
-    monkeypatch.setattr(merkle, "PARALLEL_MIN_ROWS", 64)
-    tree = merkle.build_tree(accounts, amounts, workers=2)
+def test_compiled_keccak_is_used_here_and_agrees_with_the_reference():
+    assert keccak.native_library() is not None, "a C compiler is expected on payable's machines"
+    rng = random.Random(7)
+    for width in (1, 32, 64, 135):
+        data = rng.randbytes(width * 50)
+        for twice in (False, True):
+            assert keccak.keccak_rows(data, width, twice) == keccak.python_rows(data, width, twice)
+
+
+def test_python_fallback_builds_the_same_tree(monkeypatch):
+    monkeypatch.setattr(keccak, "native_library", lambda: None)
+    tree = merkle.build_tree(*fixture_values(1000))
     assert "0x" + tree.root.hex() == OZ_ROOTS[1000]
-    assert hexes(tree.proof(999)) == hexes(merkle.build_tree(accounts, amounts, workers=1).proof(999))
 
 
 @pytest.mark.parametrize("accounts, amounts, message", [
@@ -92,3 +100,15 @@ def test_worker_processes_build_the_same_tree(monkeypatch):
 def test_invalid_values_are_refused(accounts, amounts, message):
     with pytest.raises(ValueError, match=message):
         merkle.build_tree(accounts, amounts)
+
+
+def test_leaf_order_is_big_endian_even_when_leading_bytes_tie():
+    rng = random.Random(11)
+    rows = [rng.choice([b"\x00" * 8, b"\xff" * 8, rng.randbytes(8)]) + rng.randbytes(24) for _ in range(500)]
+    matrix = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(-1, 32)
+    assert [rows[i] for i in merkle._lexsort(matrix)] == sorted(rows)
+
+
+def test_distinct_accounts_sharing_a_prefix_are_accepted():
+    accounts = ["0x" + "ab" * 8 + f"{i:024x}" for i in range(5)]
+    assert len(merkle.build_tree(accounts, [1, 2, 3, 4, 5])) == 5

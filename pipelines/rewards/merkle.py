@@ -13,25 +13,19 @@
 
 Why this shape: the whole tree is one (2n-1, 32) byte array (64 MB for a million contributors) that is
 saved as is and memory-mapped back; a proof is read off it on demand in O(log n), so no million Python
-lists are ever built. Hashing runs level by level over contiguous buffers, and a large tree spreads
-the hashing over forked worker processes.
+lists are ever built. Hashing runs level by level, each level one call of ``keccak.keccak_rows`` over a
+contiguous buffer.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 
 import numpy as np
-import sha3  # safe-pysha3: a C keccak256 at about 1-2 µs per call, the fastest one installed
+import sha3  # safe-pysha3, for the single hashes of proofs and leaves
 
-MAX_UINT256 = 2**256 - 1
-# Below this many hashes a level is hashed in-process: a worker round-trip would cost more than it saves.
-PARALLEL_MIN_ROWS = 65_536
+from pipelines.rewards.keccak import keccak_rows
 
 
 def keccak(data: bytes) -> bytes:
@@ -83,29 +77,21 @@ class PayoutTree:
         return proof
 
 
-def build_tree(accounts: Sequence[str], amounts: Sequence[int], *, workers: int | None = None) -> PayoutTree:
+def build_tree(accounts: Sequence[str], amounts: Sequence[int]) -> PayoutTree:
     """Builds the StandardMerkleTree of the values (accounts[i], amounts[i]).
 
-    Accounts must be distinct 0x-prefixed addresses and amounts in [0, 2**256). ``workers`` caps the hashing
-    processes (default: one per CPU); trees under PARALLEL_MIN_ROWS leaves, or a caller running other
-    threads, hash in-process.
+    Accounts must be distinct 0x-prefixed addresses and amounts in [0, 2**256).
     """
     n = len(accounts)
     if n == 0:
         raise ValueError("a Merkle tree needs at least one leaf")
     if len(amounts) != n:
         raise ValueError(f"{n} accounts but {len(amounts)} amounts")
-    workers = max(1, workers or os.cpu_count() or 1)
-    pool = _pool(workers) if workers > 1 and n >= PARALLEL_MIN_ROWS and threading.active_count() == 1 else None
-    try:
-        leaves = _rows(_hash_rows(_encode_leaves(accounts, amounts), 64, True, pool, workers))
-        order = _lexsort(leaves)
-        nodes = np.empty((2 * n - 1, 32), dtype=np.uint8)
-        nodes[n - 1:] = leaves[order[::-1]]
-        _hash_levels(nodes, n, pool, workers)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    leaves = _rows(keccak_rows(_encode_leaves(accounts, amounts), 64, twice=True))
+    order = _lexsort(leaves)
+    nodes = np.empty((2 * n - 1, 32), dtype=np.uint8)
+    nodes[n - 1:] = leaves[order[::-1]]
+    _hash_levels(nodes, n)
     tree_index = np.empty(n, dtype=np.int64)
     tree_index[order] = 2 * n - 2 - np.arange(n, dtype=np.int64)
     return PayoutTree(nodes, tree_index)
@@ -131,11 +117,10 @@ def _encode_leaves(accounts: Sequence[str], amounts: Sequence[int]) -> bytes:
 
 
 def _check_distinct(raw: np.ndarray) -> None:
-    """Refuses a repeated account: one leaf per account and epoch (sorting three words beats a set of bytes)."""
+    """Refuses a repeated account: one leaf per account and epoch."""
     padded = np.zeros((len(raw), 24), dtype=np.uint8)
     padded[:, :20] = raw
-    words = padded.view(">u8")
-    ordered = words[np.lexsort((words[:, 2], words[:, 1], words[:, 0]))]
+    ordered = padded[_lexsort(padded)]
     if len(ordered) > 1 and np.all(ordered[1:] == ordered[:-1], axis=1).any():
         raise ValueError("accounts must be distinct: one leaf per account and epoch")
 
@@ -144,25 +129,37 @@ def _rows(digests: bytes) -> np.ndarray:
     return np.frombuffer(digests, dtype=np.uint8).reshape(-1, 32)
 
 
-def _lexsort(hashes: np.ndarray) -> np.ndarray:
-    """Stable argsort of 32-byte rows as big-endian unsigned numbers (OZ's ``compare``)."""
-    words = np.ascontiguousarray(hashes).view(">u8")
-    return np.lexsort((words[:, 3], words[:, 2], words[:, 1], words[:, 0]))
+def _words(rows: np.ndarray) -> np.ndarray:
+    """Byte rows (a multiple of 8 wide) as native unsigned 64-bit words, most significant first."""
+    return np.ascontiguousarray(rows).view(">u8").astype(np.uint64)
+
+
+def _lexsort(rows: np.ndarray) -> np.ndarray:
+    """Stable argsort of byte rows as big-endian unsigned numbers (OZ's ``compare``).
+
+    Sorting on the first 8 bytes alone is exact unless two rows share them, which for hashes is
+    astronomically rare: only then is the full multi-word sort paid for.
+    """
+    words = _words(rows)
+    order = np.argsort(words[:, 0], kind="stable")
+    head = words[order, 0]
+    if np.any(head[1:] == head[:-1]):
+        order = np.lexsort(words[:, ::-1].T)
+    return order
 
 
 def _sorted_pairs(left: np.ndarray, right: np.ndarray) -> bytes:
     """Rows of left||right with each pair's smaller hash first, as one buffer of 64-byte rows."""
-    lw, rw = np.ascontiguousarray(left).view(">u8"), np.ascontiguousarray(right).view(">u8")
-    differs = lw != rw
-    first = differs.argmax(axis=1)
-    rows = np.arange(len(lw))
-    swap = differs[rows, first] & (lw[rows, first] > rw[rows, first])
+    lw, rw = _words(left), _words(right)
+    swap = lw[:, 3] > rw[:, 3]
+    for k in (2, 1, 0):  # the most significant differing word decides
+        swap = np.where(lw[:, k] == rw[:, k], swap, lw[:, k] > rw[:, k])
     pairs = np.concatenate([left, right], axis=1)
     pairs[swap] = np.concatenate([right[swap], left[swap]], axis=1)
     return pairs.tobytes()
 
 
-def _hash_levels(nodes: np.ndarray, n: int, pool: ProcessPoolExecutor | None, workers: int) -> None:
+def _hash_levels(nodes: np.ndarray, n: int) -> None:
     """Fills the n-1 inner nodes, deepest heap level first: a level's children are all known by then."""
     last_inner = n - 2
     depth = (last_inner + 1).bit_length() - 1
@@ -171,29 +168,5 @@ def _hash_levels(nodes: np.ndarray, n: int, pool: ProcessPoolExecutor | None, wo
         if first <= last:
             children = nodes[2 * first + 1: 2 * last + 3].reshape(-1, 64)
             pairs = _sorted_pairs(children[:, :32], children[:, 32:])
-            nodes[first: last + 1] = _rows(_hash_rows(pairs, 64, False, pool, workers))
+            nodes[first: last + 1] = _rows(keccak_rows(pairs, 64))
         depth -= 1
-
-
-def _hash_rows(data: bytes, width: int, double: bool, pool: ProcessPoolExecutor | None, workers: int) -> bytes:
-    """keccak256 (twice when ``double``) of each ``width``-byte row of ``data``, digests concatenated."""
-    count = len(data) // width
-    if pool is None or count < PARALLEL_MIN_ROWS:
-        return _hash_chunk(data, width, double)
-    step = -(-count // workers) * width
-    chunks = [data[i: i + step] for i in range(0, len(data), step)]
-    return b"".join(pool.map(_hash_chunk, chunks, [width] * len(chunks), [double] * len(chunks)))
-
-
-def _hash_chunk(data: bytes, width: int, double: bool) -> bytes:
-    k = sha3.keccak_256
-    view = memoryview(data)
-    if double:
-        return b"".join([k(k(view[i: i + width]).digest()).digest() for i in range(0, len(data), width)])
-    return b"".join([k(view[i: i + width]).digest() for i in range(0, len(data), width)])
-
-
-def _pool(workers: int) -> ProcessPoolExecutor:
-    # fork: a worker starts in milliseconds, without re-importing the caller's __main__ as spawn and forkserver
-    # do. build_tree forks only from a single-threaded process, where no other thread can hold a lock.
-    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
