@@ -28,6 +28,8 @@ COMMANDS = {
     "ui": "payable.cli.ui:ui",
     "reward": "payable.cli.rewards:reward",
     "claim": "payable.cli.rewards:claim",
+    "audit": "payable.cli.audit:audit",
+    "reconcile": "payable.cli.audit:reconcile",
 }
 
 
