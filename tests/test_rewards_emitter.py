@@ -7,10 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+import requests
 
 import contracts
 from payable.chain import Chain, Deployment
@@ -18,7 +20,7 @@ from payable.content_store import ContentStore
 from payable.datanets import DatanetSpec, contribute, create_datanet
 from payable.keys import Role, dev_account
 from payable.settings import Settings
-from pipelines.rewards import epochs, outbox
+from pipelines.rewards import epochs, outbox, txsteps
 from pipelines.rewards.claims import claim
 from pipelines.rewards.emitter import emit_epoch
 from pipelines.rewards.split import EpochInputs
@@ -168,3 +170,64 @@ def test_closing_an_epoch_twice_with_other_inputs_is_refused(stack, chain, deplo
     setup_epoch(stack, chain, deployment, tmp_path, extra_accounts=2)
     with pytest.raises(epochs.EpochConflict):
         setup_epoch(stack, chain, deployment, tmp_path, extra_accounts=3)
+
+
+def test_outbid_pending_intent_is_re_signed_at_the_same_nonce_and_paid_once(stack, chain, deployment, tmp_path):
+    """Mining paused: the emitter dies with its fund tx pending, another tx outbids it at that nonce; the rerun
+    re-signs with higher fees at the same nonce (never a second nonce), and only one of them is ever mined."""
+    setup_epoch(stack, chain, deployment, tmp_path, extra_accounts=2)
+    rpc = chain.w3.provider.make_request
+    rpc("evm_setAutomine", [False])
+    assert emit_killed(stack, deployment, 1, "fund:after_send", push=False) == -9
+    (ours,) = pending_of(chain, DEPLOYER.address).values()
+    token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
+    rival_fee = int(int(ours["maxFeePerGas"], 16) * 1.15)
+    rival = token.functions.transfer(CONTRIBUTORS[2].address, 5).build_transaction({
+        "from": DEPLOYER.address, "chainId": chain.chain_id, "nonce": int(ours["nonce"], 16),
+        "maxFeePerGas": rival_fee, "maxPriorityFeePerGas": rival_fee})
+    chain.w3.eth.send_raw_transaction(DEPLOYER.sign_transaction(rival).raw_transaction)
+
+    child = multiprocessing.get_context("fork").Process(target=emit_epoch, args=(stack, deployment, 1),
+                                                        kwargs={"push": False})
+    child.start()
+    deadline = time.monotonic() + 60
+    while not any(int(tx["maxFeePerGas"], 16) > rival_fee for tx in pending_of(chain, DEPLOYER.address).values()):
+        assert time.monotonic() < deadline and child.is_alive(), "the rerun never outbid the rival"
+        time.sleep(0.05)
+    rpc("evm_mine", [])
+    rpc("evm_setAutomine", [True])
+    child.join(60)
+    assert child.exitcode == 0
+
+    fund_states = [e.record for e in outbox.read_epoch(stack.kafka_bootstrap, 1)
+                   if e.type == schema.REWARD_TX_STATE.name and e.record["step"] == "fund"]
+    intents = [s for s in fund_states if s["state"] == "intent"]
+    assert len(intents) >= 2 and len({s["nonce"] for s in intents}) == 1, "bumps reuse the nonce"
+    assert [s["state"] for s in fund_states].count("confirmed") == 1
+    assert len(logs(chain, token, "Transfer", to=deployment.distributor)) == 1
+    assert token.functions.balanceOf(CONTRIBUTORS[2].address).call() == 0, "the outbid rival was never mined"
+    distributor = chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)
+    assert len(logs(chain, distributor, "EpochPublished")) == 1
+
+
+def pending_of(chain: Chain, sender: str) -> dict:
+    return chain.w3.provider.make_request("txpool_content", [])["result"]["pending"].get(sender.lower(), {})
+
+
+def test_rpc_failures_are_retried_then_reported(monkeypatch):
+    monkeypatch.setattr(txsteps.time, "sleep", lambda _: None)
+    attempts = []
+
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise requests.ConnectionError("connection refused")
+        return "answer"
+
+    assert txsteps.rpc(flaky) == "answer" and len(attempts) == 3
+
+    def down() -> None:
+        raise requests.ConnectionError("connection refused")
+
+    with pytest.raises(txsteps.ChainUnavailable, match=f"after {txsteps.RPC_ATTEMPTS} attempts"):
+        txsteps.rpc(down)

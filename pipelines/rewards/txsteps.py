@@ -32,6 +32,7 @@ from typing import Any
 import requests
 from eth_account.signers.local import LocalAccount
 from eth_account.typed_transactions import TypedTransaction
+from hexbytes import HexBytes
 from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound, Web3RPCError
 
 from payable.chain import Chain, describe_revert
@@ -169,11 +170,7 @@ class TxRunner:
     def _settle(self, step: Step, intents: list[dict]) -> None:
         """Brings the open intents of one nonce to a closing state (see the module docstring, point 2)."""
         nonce = intents[0]["nonce"]
-        if self._closed_by_receipt(step, intents):
-            return
-        if rpc(self.w3.eth.get_transaction_count, step.sender.address, "latest") > nonce:
-            if not self._closed_by_receipt(step, intents):  # it may have been mined between the two reads
-                self._record(step, "superseded", nonce=nonce, detail="nonce used by another transaction")
+        if self._closed_by_receipt(step, intents) or self._closed_by_nonce(step, nonce):
             return
         sent = self._broadcast(step, intents[-1])
         if sent is None:
@@ -182,12 +179,20 @@ class TxRunner:
         crash_point(step.name, "after_send")
         deadline = time.monotonic() + RECEIPT_TIMEOUT_S
         while not self._closed_by_receipt(step, self._open_intents(step), crash_after_receipt=True):
-            if rpc(self.w3.eth.get_transaction_count, step.sender.address, "latest") > nonce:
-                return  # mined by now, or superseded: the next round tells which
+            if self._closed_by_nonce(step, nonce):
+                return
             if time.monotonic() > deadline:
                 raise ChainUnavailable(f"{step.name}: tx {sent['tx_hash']} not mined in {RECEIPT_TIMEOUT_S:.0f} s; "
                                        "rerun to resume it")
             time.sleep(0.05)
+
+    def _closed_by_nonce(self, step: Step, nonce: int) -> bool:
+        """True once the sender's mined nonce passed ``nonce``: ours was mined (receipt) or another tx took it."""
+        if rpc(self.w3.eth.get_transaction_count, step.sender.address, "latest") <= nonce:
+            return False
+        if not self._closed_by_receipt(step, self._open_intents(step)):  # mined between the two reads?
+            self._record(step, "superseded", nonce=nonce, detail="nonce used by another transaction")
+        return True
 
     def _broadcast(self, step: Step, intent: dict, bumps: int = 0) -> dict | None:
         """Sends the intent's signed bytes; after a fee rejection, a re-signed intent with higher fees."""
@@ -202,7 +207,7 @@ class TxRunner:
                 return None
             if ("underpriced" not in message and "fee too low" not in message) or bumps >= MAX_ROUNDS:
                 raise
-        tx = TypedTransaction.from_bytes(bytes.fromhex(intent["raw_tx"][2:])).as_dict()
+        tx = TypedTransaction.from_bytes(HexBytes(intent["raw_tx"])).as_dict()
         for key in ("v", "r", "s"):
             tx.pop(key)
         tx["maxFeePerGas"] = int(tx["maxFeePerGas"] * FEE_BUMP) + 1
