@@ -54,14 +54,15 @@ def epoch_rows(settings: Settings, outbox: LogView, facts: LogView, influence: p
 
         allocated = {r["account"].lower(): r for r in window(schema.REWARD_ALLOCATED)}
         accounts = [_account_row(epoch_id, a, r, claims.get((epoch_id, a))) for a, r in sorted(allocated.items())]
-        allocations, source = _allocations(settings, epoch_id, closed)
+        requested = window(schema.SLASH_REQUESTED)
+        allocations, source = _allocations(settings, epoch_id, closed, {r["contribution_id"] for r in requested})
         out.reward_epochs.append(_epoch_row(closed, published.get(epoch_id), source))
         out.account_payouts += accounts
         out.payouts += _payout_rows(epoch_id, allocations, accounts, influence, closed, contribution_events)
         out.slash_requests += [{"epoch_id": epoch_id, "contribution_id": r["contribution_id"],
                                 "datanet_id": r["datanet_id"], "contributor": r["contributor"].lower(),
                                 "reason_code": r["reason_code"], "reason": r["reason"],
-                                "requested_event_id": r["event_id"]} for r in window(schema.SLASH_REQUESTED)]
+                                "requested_event_id": r["event_id"]} for r in requested]
     return out
 
 
@@ -92,15 +93,20 @@ def _tx_state_rows(outbox: LogView) -> list[dict]:
     return sorted(rows.values(), key=lambda r: (r["epoch_id"], r["log_offset"]))
 
 
-def _allocations(settings: Settings, epoch_id: int, closed: dict) -> tuple[list[dict], str]:
-    """The epoch's per-contribution allocation rows and where they came from."""
+def _allocations(settings: Settings, epoch_id: int, closed: dict, requested: set[int]) -> tuple[list[dict], str]:
+    """The epoch's per-contribution allocation rows and where they came from.
+
+    Recomputing needs the inputs as they were at the close: the stakes this epoch asked to slash were not
+    slashed then (the split never requests an already slashed one), so they are taken out of ``slashed``.
+    """
     stored = epoch_dir(settings, epoch_id) / "allocations.parquet"
     if stored.exists():
         return pq.read_table(stored).to_pylist(), "epoch_files"
     from pipelines.rewards.inputs import load_inputs
-    from pipelines.rewards.split import EpochParams, SplitRules, split_rewards
+    from pipelines.rewards.split import EpochInputs, EpochParams, SplitRules, split_rewards
 
-    inputs = load_inputs(settings)
+    now = load_inputs(settings)
+    inputs = EpochInputs(now.influence, now.verdicts, now.slashed - requested)
     if inputs.digest() != closed["inputs_digest"]:
         return [], "unavailable"
     rules = SplitRules(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(closed["rules"]).items()})
