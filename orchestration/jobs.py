@@ -7,10 +7,17 @@ from assets.partitions import datanet_partitions
 # Tag limited to one concurrent run in dagster.yaml: two runs never emit the same epoch.
 REWARDS_TAG = {"payable/rewards": "epoch"}
 
+ingest_job = dg.define_asset_job(
+    "ingest_chain_facts",
+    selection=dg.AssetSelection.assets("chain_events"),
+    description="One catch-up pass of the chain ingester: confirmed facts into Kafka, reorgs retracted.",
+    tags={"payable/stage": "ingest"},
+)
+
 validate_job = dg.define_asset_job(
     "validate_new_facts",
-    selection=dg.AssetSelection.assets("chain_events", "contribution_verdicts"),
-    description="Ingest new chain facts, then validate and deduplicate them into verdicts and dataset versions.",
+    selection=dg.AssetSelection.assets("contribution_verdicts"),
+    description="Validate and deduplicate new chain facts into verdicts and dataset versions.",
     tags={"payable/stage": "validate"},
 )
 

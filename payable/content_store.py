@@ -8,11 +8,13 @@ content store under the data directory, addressed as ``cas://sha256/<hex>``; the
 from __future__ import annotations
 
 import hashlib
+import re
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 CAS_PREFIX = "cas://sha256/"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class FetchError(RuntimeError):
@@ -35,7 +37,7 @@ class ContentStore:
 
     def path_for(self, digest_hex: str) -> Path:
         digest = digest_hex.removeprefix("0x").lower()
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        if not _SHA256_HEX.fullmatch(digest):
             raise ValueError(f"not a sha256 hex digest: {digest_hex!r}")
         return self.root / digest[:2] / digest
 
@@ -52,13 +54,13 @@ class ContentStore:
 
     def fetch(self, uri: str, max_bytes: int, timeout_s: float = 10.0) -> bytes:
         """The bytes behind ``uri``, at most ``max_bytes`` + 1 of them (so callers can tell "too large")."""
-        scheme = urllib.parse.urlsplit(uri).scheme
-        if uri.startswith(CAS_PREFIX):
+        if uri.startswith(CAS_PREFIX):  # the hot path: checked before any URL parsing
             try:
                 path = self.path_for(uri.removeprefix(CAS_PREFIX))
             except ValueError as exc:
                 raise FetchError("bad_uri", str(exc)) from exc
             return _read_file(path, max_bytes)
+        scheme = urllib.parse.urlsplit(uri).scheme
         if scheme == "file":
             return _read_file(Path(urllib.parse.unquote(urllib.parse.urlsplit(uri).path)), max_bytes)
         if scheme in ("http", "https"):

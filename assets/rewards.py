@@ -1,0 +1,83 @@
+"""Reward assets: the epoch's pool split by influence (Merkle root), put on-chain exactly once."""
+
+import os
+
+import dagster as dg
+
+from assets.attribution import influence_scores
+from assets.plots import table_md
+from orchestration.resources import ChainResource, DataDirResource, KafkaResource, deployment, stage_settings
+from pipelines.rewards.cycle import close_due_epoch
+from pipelines.rewards.emitter import emit_epoch
+from pipelines.rewards.epochs import load_epoch, next_epoch_id
+
+OWNERS = ["team:protocol"]
+DEFAULT_POOL = 10_000 * 10**18  # OPEN wei per epoch unless PAYABLE_EPOCH_POOL says otherwise
+
+
+def epoch_pool() -> int:
+    return int(os.environ.get("PAYABLE_EPOCH_POOL", DEFAULT_POOL))
+
+
+@dg.asset(
+    group_name="rewards", kinds={"kafka"}, owners=OWNERS, deps=[influence_scores],
+    description="Closes the reward epoch that is due: the pool split among contributors by positive influence "
+                "weighted by reputation, penalties for redundant or harmful data, a Merkle root over "
+                "(account, amount), all recorded on the rewards outbox. No new epoch when nothing changed.",
+)
+def reward_epochs(data_dir: DataDirResource, chain: ChainResource, kafka: KafkaResource) -> dg.MaterializeResult:
+    settings = stage_settings(data_dir, chain, kafka)
+    epoch_id, closed_now = close_due_epoch(settings, pool=epoch_pool())
+    if epoch_id == 0:
+        return dg.MaterializeResult(metadata={"epoch_id": 0, "closed_now": False, "note": "nothing to pay yet"})
+    epoch = load_epoch(settings, epoch_id)
+    payouts = sorted(zip(epoch.accounts, epoch.amounts, strict=True), key=lambda p: -p[1])
+    return dg.MaterializeResult(metadata={
+        "epoch_id": epoch_id,
+        "closed_now": closed_now is not None,
+        "merkle_root": "0x" + epoch.root.hex(),
+        "pool": str(epoch.pool), "carry_in": str(epoch.carry_in), "carry_out": str(epoch.carry_out),
+        "total_paid": str(epoch.total),
+        "accounts_paid": len(epoch.accounts),
+        "slash_requests": len(epoch.slash_requests),
+        "payouts": table_md([{"account": a, "OPEN": f"{x / 10**18:.6f}"} for a, x in payouts]),
+    })
+
+
+@dg.asset_check(asset=reward_epochs, description="Payouts never exceed the pool: total paid = pool + carry in "
+                "- carry out, and the carry is less than what one more unit per paid account would need.")
+def payout_total_equals_pool_minus_carry(data_dir: DataDirResource, chain: ChainResource,
+                                         kafka: KafkaResource) -> dg.AssetCheckResult:
+    settings = stage_settings(data_dir, chain, kafka)
+    newest = next_epoch_id(settings) - 1
+    if newest == 0:
+        return dg.AssetCheckResult(passed=True, metadata={"epochs": 0})
+    epoch = load_epoch(settings, newest)
+    balanced = epoch.total == epoch.pool + epoch.carry_in - epoch.carry_out and epoch.carry_out >= 0
+    return dg.AssetCheckResult(passed=balanced, metadata={
+        "epoch_id": newest, "total_paid": str(epoch.total), "pool": str(epoch.pool),
+        "carry_in": str(epoch.carry_in), "carry_out": str(epoch.carry_out)})
+
+
+@dg.asset(
+    group_name="rewards", kinds={"ethereum"}, owners=OWNERS, deps=[reward_epochs],
+    op_tags={"payable/rewards": "epoch"}, retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    description="Puts the newest closed epoch on-chain through RewardDistributor exactly once (outbox: intent "
+                "before send, reconcile with the chain on restart): funding, publishEpoch, push payouts for "
+                "small epochs, and slashes of penalized stakes.",
+)
+def onchain_payouts(data_dir: DataDirResource, chain: ChainResource, kafka: KafkaResource) -> dg.MaterializeResult:
+    settings = stage_settings(data_dir, chain, kafka)
+    newest = next_epoch_id(settings) - 1
+    if newest == 0:
+        return dg.MaterializeResult(metadata={"epoch_id": 0, "note": "no epoch closed yet"})
+    result = emit_epoch(settings, deployment(settings), newest)
+    if not result.ok:
+        failed = [f"{s.name}: {s.detail}" for s in result.steps if s.state != "done"]
+        raise dg.Failure(f"epoch {newest} not fully on-chain; a retry resumes it", metadata={"failed": str(failed)})
+    return dg.MaterializeResult(metadata={
+        "epoch_id": newest, "merkle_root": result.merkle_root, "total": str(result.total),
+        "steps": table_md([{"step": s.name, "state": s.state, "txs": ", ".join(h[:12] + "…" for h in s.tx_hashes),
+                            "detail": s.detail} for s in result.steps]),
+        "tx_hashes": str([h for s in result.steps for h in s.tx_hashes]),
+    })

@@ -1,0 +1,23 @@
+"""payable's Dagster Definitions: the loop as assets, with resources chosen by environment.
+
+Load with ``dagster dev -m orchestration.definitions`` (``payable ui`` does this over the data directory).
+"""
+
+import dagster as dg
+
+from assets import attribution, audit, ingest, rewards, training, validation
+from orchestration.jobs import datanet_job, ingest_job, rewards_job, validate_job
+from orchestration.resources import resources_from_env
+from orchestration.schedules import close_reward_epoch, ingest_every_minute
+from orchestration.sensors import changed_datasets, new_chain_facts
+
+ASSET_MODULES = (ingest, validation, training, attribution, rewards, audit)
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules(ASSET_MODULES),
+    asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
+    jobs=[ingest_job, validate_job, datanet_job, rewards_job],
+    sensors=[new_chain_facts, changed_datasets],
+    schedules=[ingest_every_minute, close_reward_epoch],
+    resources=resources_from_env(),
+)
