@@ -74,10 +74,10 @@ def query(path: Path, sql: str, **variables) -> list[dict]:
         con.close()
 
 
-def cli(settings, *args: str):
+def cli(settings, *args: str, stdin: str | None = None):
     env = {"PAYABLE_ANVIL_PORT": str(settings.anvil_port), "PAYABLE_KAFKA_PORT": str(settings.kafka_port),
            "PAYABLE_RPC_URL": "", "KAFKA_BOOTSTRAP": "", "PAYABLE_CONFIRMATIONS": str(settings.confirmations)}
-    return CliRunner().invoke(main, ["--data-dir", str(settings.data_dir), *args], env=env)
+    return CliRunner().invoke(main, ["--data-dir", str(settings.data_dir), *args], env=env, input=stdin)
 
 
 def test_rebuild_from_the_log_gives_identical_tables(loop, tmp_path):
@@ -202,3 +202,7 @@ def test_audit_cli_answers_sql_as_json_and_csv(loop):
     assert result.output.splitlines() == ["n", str(len(query(settings.audit_db, "SELECT * FROM payouts")))]
     failed = cli(settings, "audit", "--sql", "UPDATE payouts SET amount = 0")
     assert failed.exit_code == 1, "the prompt is read-only"
+    session = cli(settings, "audit", "--csv", stdin=".tables\nSELECT count(*) AS n\n  FROM verdicts;\n.quit\n")
+    assert session.exit_code == 0, session.output
+    assert "account_payouts,BASE TABLE" in session.output and "chain_txs,VIEW" in session.output
+    assert f"n\n{len(query(settings.audit_db, 'SELECT * FROM verdicts'))}\n" in session.output
