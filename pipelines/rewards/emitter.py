@@ -9,8 +9,8 @@ rewards outbox before the transaction is sent:
   different root there is an ``EpochConflict``, never overwritten: the contract refuses anyway);
 - ``push-<k>``: for small epochs, the operator pays batch k of accounts with ``claimBatch`` (done when all
   of the batch have claimed; accounts that claimed themselves meanwhile are left out of the call);
-- ``slash-<id>``: the validator slashes a contribution's stake (done when its status is no longer Staked:
-  slashed, or released before we got to it, which is recorded as such).
+- ``slash-<id>``: the validator slashes a contribution's stake (done once its status is Slashed; skipped,
+  and reported, when the stake was already released or the contribution is unknown on-chain).
 Kill the emitter anywhere and run it again: it reads the outbox, checks the chain, and carries on.
 """
 
@@ -32,7 +32,8 @@ from pipelines.rewards.txsteps import Step, StepOutcome, TxRunner, rpc
 
 PUSH_MAX_ACCOUNTS = 256  # push mode by default up to this many accounts; larger epochs are claimed
 PUSH_BATCH = 64          # accounts per claimBatch transaction (about 2M gas)
-STATUS_NAMES = {0: "unknown contribution", 2: "slashed", 3: "released to the contributor before slashing"}
+SLASHED = 2
+CANNOT_SLASH = {0: "no such contribution on-chain", 3: "stake already released to the contributor"}
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ class EmitResult:
 
     @property
     def ok(self) -> bool:
-        return all(step.state == "done" for step in self.steps)
+        """Nothing failed: every step is done, or skipped because it can never happen (reported, not retried)."""
+        return all(step.state in ("done", "skipped") for step in self.steps)
 
 
 def emit_epoch(settings: Settings, deployment: Deployment, epoch_id: int, *, push: bool | None = None,
@@ -161,9 +163,10 @@ def _push(epoch: ClosedEpoch, distributor, operator: LocalAccount, start: int) -
 
 
 def _slash(contribution_id: int, reason_code: int, registry, validator: LocalAccount) -> Step:
-    def check() -> str | None:
-        status = registry.functions.contributions(contribution_id).call()[3]
-        return None if status == 1 else STATUS_NAMES.get(status, f"status {status}")
+    def status() -> int:
+        return registry.functions.contributions(contribution_id).call()[3]
 
-    return Step(f"slash-{contribution_id}", validator, check,
-                lambda: registry.functions.slash(contribution_id, reason_code))
+    return Step(f"slash-{contribution_id}", validator,
+                check=lambda: "slashed" if status() == SLASHED else None,
+                call=lambda: registry.functions.slash(contribution_id, reason_code),
+                blocked=lambda: CANNOT_SLASH.get(status()))  # Staked is not in it: that one we slash

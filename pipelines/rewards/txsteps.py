@@ -3,7 +3,8 @@
 A ``Step`` is one effect on the chain (fund the distributor, publish a root, slash a stake, push a batch of
 claims) plus a way to read from the chain whether that effect is already in place. ``TxRunner.run``:
 
-1. the chain says the effect is in place -> record ``done`` and stop;
+1. the chain says the effect is in place -> record ``done`` and stop (or says it can never happen, e.g. a
+   stake already returned to its contributor -> ``skipped``);
 2. an earlier intent is still open (no confirmed/failed/superseded after it) -> settle it: use its receipt
    if it was mined; if the sender's nonce has moved past it without it, another transaction took that
    nonce -> ``superseded``; otherwise re-broadcast the very same signed bytes (same hash, so sending twice
@@ -59,12 +60,13 @@ class Step:
     sender: LocalAccount
     check: Callable[[], str | None]  # why the effect is already in place, or None
     call: Callable[[], Any]          # the contract call to make now (None: nothing to do)
+    blocked: Callable[[], str | None] = lambda: None  # why the effect can never happen (-> skipped)
 
 
 @dataclass(frozen=True)
 class StepOutcome:
     name: str
-    state: str   # done | failed
+    state: str   # done | skipped | failed
     detail: str
     tx_hashes: tuple[str, ...]
 
@@ -103,6 +105,10 @@ class TxRunner:
             if reason is not None:
                 self._record(step, "done", detail=reason)
                 return StepOutcome(step.name, "done", reason, self._hashes(step))
+            obstacle = rpc(step.blocked)
+            if obstacle is not None:
+                self._record(step, "skipped", detail=obstacle)
+                return StepOutcome(step.name, "skipped", obstacle, self._hashes(step))
             if not self._open_intents(step):
                 stopped = self._new_intent(step)
                 if stopped is not None:
@@ -136,7 +142,7 @@ class TxRunner:
             "step": step.name, "state": state, "sender": step.sender.address.lower(), "nonce": nonce,
             "tx_hash": tx_hash, "raw_tx": raw_tx, "block_number": block_number, "detail": detail,
         }
-        if state == "done" and any(s["state"] == "done" for s in self._states(step)):
+        if state in ("done", "skipped") and any(s["state"] == state for s in self._states(step)):
             return
         self.writer.append(schema.REWARD_TX_STATE, [record])
         self.states.append(record)
