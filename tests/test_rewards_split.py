@@ -109,7 +109,8 @@ def test_split_never_exceeds_the_pool_and_is_deterministic(contributions, pool, 
         status = "accepted" if verdict == "accepted" else "rejected"
         verdicts.append(verdict_row(cid, who, status, None if status == "accepted" else verdict))
     params = EpochParams(epoch_id=1, pool=pool, carry_in=carry_in)
-    split = split_rewards(inputs(influence, verdicts), params)
+    original = inputs(influence, verdicts)
+    split = split_rewards(original, params)
 
     assert split.total <= pool + carry_in and split.carry_out >= 0
     assert split.total + split.carry_out == pool + carry_in
@@ -120,6 +121,8 @@ def test_split_never_exceeds_the_pool_and_is_deterministic(contributions, pool, 
 
     rnd.shuffle(influence)
     rnd.shuffle(verdicts)
-    again = split_rewards(inputs(influence, verdicts), params)
+    shuffled = inputs(influence, verdicts)
+    assert shuffled.digest() == original.digest(), "the inputs' digest ignores row order"
+    again = split_rewards(shuffled, params)
     assert (again.accounts, again.amounts, again.slash_requests) == (split.accounts, split.amounts,
                                                                       split.slash_requests)

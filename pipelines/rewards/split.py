@@ -36,6 +36,7 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -95,7 +96,14 @@ class EpochInputs:
         for table, sort in ((self.influence, ["contribution_id", "dataset_version", "adapter_id", "method"]),
                             (self.verdicts, ["contribution_id"])):
             ordered = table.sort_by([(c, "ascending") for c in sort])
-            h.update(json.dumps(ordered.to_pylist(), sort_keys=True, default=str).encode())
+            for name in sorted(ordered.column_names):
+                column = ordered.column(name)
+                h.update(name.encode())
+                if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+                    h.update(column.is_null().to_numpy(zero_copy_only=False).tobytes())
+                    h.update(pc.fill_null(column, 0).to_numpy().tobytes())
+                else:
+                    h.update(json.dumps(column.to_pylist()).encode())
         h.update(json.dumps(sorted(self.slashed)).encode())
         return "0x" + h.hexdigest()
 
@@ -184,7 +192,7 @@ def _verdicts(table: pa.Table) -> dict[int, tuple[str, str | None, str, int]]:
     return out
 
 
-def _reputation(verdicts: dict[int, tuple[str, str | None, str, int]], rules: SplitRules):
+def _reputation(verdicts: dict[int, tuple[str, str | None, str, int]], rules: SplitRules) -> Callable[[str], int]:
     """contributor -> smoothed acceptance rate in parts per 1e9 (floor)."""
     if rules.prior_accepted < 0 or rules.prior_rejected < 0 or rules.prior_accepted + rules.prior_rejected == 0:
         raise ValueError("the reputation prior needs alpha, beta >= 0 and alpha + beta > 0")
@@ -196,12 +204,9 @@ def _reputation(verdicts: dict[int, tuple[str, str | None, str, int]], rules: Sp
         decided[contributor] = decided.get(contributor, 0) + 1
         accepted[contributor] = accepted.get(contributor, 0) + (status == "accepted")
     alpha, beta = rules.prior_accepted, rules.prior_rejected
-
-    def reputation(contributor: str) -> int:
-        a, n = accepted.get(contributor, 0), decided.get(contributor, 0)
-        return (a + alpha) * REPUTATION_SCALE // (n + alpha + beta)
-
-    return reputation
+    known = {c: (accepted[c] + alpha) * REPUTATION_SCALE // (n + alpha + beta) for c, n in decided.items()}
+    newcomer = alpha * REPUTATION_SCALE // (alpha + beta)
+    return lambda contributor: known.get(contributor, newcomer)
 
 
 def _mean_influence(table: pa.Table, method: str | None) -> dict[int, tuple[str, int, float, int]]:
@@ -219,8 +224,11 @@ def _mean_influence(table: pa.Table, method: str | None) -> dict[int, tuple[str,
     contributors = rows.column("contributor").to_pylist()
     datanets = rows.column("datanet_id").to_pylist()
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.array([], dtype=np.int64)
-    # fsum is exactly rounded, so the mean does not depend on the order of a contribution's rows.
-    means = [math.fsum(part) / len(part) for part in np.split(scores, starts[1:])] if len(ids) else []
+    counts = np.diff(np.r_[starts, len(ids)])
+    means = scores[starts].tolist()
+    for group in np.flatnonzero(counts > 1):  # fsum is exactly rounded: row order cannot change the mean
+        first, count = starts[group], counts[group]
+        means[group] = math.fsum(scores[first: first + count]) / count
     exact = _exact_integers([max(m, 0.0) for m in means])
     out = {}
     for start, mean, value in zip(starts.tolist(), means, exact, strict=True):
