@@ -13,11 +13,18 @@ from orchestration.sensors import changed_datasets, new_chain_facts
 
 ASSET_MODULES = (ingest, validation, training, attribution, rewards, audit)
 
-defs = dg.Definitions(
-    assets=dg.load_assets_from_modules(ASSET_MODULES),
-    asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
-    jobs=[ingest_job, validate_job, datanet_job, rewards_job],
-    sensors=[new_chain_facts, changed_datasets],
-    schedules=[ingest_every_minute, close_reward_epoch],
-    resources=resources_from_env(),
-)
+
+
+def build_definitions(resources: dict[str, dg.ConfigurableResource]) -> dg.Definitions:
+    """The whole graph bound to ``resources`` (the demo and tests bind their own data directory)."""
+    return dg.Definitions(
+        assets=dg.load_assets_from_modules(ASSET_MODULES),
+        asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
+        jobs=[ingest_job, validate_job, datanet_job, rewards_job],
+        sensors=[new_chain_facts, changed_datasets],
+        schedules=[ingest_every_minute, close_reward_epoch],
+        resources=resources,
+    )
+
+
+defs = build_definitions(resources_from_env())

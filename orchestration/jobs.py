@@ -2,7 +2,6 @@
 
 import dagster as dg
 
-from assets.partitions import datanet_partitions
 
 # Tag limited to one concurrent run in dagster.yaml: two runs never emit the same epoch.
 REWARDS_TAG = {"payable/rewards": "epoch"}
@@ -24,7 +23,6 @@ validate_job = dg.define_asset_job(
 datanet_job = dg.define_asset_job(
     "train_and_attribute_datanet",
     selection=dg.AssetSelection.assets("datanet_datasets", "lora_adapters", "influence_scores"),
-    partitions_def=datanet_partitions,
     description="For one datanet: record its dataset version, train its LoRA adapter, score every contribution.",
 )
 

@@ -48,11 +48,15 @@ def deployment(settings: Settings) -> Deployment:
     return Deployment.load(settings.deployment_file)
 
 
-def resources_from_env() -> dict[str, dg.ConfigurableResource]:
-    """The resource set for the current environment (embedded defaults when nothing is configured)."""
-    settings = Settings.from_env()
+def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """The resource set that reaches the services and data directory of ``settings``."""
     return {
         "data_dir": DataDirResource(path=str(settings.data_dir)),
         "chain": ChainResource(rpc_url=settings.rpc_url),
         "kafka": KafkaResource(bootstrap=settings.kafka_bootstrap),
     }
+
+
+def resources_from_env() -> dict[str, dg.ConfigurableResource]:
+    """The resource set for the current environment (embedded defaults when nothing is configured)."""
+    return resources_for(Settings.from_env())

@@ -17,18 +17,10 @@ from pipelines.validate import checkpoint, materialize, reasons
 from pipelines.validate.run import rebuild_state, validate_dir, validate_new_offsets
 from schemas import events, topics
 from schemas.verdicts import CONTRIBUTION_VERDICT
-from tests.test_validate_support import created, mutate, retracted, submitted, text
+from tests.test_validate_support import created, mutate, produce_facts, retracted, submitted, text
 
 MULTI_PROCESS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 QA = DatanetSpec("qa", "jsonl", ("question", "answer"))
-
-
-def _produce(settings, event_type, records) -> None:
-    producer = kafka_log.make_producer(settings.kafka_bootstrap)
-    clean = [{k: v for k, v in record.items() if not k.startswith("_")} for record in records]
-    kafka_log.produce(producer, event_type, clean, key=lambda r: topics.datanet_key(r["datanet_id"]))
-    producer.flush()
-    producer.close()
 
 
 def _produce_raw(settings, values: list[tuple[bytes, list]]) -> None:
@@ -61,7 +53,7 @@ def settings(stack):
 def test_every_reason_is_decided_accounted_for_and_published(settings):
     store = ContentStore(settings.content_dir)
     original = text(1, 120)
-    _produce(settings, events.DATANET_CREATED, [
+    produce_facts(settings, events.DATANET_CREATED, [
         created(1, store, max_size=4000), created(2, store, QA),
         created(3, store, metadata_uri="cas://sha256/" + "00" * 32)])
     doomed = submitted(16, 1, store, text(16, 50).encode())
@@ -84,9 +76,9 @@ def test_every_reason_is_decided_accounted_for_and_published(settings):
         doomed,
         submitted(17, 2, store, b'{"question": "why is the sky blue", "answer": "rayleigh scattering"}\n'),
     ]
-    _produce(settings, events.CONTRIBUTION_SUBMITTED, facts)
-    _produce(settings, events.FACT_RETRACTED, [retracted(doomed, offset=0)])
-    _produce(settings, events.CONTRIBUTION_SUBMITTED, [facts[0]])  # a replayed fact
+    produce_facts(settings, events.CONTRIBUTION_SUBMITTED, facts)
+    produce_facts(settings, events.FACT_RETRACTED, [retracted(doomed, offset=0)])
+    produce_facts(settings, events.CONTRIBUTION_SUBMITTED, [facts[0]])  # a replayed fact
     _produce_raw(settings, [(b"{not json", events.CONTRIBUTION_SUBMITTED.headers),
                             (b'{"event_id": "x"}', events.CONTRIBUTION_SUBMITTED.headers),
                             (b"{}", [("event-type", b"Bogus"), ("schema-version", b"1")])])
@@ -125,8 +117,8 @@ def test_history_survives_runs_is_rebuilt_from_the_log_and_replay_reproduces_row
     store = ContentStore(settings.content_dir)
     first, second = text(1, 120), text(2, 120)
     a, b = submitted(1, 1, store, first.encode()), submitted(2, 1, store, second.encode())
-    _produce(settings, events.DATANET_CREATED, [created(1, store)])
-    _produce(settings, events.CONTRIBUTION_SUBMITTED, [a, b])
+    produce_facts(settings, events.DATANET_CREATED, [created(1, store)])
+    produce_facts(settings, events.CONTRIBUTION_SUBMITTED, [a, b])
     run1 = validate_new_offsets(settings)
     v1 = materialize.latest_version(materialize.dataset_uri(settings.lance_dir, 1))
     assert (v1.version, v1.run_id) == (run1.datanets[1].lance_version, run1.runs[0])
@@ -140,8 +132,8 @@ def test_history_survives_runs_is_rebuilt_from_the_log_and_replay_reproduces_row
     c = submitted(3, 1, store, near.encode())
     d = submitted(4, 1, store, second.encode())
     e = submitted(5, 1, store, text(5, 120).encode())
-    _produce(settings, events.CONTRIBUTION_SUBMITTED, [c, d, e, a])
-    _produce(settings, events.FACT_RETRACTED, [retracted(b, offset=0)])
+    produce_facts(settings, events.CONTRIBUTION_SUBMITTED, [c, d, e, a])
+    produce_facts(settings, events.FACT_RETRACTED, [retracted(b, offset=0)])
     run2 = validate_new_offsets(settings)
     latest = {v["contribution_id"]: v for v in _read_topic(settings, topics.VERDICTS)}
     assert (latest[3]["reason"], latest[3]["duplicate_of"]) == (reasons.NEAR_DUPLICATE, 1)
@@ -165,8 +157,8 @@ def test_history_survives_runs_is_rebuilt_from_the_log_and_replay_reproduces_row
 @pytest.mark.parametrize("crash_in", ["commit", "checkpoint"])
 def test_crash_between_side_effects_is_resumed_without_duplicates_or_gaps(settings, monkeypatch, crash_in):
     store = ContentStore(settings.content_dir)
-    _produce(settings, events.DATANET_CREATED, [created(1, store)])
-    _produce(settings, events.CONTRIBUTION_SUBMITTED,
+    produce_facts(settings, events.DATANET_CREATED, [created(1, store)])
+    produce_facts(settings, events.CONTRIBUTION_SUBMITTED,
              [submitted(cid, 1, store, text(cid).encode()) for cid in range(1, 6)])
     target = materialize if crash_in == "commit" else checkpoint
     real = getattr(target, crash_in if crash_in == "commit" else "save")

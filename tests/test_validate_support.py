@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import random
 
+from payable import kafka_log
 from payable.content_store import ContentStore
 from payable.datanets import DatanetSpec
 from pipelines.validate.datanet_info import DatanetInfo
+from schemas import events, topics
 
 CHAIN_ID = 31337
 WORDS = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "po", "ra", "si", "tu", "ve", "zo", "ba", "de")
@@ -69,3 +71,12 @@ def _envelope(tag: str, offset: int, block_hash: str | None = None) -> dict:
     return {"event_id": f"{CHAIN_ID}:{tx}:0", "chain_id": CHAIN_ID, "block_number": 100 + offset,
             "block_hash": block_hash or "0x" + "ab" * 32, "tx_hash": tx, "log_index": 0,
             "contract": "0x" + "11" * 20, "_partition": 0, "_offset": offset}
+
+
+def produce_facts(settings, event_type: events.EventType, records: list[dict]) -> None:
+    """Produces factory-made facts to the real broker (test-only ``_``-prefixed keys dropped), keyed by datanet."""
+    producer = kafka_log.make_producer(settings.kafka_bootstrap)
+    clean = [{k: v for k, v in record.items() if not k.startswith("_")} for record in records]
+    kafka_log.produce(producer, event_type, clean, key=lambda r: topics.datanet_key(r["datanet_id"]))
+    producer.flush()
+    producer.close()

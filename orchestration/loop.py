@@ -1,0 +1,55 @@
+"""Running the loop in-process through Dagster's own jobs, as the demo and the end-to-end tests do.
+
+The runs land in the data directory's Dagster instance, so ``payable ui`` afterwards shows exactly them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
+import dagster as dg
+
+from assets.partitions import datanet_partitions, partition_key
+from orchestration.definitions import build_definitions
+from orchestration.instance import get_instance
+from orchestration.resources import resources_for
+from payable.settings import Settings
+
+Stage = Callable[[str], AbstractContextManager]
+
+
+class Loop:
+    """The Definitions bound to one data directory, and that directory's persistent Dagster instance."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.defs = build_definitions(resources_for(settings))
+        self.instance = get_instance(settings)
+
+    def run(self, job_name: str, partition_key: str | None = None) -> dg.ExecuteInProcessResult:
+        """Runs a job to completion; a failed step or a failed ERROR-severity check raises."""
+        job = self.defs.get_job_def(job_name)
+        return job.execute_in_process(instance=self.instance, partition_key=partition_key)
+
+    def datanet_keys(self) -> list[str]:
+        """Partition keys of every datanet that has a dataset, registered as dynamic partitions."""
+        folder = self.settings.lance_dir / "datanets"
+        keys = sorted(p.name.removesuffix(".lance") for p in folder.glob("dn-*.lance"))
+        keys = [partition_key(int(k.removeprefix("dn-"))) for k in keys]
+        new = [k for k in keys if not self.instance.has_dynamic_partition(datanet_partitions.name, k)]
+        if new:
+            self.instance.add_dynamic_partitions(datanet_partitions.name, new)
+        return keys
+
+    def run_all(self, stage: Stage = lambda name: nullcontext()) -> None:
+        """ingest -> validate -> (per datanet) train + attribute -> reward epoch + payouts + audit."""
+        with stage("ingest chain facts"):
+            self.run("ingest_chain_facts")
+        with stage("validate + deduplicate (Beam)"):
+            self.run("validate_new_facts")
+        for key in self.datanet_keys():
+            with stage(f"train LoRA + attribute {key}"):
+                self.run("train_and_attribute_datanet", partition_key=key)
+        with stage("reward epoch on-chain + audit"):
+            self.run("close_reward_epoch")
