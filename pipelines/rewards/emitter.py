@@ -96,7 +96,8 @@ def _steps(chain: Chain, deployment: Deployment, epoch: ClosedEpoch, signers: Si
     steps = []
     if epoch.accounts:
         steps += [_fund(epoch, distributor, token, signers.treasury), _publish(epoch, distributor, signers.operator)]
-        if push if push is not None else len(epoch.accounts) <= PUSH_MAX_ACCOUNTS:
+        use_push = push if push is not None else len(epoch.accounts) <= PUSH_MAX_ACCOUNTS
+        if use_push:
             steps += [_push(epoch, distributor, signers.operator, start)
                       for start in range(0, len(epoch.accounts), PUSH_BATCH)]
     steps += [_slash(request.contribution_id, request.reason_code, registry, signers.validator)
