@@ -1,8 +1,10 @@
 """`payable demo`: the main job end to end on the embedded defaults, with the time of every stage.
 
 It starts the local services, deploys the contracts, creates two datanets, submits the planted
-contributions of ``demo_corpus`` from several simulated contributors, then runs the pipeline and prints
-a summary table plus one JSON line with the same figures.
+contributions of ``demo_corpus`` from several simulated contributors, then materializes the whole asset
+graph through Dagster's own jobs (ingest, validate, train + attribute per datanet, reward epoch on-chain,
+audit), ingests the reward facts back, and prints a summary table (read from the audit database) plus one
+JSON line with the same figures.
 """
 
 from __future__ import annotations
@@ -10,16 +12,19 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import duckdb
 from rich.console import Console
 from rich.table import Table
 from web3.logs import DISCARD
 
 import contracts
 from contracts.deploy import TOKEN_UNIT, deploy
+from orchestration.loop import Loop
 from payable import demo_corpus, services
 from payable.chain import Chain, Deployment
 from payable.content_store import ContentStore
@@ -82,6 +87,64 @@ def submit_planned(chain: Chain, deployment: Deployment, store: ContentStore, da
     return results
 
 
+def mine_confirmations(chain: Chain, depth: int) -> None:
+    """The local dev node only mines on transactions: mine empty blocks so recent facts become final."""
+    chain.w3.provider.make_request("anvil_mine", [hex(depth)])
+
+
+def read_outcome(audit_db) -> dict:
+    """What the demo reports, read back from the audit database an analyst would query."""
+    con = duckdb.connect(str(audit_db), read_only=True)
+    try:
+        def rows(sql: str) -> list[dict]:
+            cursor = con.execute(sql)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+
+        contributions = rows("""
+            SELECT c.contribution_id, c.contributor, c.datanet_id, v.status, v.reason, v.duplicate_of,
+                   i.score, coalesce(p.amount, 0) AS paid
+            FROM contributions c
+            LEFT JOIN verdicts v ON v.contribution_id = c.contribution_id AND v.is_current
+            LEFT JOIN (SELECT contribution_id, avg(score) AS score FROM influence_scores GROUP BY 1) i
+                   ON i.contribution_id = c.contribution_id
+            LEFT JOIN (SELECT contribution_id, sum(amount) AS amount FROM payouts GROUP BY 1) p
+                   ON p.contribution_id = c.contribution_id
+            ORDER BY c.contribution_id""")
+        payouts = rows("""SELECT epoch_id, account, amount, claimed, claim_tx_hash FROM account_payouts
+                          ORDER BY amount DESC""")
+        epochs = rows("SELECT epoch_id, merkle_root FROM reward_epochs ORDER BY epoch_id")
+    finally:
+        con.close()
+    return {"contributions": contributions, "payouts": payouts, "epoch": epochs[-1] if epochs else None}
+
+
+def contributions_table(outcome: dict, planted: dict[int, str]) -> Table:
+    table = Table(title="payable demo: every contribution and what became of it")
+    for column in ("id", "contributor", "datanet", "planted as", "verdict", "influence", "paid OPEN"):
+        table.add_column(column)
+    for row in outcome["contributions"]:
+        verdict = row["status"] or "undecided"
+        if row["reason"]:
+            verdict += f": {row['reason']}" + (f" of #{row['duplicate_of']}" if row["duplicate_of"] else "")
+        score = "" if row["score"] is None else f"{row['score']:+.4f}"
+        table.add_row(str(row["contribution_id"]), row["contributor"][:10], f"dn-{row['datanet_id']}",
+                      planted.get(row["contribution_id"], ""), verdict, score, f"{row['paid'] / 10**18:.4f}")
+    return table
+
+
+def payouts_table(outcome: dict) -> Table:
+    epoch = outcome["epoch"]
+    title = f"epoch {epoch['epoch_id']} (root {epoch['merkle_root'][:12]}…)" if epoch else "no epoch"
+    table = Table(title=f"payable demo: who got paid, {title}")
+    for column in ("account", "OPEN", "paid on-chain", "tx"):
+        table.add_column(column)
+    for row in outcome["payouts"]:
+        table.add_row(row["account"], f"{row['amount'] / 10**18:.4f}", "yes" if row["claimed"] else "not yet",
+                      row["claim_tx_hash"] or "")
+    return table
+
+
 def run_demo(settings: Settings, fresh: bool = True) -> dict:
     """Runs the demo; returns (and prints as one JSON line) its summary."""
     timer = StageTimer()
@@ -108,22 +171,34 @@ def run_demo(settings: Settings, fresh: bool = True) -> dict:
         tmp_dir.mkdir(parents=True, exist_ok=True)
         submissions = submit_planned(chain, deployment, store, datanet_ids, tmp_dir)
 
-    table = Table(title="payable demo: contributions")
-    for column in ("id", "contributor", "datanet", "bytes", "planted as", "tx"):
-        table.add_column(column)
-    for item, submitted in submissions:
-        table.add_row(str(submitted.contribution_id), dev_account(item.contributor).address[:10],
-                      item.datanet, str(submitted.size), item.expect, submitted.tx_hash[:18] + "…")
-    console.print(table)
+    loop = Loop(settings)
+    mine_confirmations(chain, settings.confirmations)
+    loop.run_all(timer.stage)
+    with timer.stage("ingest reward facts back + audit"):
+        mine_confirmations(chain, settings.confirmations)
+        loop.run("ingest_chain_facts")
+        loop.run("close_reward_epoch")
+
+    outcome = read_outcome(settings.audit_db)
+    console.print(contributions_table(outcome, {s.contribution_id: item.expect for item, s in submissions}))
+    console.print(payouts_table(outcome))
     summary = {
         "datanets": datanet_ids,
         "contributions": len(submissions),
         "contributors": len({item.contributor for item, _ in submissions}),
+        "accepted": sum(1 for row in outcome["contributions"] if row["status"] == "accepted"),
+        "rejected_by_reason": dict(Counter(row["reason"] for row in outcome["contributions"]
+                                           if row["status"] == "rejected")),
+        "epoch": outcome["epoch"],
+        "paid": {row["account"]: str(row["amount"]) for row in outcome["payouts"]},
+        "payout_txs": sorted({row["claim_tx_hash"] for row in outcome["payouts"] if row["claim_tx_hash"]}),
         "stage_seconds": timer.seconds,
         "total_seconds": round(time.perf_counter() - started, 2),
         "data_dir": str(settings.data_dir),
     }
     console.print("Local services keep running for inspection: [bold]payable status[/], "
-                  f"stop with [bold]payable down[/]. Data: {settings.data_dir}")
+                  f"stop with [bold]payable down[/]. Data: {settings.data_dir}\n"
+                  "Operators' UI: [bold]payable ui[/] (or make ui), then http://127.0.0.1:3000 · "
+                  "audit: [bold]payable audit[/] (docs/audit.md has example queries)")
     print(json.dumps(summary), flush=True)
     return summary
