@@ -170,10 +170,14 @@ def test_claim_with_files_deleted_replays_the_log_and_pays_once(stack, chain, de
     assert again.gas_used < 80_000 < first.gas_used, (again.gas_used, first.gas_used)
 
 
-def test_closing_an_epoch_twice_with_other_inputs_is_refused(stack, chain, deployment, tmp_path):
-    setup_epoch(stack, chain, deployment, tmp_path, extra_accounts=2)
+def test_epochs_close_once_and_in_order(stack, chain, deployment, tmp_path):
+    with pytest.raises(epochs.EpochNotClosed, match="close epoch 1 before epoch 2"):
+        setup_epoch(stack, chain, deployment, tmp_path, epoch_id=2)
+    first = setup_epoch(stack, chain, deployment, tmp_path, extra_accounts=2)
     with pytest.raises(epochs.EpochConflict):
         setup_epoch(stack, chain, deployment, tmp_path, extra_accounts=3)
+    second = setup_epoch(stack, chain, deployment, tmp_path, epoch_id=2, extra_accounts=2)
+    assert second.total + second.carry_out == POOL + first.carry_out, "epoch 1's remainder carries into epoch 2"
 
 
 def test_outbid_pending_intent_is_re_signed_at_the_same_nonce_and_paid_once(stack, chain, deployment, tmp_path):

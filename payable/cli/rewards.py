@@ -23,7 +23,7 @@ def reward(ctx: Context, epoch_id: int | None, pool: int, method: str | None, pu
     """Close a reward epoch (split, Merkle root, log) and put it on-chain exactly once; safe to rerun."""
     from pipelines.rewards import outbox
     from pipelines.rewards.emitter import emit_epoch
-    from pipelines.rewards.epochs import EpochConflict, close_epoch
+    from pipelines.rewards.epochs import EpochConflict, EpochNotClosed, close_epoch
     from pipelines.rewards.inputs import load_inputs
     from pipelines.rewards.split import SplitRules
     from pipelines.rewards.txsteps import ChainUnavailable
@@ -38,7 +38,7 @@ def reward(ctx: Context, epoch_id: int | None, pool: int, method: str | None, pu
             click.echo(json.dumps({"closed": epoch_id, "merkle_root": closed_result.merkle_root,
                                    "total": str(closed_result.total), "accounts": closed_result.accounts}))
         result = emit_epoch(settings, ctx.deployment(), epoch_id, push=push)
-    except (EpochConflict, ChainUnavailable, FileNotFoundError, ValueError) as exc:
+    except (EpochConflict, EpochNotClosed, ChainUnavailable, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     for step in result.steps:
         click.echo(json.dumps({"step": step.name, "state": step.state, "detail": step.detail,

@@ -48,10 +48,16 @@ def next_epoch_id(settings: Settings) -> int:
 
 
 def carry_in(settings: Settings, epoch_id: int) -> int:
-    """The previous epoch's remainder, from its RewardEpochClosed event (0 if it was never closed)."""
-    closed = [e for e in outbox.read_epoch(settings.kafka_bootstrap, epoch_id - 1)
-              if e.type == schema.REWARD_EPOCH_CLOSED.name] if epoch_id > 1 else []
-    return int(closed[-1].record["carry_out"]) if closed else 0
+    """The previous epoch's remainder, from its RewardEpochClosed event; epochs close in order, so no
+    remainder can be skipped."""
+    if epoch_id < 1:
+        raise ValueError("epoch ids start at 1")
+    if epoch_id == 1:
+        return 0
+    previous = _closed_entry(outbox.read_epoch(settings.kafka_bootstrap, epoch_id - 1))
+    if previous is None:
+        raise EpochNotClosed(f"close epoch {epoch_id - 1} before epoch {epoch_id}: its remainder carries over")
+    return int(previous.record["carry_out"])
 
 
 def close_epoch(settings: Settings, epoch_id: int, inputs: EpochInputs, *, pool: int,
