@@ -2,10 +2,14 @@
 
 Run from the repository root: ``.venv/bin/python -m bench.attribution [--quick]``. Settings, all offline:
 - digits (scikit-learn's bundled data): logistic regression and a small MLP; payable's methods against
-  dattri 0.3.0's TRAK, TracIn and explicit influence functions on the same models and subsets;
-- text: the tiny GPT-2 with LoRA on a synthetic multi-contributor datanet (payable's methods only).
+  dattri 0.3.0's TRAK-10/50, TracIn and explicit influence functions on the same models and subsets;
+- text: the tiny GPT-2 with LoRA on a synthetic multi-contributor datanet; payable's methods against dattri's
+  TracIn on the same LoRA parameters and checkpoints. Not run: dattri's explicit IF (a dense Hessian of every
+  LoRA weight), its TRAK (needs a correct-class margin, which a language model does not have) and its DataInf
+  (measured 50-80 s per 32-example batch here, over 5 minutes per run: too slow to keep in the bench).
 Every score is read as "positive = training on it lowers the query's loss" and correlated with minus the
-retrained models' query loss. Prints a rich table and writes ``bench/out/attribution.json``.
+retrained models' query loss. Each row carries its ratio to the best dattri baseline of its setting (LDS
+ratio, and how many times faster). Prints a rich table and writes ``bench/out/attribution.json``.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from peft import set_peft_model_state_dict
 from rich.console import Console
 from rich.table import Table
 from scipy.stats import spearmanr
@@ -52,6 +58,11 @@ class ClassifierTask(Task):
         logits = functional_call(self.model, params, (example["x"][None],))
         return nn.functional.cross_entropy(logits, example["y"][None])
 
+    def sample_targets(self, params: Params, batch: dict[str, torch.Tensor], generator: torch.Generator
+                       ) -> dict[str, torch.Tensor]:
+        probs = torch.softmax(functional_call(self.model, params, (batch["x"],)).double(), dim=-1)
+        return {**batch, "y": torch.multinomial(probs, 1, generator=generator)[:, 0]}
+
 
 def make_model(kind: str, seed: int) -> nn.Module:
     torch.manual_seed(seed)
@@ -83,17 +94,45 @@ def lds(scores: np.ndarray, subsets: np.ndarray, losses: np.ndarray) -> float:
     return float(np.nanmean(corr))
 
 
-def timed(fn: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
+@dataclass(frozen=True)
+class Result:
+    """One attribution run: (train, queries) scores, attribution seconds, and what else it needed."""
+
+    scores: np.ndarray
+    seconds: float
+    config: str = ""
+    extra_seconds: float = 0.0
+    """Training the method needs beyond the attributed model (TRAK's ensemble), not counted in ``seconds``."""
+
+
+def timed(fn: Callable[[], np.ndarray | torch.Tensor], config: str = "", extra_seconds: float = 0.0) -> Result:
     start = time.perf_counter()
     out = fn()
     seconds = time.perf_counter() - start
     if isinstance(out, torch.Tensor):
         out = out.detach().numpy()
-    return np.asarray(out, dtype=np.float64), seconds
+    return Result(np.asarray(out, dtype=np.float64), seconds, config, extra_seconds)
 
 
-def dattri_scores(model: nn.Module, snaps: list[Params], x: torch.Tensor, y: torch.Tensor, xq: torch.Tensor,
-                  yq: torch.Tensor) -> dict[str, tuple[np.ndarray, float]]:
+def payable_scores(task: Task, snaps: list[Params], lrs: list[float], train: dict[str, torch.Tensor],
+                   queries: dict[str, torch.Tensor], configs: dict[str, ScoreArguments]) -> dict[str, list[Result]]:
+    return {f"payable {name}": [timed(lambda a=args: score_examples(task, snaps, lrs, train, queries, a),
+                                      f"K={args.projection_dim} damping={args.damping:g}"
+                                      + (f" S={args.fisher_samples}" if args.method == "influence" else ""))]
+            for name, args in configs.items()}
+
+
+def dattri_digits(kind: str, model: nn.Module, snaps: list[Params], x: torch.Tensor, y: torch.Tensor,
+                  xq: torch.Tensor, yq: torch.Tensor, epochs: int, ensembles: tuple[int, ...]
+                  ) -> dict[str, list[Result]]:
+    """dattri 0.3.0 baselines, configured as its own MNIST benchmark (experiments/mnist_lr_benchmark.py) does.
+
+    TRAK: output function = the correct-class margin log(p / (1 - p)) (not the loss), ``correct_probability_func``
+    = p, proj_dim 512, checkpoints = an ensemble of models trained on independent random 50% subsets (dattri
+    uses its retrained subset models; ours are drawn apart from the LDS subsets). With fewer training examples
+    than projected columns its kernel is singular and ``regularization=0`` returns noise (the LDS ~0 we had),
+    so a small regularization is swept there. IF (explicit Hessian): regularization swept over the head of
+    dattri's grid. Every sweep keeps its best LDS (in the baseline's favour). TracIn: the three checkpoints."""
     from dattri.algorithm import IFAttributorExplicit, TracInAttributor, TRAKAttributor
     from dattri.task import AttributionTask
 
@@ -101,34 +140,76 @@ def dattri_scores(model: nn.Module, snaps: list[Params], x: torch.Tensor, y: tor
         xb, yb = data
         return nn.functional.cross_entropy(functional_call(model, params, (xb,)), yb)
 
+    def margin(params, data):
+        logp = -loss(params, data)
+        return logp - torch.log1p(-torch.exp(logp))
+
     def prob(params, data):
-        xb, yb = data
-        return torch.exp(-nn.functional.cross_entropy(functional_call(model, params, (xb[None],)), yb[None]))
+        return torch.exp(-loss(params, data))
 
     train = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64)
     test = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xq, yq), batch_size=64)
-    out = {}
-    task = AttributionTask(loss_func=loss, model=model, checkpoints=snaps)
-    tracin = TracInAttributor(task=task, weight_list=torch.ones(len(snaps)), normalized_grad=False,
+    tracin = TracInAttributor(task=AttributionTask(loss_func=loss, model=model, checkpoints=snaps),
+                              weight_list=torch.ones(len(snaps)), normalized_grad=False,
                               projector_kwargs={"proj_dim": 512, "device": "cpu"})
-    out["dattri TracIn"] = timed(lambda: tracin.attribute(train, test))
+    out = {"dattri TracIn": [timed(lambda: tracin.attribute(train, test), "proj 512")]}
     final = AttributionTask(loss_func=loss, model=model, checkpoints=snaps[-1])
 
-    def run_if():
-        attributor = IFAttributorExplicit(task=final, regularization=1e-2)
+    def run_if(reg: float) -> torch.Tensor:
+        attributor = IFAttributorExplicit(task=final, regularization=reg)
         attributor.cache(train)
         return attributor.attribute(train, test)
 
-    out["dattri IF (explicit)"] = timed(run_if)
+    out["dattri IF (explicit)"] = [timed(lambda r=r: run_if(r), f"reg={r:g}") for r in (1e-1, 1e-2, 1e-3)]
+    rng = np.random.default_rng(1)
+    start = time.perf_counter()
+    members = []
+    for e in range(max(ensembles)):
+        half = torch.from_numpy(rng.permutation(len(x))[:len(x) // 2])
+        members.append(fit(kind, x[half], y[half], seed=100 + e, epochs=epochs)[1][-1])
+    per_member = (time.perf_counter() - start) / max(ensembles)
 
-    def run_trak():
-        attributor = TRAKAttributor(task=AttributionTask(loss_func=loss, model=model, checkpoints=snaps),
-                                    correct_probability_func=prob, projector_kwargs={"proj_dim": 512, "device": "cpu"})
+    def run_trak(count: int, reg: float) -> torch.Tensor:
+        attributor = TRAKAttributor(task=AttributionTask(loss_func=margin, model=model, checkpoints=members[:count]),
+                                    correct_probability_func=prob, regularization=reg,
+                                    projector_kwargs={"proj_dim": 512, "device": "cpu"})
         attributor.cache(train)
         return attributor.attribute(test)
 
-    out["dattri TRAK"] = timed(run_trak)
+    regs = (0.0,) if len(x) > 512 else (1e-4, 1e-3)
+    for count in ensembles:
+        out[f"dattri TRAK-{count}"] = [timed(lambda c=count, r=r: run_trak(c, r), f"proj 512 reg={r:g}",
+                                             per_member * count) for r in regs]
     return out
+
+
+def retrained_losses(num: int, n: int, retrain: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(subsets (num, n) bool, query losses (num, m)) of models retrained on seeded random halves."""
+    rng = np.random.default_rng(0)
+    subsets = np.zeros((num, n), dtype=bool)
+    losses = []
+    for s in range(num):
+        subsets[s, rng.choice(n, n // 2, replace=False)] = True
+        losses.append(retrain(subsets[s]))
+    return subsets, np.stack(losses)
+
+
+def rows_of(setting: str, results: dict[str, list[Result]], subsets: np.ndarray, losses: np.ndarray,
+            corrupted: np.ndarray | None = None) -> list[dict]:
+    """One row per method (a swept baseline keeps its best LDS), with ratios to the best dattri baseline."""
+    rows = []
+    for name, candidates in results.items():
+        scored = [(lds(r.scores, subsets, losses), r) for r in candidates]
+        value, r = max(scored, key=lambda t: t[0])
+        auc = None if corrupted is None else float(roc_auc_score(corrupted, -r.scores.mean(1)))
+        rows.append({"setting": setting, "method": name, "config": r.config, "lds": value, "auc": auc,
+                     "seconds": r.seconds, "extra_seconds": r.extra_seconds})
+    base = max((row for row in rows if row["method"].startswith("dattri")), key=lambda row: row["lds"])
+    for row in rows:
+        row["lds_vs_dattri"] = row["lds"] / base["lds"]
+        row["speedup_vs_dattri"] = base["seconds"] / row["seconds"]
+        row["dattri_best"] = base["method"]
+    return rows
 
 
 def digits(kind: str, quick: bool) -> list[dict]:
@@ -141,26 +222,50 @@ def digits(kind: str, quick: bool) -> list[dict]:
     xq, yq = x_all[perm[n:n + m]], y_all[perm[n:n + m]]
     epochs = 100 if kind == "lr" else 200
     model, snaps = fit(kind, x, y, seed=0, epochs=epochs)
-    task = ClassifierTask(model)
-    lrs = [1.0] * len(snaps)
-    results: dict[str, tuple[np.ndarray, float]] = {}
-    for method in ("datainf", "tracin", "trak"):
-        args = ScoreArguments(method=method, projection_dim=512, batch_size=256, damping=0.01)
-        results[f"payable {method}"] = timed(lambda a=args: score_examples(
-            task, snaps, lrs, {"x": x, "y": y}, {"x": xq, "y": yq}, a))
-    results.update(dattri_scores(model, snaps, x, y, xq, yq))
-    rng = np.random.default_rng(0)
-    num = 20 if quick else 60
-    subsets = np.zeros((num, n), dtype=bool)
-    losses = np.zeros((num, m))
-    for s in range(num):
-        subsets[s, rng.choice(n, n // 2, replace=False)] = True
-        sub = torch.from_numpy(subsets[s])
+    configs = {method: ScoreArguments(method=method, projection_dim=512, batch_size=256, damping=0.01)
+               for method in ("datainf", "tracin", "trak")}
+    configs["influence"] = ScoreArguments(method="influence", projection_dim=1024, batch_size=256, damping=0.5,
+                                          fisher_samples=8)
+    results = payable_scores(ClassifierTask(model), snaps, [1.0] * len(snaps), {"x": x, "y": y},
+                             {"x": xq, "y": yq}, configs)
+    results.update(dattri_digits(kind, model, snaps, x, y, xq, yq, epochs, (10, 50)))
+
+    def retrain(keep: np.ndarray) -> np.ndarray:
+        sub = torch.from_numpy(keep)
         retrained, _ = fit(kind, x[sub], y[sub], seed=0, epochs=epochs)
         with torch.no_grad():
-            losses[s] = nn.functional.cross_entropy(retrained(xq), yq, reduction="none").numpy()
-    return [{"setting": f"digits-{kind}", "method": name, "lds": lds(sc, subsets, losses), "auc": None,
-             "seconds": sec} for name, (sc, sec) in results.items()]
+            return nn.functional.cross_entropy(retrained(xq), yq, reduction="none").numpy()
+
+    subsets, losses = retrained_losses(20 if quick else 60, n, retrain)
+    return rows_of(f"digits-{kind}", results, subsets, losses)
+
+
+def dattri_text(task: LoRALanguageModelTask, states: list[Params], lrs: list[float], train: dict[str, torch.Tensor],
+                queries: dict[str, torch.Tensor]) -> dict[str, list[Result]]:
+    """dattri's TracIn on the same LoRA weights and checkpoints (weighted by learning rate), through dattri's
+    functional API; the loss is payable's own per-example loss."""
+    from dattri.algorithm import TracInAttributor
+    from dattri.task import AttributionTask
+
+    def loss(params, data):
+        ids, mask = data
+        return task.example_loss(params, {"input_ids": ids, "attention_mask": mask})
+
+    def load(model, state):
+        set_peft_model_state_dict(model, state)
+        return model
+
+    def loader(batch: dict[str, torch.Tensor]) -> torch.utils.data.DataLoader:
+        dataset = torch.utils.data.TensorDataset(batch["input_ids"], batch["attention_mask"])
+        return torch.utils.data.DataLoader(dataset, batch_size=32)
+
+    tracin = TracInAttributor(task=AttributionTask(loss_func=loss, model=task.model, checkpoints=states,
+                                                   checkpoints_load_func=load),
+                              weight_list=torch.tensor(lrs), normalized_grad=False,
+                              projector_kwargs={"proj_dim": 512, "device": "cpu"})
+    out = {"dattri TracIn": [timed(lambda: tracin.attribute(loader(train), loader(queries)), "proj 512")]}
+    task.params(states[-1])  # leave the shared model at the final adapter
+    return out
 
 
 def text(quick: bool) -> list[dict]:
@@ -176,43 +281,45 @@ def text(quick: bool) -> list[dict]:
     owner = train.owner.numpy()
     n, m = len(texts), len(dn.eval_texts)
     corrupted = np.array([dn.kinds[c] == "corrupted" for c in dn.table["contributor"].to_pylist()])
-    rows = {}
-    for method in ("datainf", "tracin", "trak"):
-        sc, sec = timed(lambda mt=method: score_examples(task, states, lrs, train.batch(slice(None)),
-                                                         queries.batch(slice(None)), ScoreArguments(method=mt)))
-        per_contribution = np.zeros((n, sc.shape[1]))
-        np.add.at(per_contribution, owner, sc)
-        rows[f"payable {method}"] = (per_contribution, sec)
-    rng = np.random.default_rng(0)
-    num = 20 if quick else 50
-    subsets = np.zeros((num, n), dtype=bool)
-    losses = np.zeros((num, m))
-    for s in range(num):
-        subsets[s, rng.choice(n, n // 2, replace=False)] = True
-        kept = tokenize([t for t, keep in zip(texts, subsets[s], strict=True) if keep], tok, args.max_length)
+    configs = {method: ScoreArguments(method=method) for method in ("datainf", "tracin", "trak", "influence")}
+    results = payable_scores(task, states, lrs, train.batch(slice(None)), queries.batch(slice(None)), configs)
+    results.update(dattri_text(task, states, lrs, train.batch(slice(None)), queries.batch(slice(None))))
+    for candidates in results.values():  # example scores -> contribution scores
+        for i, r in enumerate(candidates):
+            per_contribution = np.zeros((n, r.scores.shape[1]))
+            np.add.at(per_contribution, owner, r.scores)
+            candidates[i] = Result(per_contribution, r.seconds, r.config, r.extra_seconds)
+
+    def retrain(keep: np.ndarray) -> np.ndarray:
+        kept = tokenize([t for t, k in zip(texts, keep, strict=True) if k], tok, args.max_length)
         retrained = train_lora(build_base_model(args.base), kept, queries, args, show_progress=False).model
-        for j in range(m):
-            losses[s, j] = mean_loss(retrained, type(queries)(queries.input_ids[j:j + 1],
-                                                              queries.attention_mask[j:j + 1], queries.owner[j:j + 1]))
-    return [{"setting": "text-lora", "method": name, "lds": lds(sc, subsets, losses),
-             "auc": float(roc_auc_score(corrupted, -sc.mean(1))), "seconds": sec} for name, (sc, sec) in rows.items()]
+        return np.array([mean_loss(retrained, type(queries)(queries.input_ids[j:j + 1],
+                                                            queries.attention_mask[j:j + 1], queries.owner[j:j + 1]))
+                         for j in range(m)])
+
+    subsets, losses = retrained_losses(20 if quick else 50, n, retrain)
+    return rows_of("text-lora", results, subsets, losses, corrupted)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer examples and retrained subsets")
     quick = parser.parse_args().quick
+    started = time.perf_counter()
     figures = digits("lr", quick) + digits("mlp", quick) + text(quick)
     table = Table(title="payable attribution bench" + (" (quick)" if quick else ""))
-    for col in ("setting", "method", "LDS", "AUC", "seconds"):
+    for col in ("setting", "method", "config", "LDS", "AUC", "seconds", "+train s", "LDS/dattri", "x faster"):
         table.add_column(col)
     for f in figures:
-        table.add_row(f["setting"], f["method"], f"{f['lds']:.3f}", "-" if f["auc"] is None else f"{f['auc']:.3f}",
-                      f"{f['seconds']:.2f}")
+        table.add_row(f["setting"], f["method"], f["config"], f"{f['lds']:.3f}",
+                      "-" if f["auc"] is None else f"{f['auc']:.3f}", f"{f['seconds']:.2f}",
+                      f"{f['extra_seconds']:.1f}" if f["extra_seconds"] else "-",
+                      f"{f['lds_vs_dattri']:.2f}", f"{f['speedup_vs_dattri']:.1f}")
     Console().print(table)
+    print("ratios are to the best-LDS dattri baseline of the setting:",
+          {f["setting"]: f["dattri_best"] for f in figures}, f"total {time.perf_counter() - started:.0f} s")
     OUT.mkdir(exist_ok=True)
     (OUT / "attribution.json").write_text(json.dumps(figures, indent=1))
-    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

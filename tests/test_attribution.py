@@ -9,15 +9,18 @@ import lance
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
+from torch.func import functional_call
 
 from pipelines.attribution import ScoreArguments, attribute, harmful_contributions
 from pipelines.attribution.aggregate import contribution_scores, contributor_totals
 from pipelines.attribution.beam import score_examples_beam
+from pipelines.attribution.gradients import Layout, Projector, sampled_gradients
 from pipelines.attribution.methods import Moments, datainf_correction, datainf_damping, moments, precondition
 from pipelines.attribution.scoring import score_examples
 from pipelines.attribution.synthetic import corrupted, make_datanet, rows
 from pipelines.attribution.table import influence_uri
-from pipelines.attribution.task import LoRALanguageModelTask
+from pipelines.attribution.task import LoRALanguageModelTask, Task
 from pipelines.training import AdapterRegistry, load_adapter, train_latest
 from pipelines.training.base_model import build_base_model, build_tokenizer
 from pipelines.training.data import tokenize
@@ -92,9 +95,10 @@ def test_leave_one_out_moves_eval_loss_the_way_the_score_predicts(run) -> None:
 
     full = record.metrics["eval_loss"]
     ordered = scored.sort_by("rank")
-    worst = ordered["contribution_id"][-1].as_py()
-    assert ordered["score"][-1].as_py() < 0
+    worst, best = ordered["contribution_id"][-1].as_py(), ordered["contribution_id"][0].as_py()
+    assert ordered["score"][-1].as_py() < 0 < ordered["score"][0].as_py()
     assert eval_loss_without(worst) < full  # removing the harmful one helps
+    assert eval_loss_without(best) > full  # removing the most helpful one hurts
 
 
 def test_beam_pipeline_matches_in_process_scores(run) -> None:
@@ -105,7 +109,8 @@ def test_beam_pipeline_matches_in_process_scores(run) -> None:
     train = tokenize(dn.table["text"].to_pylist()[:10], tokenizer, FAST.max_length)
     queries = tokenize(dn.eval_texts[:3], tokenizer, FAST.max_length)
     lrs = [c.learning_rate for c in record.checkpoints]
-    for method in ("datainf",):  # the two-pass method: exercises both combines and the side inputs
+    # datainf: the two-pass method (both combines, the side inputs); influence: seeded sampled-target gradients
+    for method in ("datainf", "influence"):
         args = ScoreArguments(method=method, projection_dim=32, batch_size=4)
         local = score_examples(task, checkpoints, lrs, train.batch(slice(None)), queries.batch(slice(None)), args)
         beam = score_examples_beam(task, checkpoints, lrs, train, queries, args)
@@ -130,3 +135,55 @@ def test_datainf_and_trak_match_their_explicit_formulas() -> None:
     gram = g[:, 0].T @ g[:, 0]
     expected = q[:, 0] @ np.linalg.inv(gram + 0.3 * np.trace(gram) / 5 * np.eye(5))
     np.testing.assert_allclose(precondition(q, stats, trak, slices, [1.0])[:, 0], expected, rtol=1e-10)
+
+
+def test_influence_preconditions_with_the_mean_sampled_outer_product() -> None:
+    rng = np.random.default_rng(1)
+    g, q = rng.normal(size=(6, 1, 4)), rng.normal(size=(2, 1, 4))
+    sampled = rng.normal(size=(6, 3, 1, 4)).astype(np.float32)
+    args = ScoreArguments(method="influence", damping=0.2)
+    stats = moments(g[:4], "influence", [slice(0, 4)], sampled[:4]).merge(
+        moments(g[4:], "influence", [slice(0, 4)], sampled[4:]))
+    f = sampled[:, :, 0].reshape(-1, 4).astype(np.float64)
+    fisher = f.T @ f / 3
+    expected = q[:, 0] @ np.linalg.inv(fisher + 0.2 * np.trace(fisher) / 4 * np.eye(4))
+    np.testing.assert_allclose(precondition(q, stats, args, [slice(0, 4)], [1.0])[:, 0], expected, rtol=1e-6)
+
+
+class _Softmax(Task):
+    """A 3-class linear softmax model behind the Task hooks (the LoRA task's base is not needed)."""
+
+    def __init__(self) -> None:
+        self.model = torch.nn.Linear(3, 3, bias=False)
+
+    def params(self, checkpoint):
+        return dict(checkpoint)
+
+    def example_loss(self, params, example):
+        logits = functional_call(self.model, params, (example["x"][None],))
+        return torch.nn.functional.cross_entropy(logits, example["y"][None])
+
+    def sample_targets(self, params, batch, generator):
+        probs = torch.softmax(functional_call(self.model, params, (batch["x"],)), -1)
+        return {**batch, "y": torch.multinomial(probs, 1, generator=generator)[:, 0]}
+
+    def layer(self, name):
+        return "all"
+
+
+def test_sampled_target_gradients_estimate_the_gauss_newton_hessian() -> None:
+    """Mean outer product of gradients at model-drawn labels -> J^T (diag p - p p^T) J, the exact GGN."""
+    task = _Softmax()
+    params = {"weight": torch.tensor([[1.0, -0.5, 0.2], [0.3, 0.8, -1.0], [-0.7, 0.1, 0.5]])}
+    x = torch.tensor([[1.0, 0.5, -0.3], [-0.2, 1.0, 0.4]])
+    batch = {"x": x, "y": torch.zeros(2, dtype=torch.long)}
+    layout = Layout.of(task, params, dim=16)  # 9 weights < 16: kept exact
+    f = sampled_gradients(task, [params], batch, Projector(layout, seed=0), samples=4000, seed=3)[:, :, 0]
+    estimate = np.einsum("bsk,bsl->kl", f, f) / f.shape[1]
+    exact = np.zeros((9, 9))
+    for xi in x:
+        p = torch.softmax(params["weight"] @ xi, -1).numpy()
+        exact += np.kron(np.diag(p) - np.outer(p, p), np.outer(xi.numpy(), xi.numpy()))
+    np.testing.assert_allclose(estimate, exact, atol=0.03)
+    again = sampled_gradients(task, [params], batch, Projector(layout, seed=0), samples=4000, seed=3)
+    assert np.array_equal(again[:, :, 0], f)  # seeded draws: replay gives the same gradients

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-METHODS = ("datainf", "tracin", "trak")
+METHODS = ("datainf", "influence", "tracin", "trak")
 
 
 @dataclass(frozen=True)
@@ -15,13 +15,18 @@ class ScoreArguments:
     """Default ``tracin``: best LDS and corrupted-contribution AUC on the bench's LoRA text datanet.
     ``datainf``: closed-form per-layer inverse Hessian from LoRA gradients (final adapter);
     ``tracin``: learning-rate-weighted gradient dot products summed over checkpoints;
-    ``trak``: projected-gradient influence with a damped Gauss-Newton (gradient Gram) inverse, averaged over
-    checkpoints."""
+    ``trak``: projected-gradient influence with a damped empirical gradient-Gram inverse, averaged over
+    checkpoints;
+    ``influence``: influence function at the final adapter with a damped true-Fisher (Gauss-Newton) inverse
+    estimated from gradients at model-sampled targets, in the projected space."""
     projection_dim: int = 256
     """Random-projection width per layer: stored gradients are (examples x layers x this), whatever the model size.
     Layers with fewer parameters are kept exact."""
     damping: float = 0.1
-    """Damping relative to the mean squared gradient norm (DataInf) or mean eigenvalue (TRAK)."""
+    """Damping relative to the mean squared gradient norm (DataInf) or mean eigenvalue (TRAK, influence)."""
+    fisher_samples: int = 1
+    """``influence``: targets drawn from the model per example; each draw is one more gradient pass over the
+    training set and lowers the noise of the Fisher estimate."""
     batch_size: int = 32
     """Examples per gradient batch (one Beam element)."""
     seed: int = 0

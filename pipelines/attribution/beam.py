@@ -6,6 +6,9 @@ Elements are example batches, never single examples. The diagram::
     train batches ─ Gradients ─┬─ Moments (combine) ─┼─> DataInf correction (combine) ─> Precondition
                                └──────────── Score (side input: preconditioned queries) ─> (start, scores)
 
+Train gradients travel as (start, gradients, gradients at model-sampled targets or None): only ``influence``
+computes the second, for its Fisher moments, seeded by the batch start as in process.
+
 The model is rebuilt on each worker from a picklable task factory; the math is ``methods.py``'s.
 """
 
@@ -23,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.attribution.arguments import ScoreArguments
-from pipelines.attribution.gradients import projected_gradients
+from pipelines.attribution.gradients import projected_gradients, sampled_gradients
 from pipelines.attribution.methods import (
     Moments,
     checkpoints_used,
@@ -33,7 +36,7 @@ from pipelines.attribution.methods import (
     precondition,
     scores,
 )
-from pipelines.attribution.scoring import setup
+from pipelines.attribution.scoring import sample_seed, setup
 from pipelines.attribution.task import Params, Task
 from pipelines.training.data import Examples
 from pipelines.training.lora import deterministic
@@ -42,7 +45,8 @@ Batch = tuple[int, dict[str, np.ndarray]]
 
 
 class Gradients(beam.DoFn):
-    """(start, inputs) -> (start, projected gradients (b, C, K))."""
+    """(start, inputs) -> (start, projected gradients (b, C, K)) for queries, and for train batches
+    (start, projected gradients, sampled-target gradients (b, S, C, K) or None)."""
 
     def __init__(self, make_task: Callable[[], Task], checkpoints: list[Params], lrs: list[float],
                  args: ScoreArguments, query: bool) -> None:
@@ -53,12 +57,20 @@ class Gradients(beam.DoFn):
         self.task = self.make_task()
         self.prepared = setup(self.task, self.checkpoints, self.lrs, self.args)
 
-    def process(self, element: Batch) -> Iterator[tuple[int, np.ndarray]]:
+    def process(self, element: Batch) -> Iterator[tuple]:
         start, inputs = element
         with torch.no_grad(), deterministic(self.args.num_threads):
             batch = {k: torch.from_numpy(v) for k, v in inputs.items()}
             prepared = self.prepared
-            yield start, projected_gradients(self.task, prepared.params, batch, prepared.projector, self.query)
+            grads = projected_gradients(self.task, prepared.params, batch, prepared.projector, self.query)
+            if self.query:
+                yield start, grads
+                return
+            sampled = None
+            if self.args.method == "influence":
+                sampled = sampled_gradients(self.task, prepared.params, batch, prepared.projector,
+                                            self.args.fisher_samples, sample_seed(self.args, start))
+            yield start, grads, sampled
 
 
 def _stack(parts: list[tuple[int, np.ndarray]]) -> np.ndarray:
@@ -78,7 +90,7 @@ def build(p: beam.Pipeline, make_task: Callable[[], Task], checkpoints: list[Par
                    | "ListQueries" >> beam.combiners.ToList() | "StackQueries" >> beam.Map(_stack))
     grads = (p | "TrainBatches" >> beam.Create(_batches(train, args.batch_size))
              | "TrainGradients" >> beam.ParDo(Gradients(make_task, checkpoints, lrs, args, query=False)))
-    stats = (grads | "Moments" >> beam.Map(lambda e: moments(e[1], args.method, slices))
+    stats = (grads | "Moments" >> beam.Map(lambda e: moments(e[1], args.method, slices, e[2]))
              | "SumMoments" >> beam.CombineGlobally(_merge))
     q = beam.pvalue.AsSingleton(query_grads)
     if args.method == "datainf":

@@ -98,3 +98,19 @@ def projected_gradients(task: Task, checkpoints: list[Params], batch: Example, p
     """(batch, checkpoints, width) float32: one projected gradient per example and checkpoint."""
     per_ckpt = [projector(per_example_gradients(task, params, batch, query)) for params in checkpoints]
     return torch.stack(per_ckpt, dim=1).to(torch.float32).numpy()
+
+
+def sampled_gradients(task: Task, checkpoints: list[Params], batch: Example, projector: Projector, samples: int,
+                      seed: int) -> np.ndarray:
+    """(batch, samples, checkpoints, width) float32 projected gradients at targets drawn from the model.
+
+    Their mean outer product is an unbiased estimate of the (projected) true Fisher = GGN, the curvature an
+    influence function needs; the empirical-gradient Gram is not (it vanishes on well-fit examples). The batch
+    is tiled ``samples`` times so all draws go through one vmap. ``seed`` fixes the draws, so a batch gives the
+    same gradients whichever worker computes it."""
+    generator = torch.Generator().manual_seed(seed)
+    tiled = {k: torch.cat([v] * samples) for k, v in batch.items()}
+    per_ckpt = [projector(per_example_gradients(task, params, task.sample_targets(params, tiled, generator)))
+                for params in checkpoints]
+    out = torch.stack(per_ckpt, dim=1).to(torch.float32)  # (samples * batch, C, K), sample-major
+    return out.view(samples, -1, *out.shape[1:]).transpose(0, 1).numpy()

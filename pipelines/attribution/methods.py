@@ -8,6 +8,11 @@ training on the example lowers the query's loss (it helped); negative means it r
 
 - TracIn (Pruthi et al. 2020): ``P_c = lr_c * Q_c`` summed over checkpoints.
 - TRAK-style (Park et al. 2023): ``P_c = Q_c (G_c^T G_c + n*lambda_c I)^-1``, averaged over checkpoints.
+- Influence function (Koh & Liang 2017) at the final checkpoint: ``P = Q (F + n*lambda I)^-1`` where ``F`` sums
+  over examples the mean outer product of gradients at model-sampled targets (``gradients.sampled_gradients``):
+  the projected true Fisher, i.e. the Gauss-Newton Hessian of cross-entropy. The empirical Gram that TRAK-style
+  uses weighs examples by how badly they are fit, not by curvature; on a convex model this is the gap to an
+  exact-Hessian influence function. Memory is (K, K) whatever the model size.
 - DataInf (Kwon et al. 2024), final checkpoint, per layer l with damping ``lambda_l``:
   ``H_l^-1 q ~ (1/(n lambda_l)) (q - sum_i (q.v_i)/(lambda_l + |v_i|^2) v_i)`` (Sherman-Morrison per example).
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from pipelines.attribution.arguments import ScoreArguments
 
@@ -37,12 +43,17 @@ class Moments:
 
 
 def checkpoints_used(method: str, num_checkpoints: int) -> list[int]:
-    """DataInf is a closed form at the final adapter; the others use every checkpoint."""
-    return [num_checkpoints - 1] if method == "datainf" else list(range(num_checkpoints))
+    """DataInf and the influence function are taken at the final adapter; the others use every checkpoint."""
+    return [num_checkpoints - 1] if method in ("datainf", "influence") else list(range(num_checkpoints))
 
 
-def moments(grads: np.ndarray, method: str, slices: list[slice]) -> Moments:
-    """Pass 1 statistics of a train batch for ``method`` (TracIn needs none)."""
+def moments(grads: np.ndarray, method: str, slices: list[slice], sampled: np.ndarray | None = None) -> Moments:
+    """Pass 1 statistics of a train batch for ``method`` (TracIn needs none; ``influence`` reads ``sampled``,
+    the batch's (b, S, C, K) gradients at model-sampled targets)."""
+    if method == "influence":
+        f = torch.from_numpy(sampled).permute(2, 0, 1, 3).flatten(1, 2)  # (C, b * S, K)
+        gram = (f.transpose(1, 2) @ f).double().numpy()  # float32 products (torch: honours its thread count)
+        return Moments(n=len(grads), gram=gram / sampled.shape[1])
     g = grads.astype(np.float64)
     if method == "datainf":
         sq = np.stack([(g[:, :, s] ** 2).sum(-1).sum(0) for s in slices], axis=-1)
@@ -75,13 +86,13 @@ def precondition(queries: np.ndarray, stats: Moments, args: ScoreArguments, slic
     q = queries.astype(np.float64)
     if args.method == "tracin":
         return q * np.asarray(learning_rates, dtype=np.float64)[None, :, None]
-    if args.method == "trak":
+    if args.method in ("trak", "influence"):
         out = np.empty_like(q)
         for c in range(q.shape[1]):
             gram = stats.gram[c]
             lam = args.damping * np.trace(gram) / gram.shape[0]
-            system = gram + lam * np.eye(gram.shape[0])
-            out[:, c] = np.linalg.solve(system, q[:, c].T).T
+            factor = torch.linalg.cholesky(torch.from_numpy(gram + lam * np.eye(gram.shape[0])))  # damped: SPD
+            out[:, c] = torch.cholesky_solve(torch.from_numpy(q[:, c].T.copy()), factor).numpy().T
         return out / q.shape[1]
     lam = datainf_damping(stats, args.damping)
     out = q * stats.n - correction  # the sum over i of (q - ...) has n copies of q

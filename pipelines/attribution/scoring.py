@@ -9,7 +9,7 @@ import torch
 from rich.progress import track
 
 from pipelines.attribution.arguments import ScoreArguments
-from pipelines.attribution.gradients import Layout, Projector, projected_gradients
+from pipelines.attribution.gradients import Layout, Projector, projected_gradients, sampled_gradients
 from pipelines.attribution.methods import (
     Moments,
     checkpoints_used,
@@ -55,6 +55,20 @@ def gradients(task: Task, prepared: Setup, examples: Example, args: ScoreArgumen
     return np.concatenate(parts, axis=0)
 
 
+def sample_seed(args: ScoreArguments, start: int) -> int:
+    """Seed of the target draws for the train batch starting at ``start`` (the same in process and in Beam)."""
+    return args.seed * 1_000_003 + start
+
+
+def fisher_gradients(task: Task, prepared: Setup, examples: Example, args: ScoreArguments) -> np.ndarray:
+    """(n, S, C, K) projected gradients at model-sampled targets, batch by batch."""
+    parts = [sampled_gradients(task, prepared.params, b, prepared.projector, args.fisher_samples,
+                               sample_seed(args, i * args.batch_size))
+             for i, b in enumerate(track(batches(examples, args.batch_size), description="fisher gradients",
+                                         transient=True))]
+    return np.concatenate(parts, axis=0)
+
+
 def score_examples(task: Task, checkpoints: list[Params], learning_rates: list[float], train: Example,
                    queries: Example, args: ScoreArguments) -> np.ndarray:
     """(n_train, n_queries) influence matrix of every train example on every query."""
@@ -62,14 +76,18 @@ def score_examples(task: Task, checkpoints: list[Params], learning_rates: list[f
         prepared = setup(task, checkpoints, learning_rates, args)
         q = gradients(task, prepared, queries, args, query=True, label="query gradients")
         g = gradients(task, prepared, train, args, label=f"{args.method} gradients")
-        return score_gradients(g, q, prepared, args)
+        sampled = fisher_gradients(task, prepared, train, args) if args.method == "influence" else None
+        return score_gradients(g, q, prepared, args, sampled)
 
 
-def score_gradients(g: np.ndarray, q: np.ndarray, prepared: Setup, args: ScoreArguments) -> np.ndarray:
-    """The method applied to precomputed projected gradients (both passes over ``g``)."""
+def score_gradients(g: np.ndarray, q: np.ndarray, prepared: Setup, args: ScoreArguments,
+                    sampled: np.ndarray | None = None) -> np.ndarray:
+    """The method applied to precomputed projected gradients (both passes over ``g``; ``sampled`` for
+    ``influence``)."""
     stats = Moments()
     for i in range(0, len(g), args.batch_size):
-        stats = stats.merge(moments(g[i:i + args.batch_size], args.method, prepared.slices))
+        part = None if sampled is None else sampled[i:i + args.batch_size]
+        stats = stats.merge(moments(g[i:i + args.batch_size], args.method, prepared.slices, part))
     correction = None
     if args.method == "datainf":
         lam = datainf_damping(stats, args.damping)

@@ -2,7 +2,9 @@
 
 A task names the parameters being attributed, gives the loss of ONE unbatched example as a pure function of
 those parameters (so ``torch.func.vmap(grad(...))`` yields per-example gradients), groups parameters into
-layers, and turns a checkpoint into parameter values.
+layers, turns a checkpoint into parameter values, and (for curvature-aware methods) draws targets from the
+model's own predictive distribution: gradients at model-sampled targets estimate the true Fisher, which for
+softmax cross-entropy equals the generalized Gauss-Newton matrix (kronfluence's ``sample=True``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ class Task(ABC):
         """The layer a parameter belongs to (per-layer methods such as DataInf treat layers as blocks)."""
         return name.rsplit(".", 1)[0]
 
+    def sample_targets(self, params: Params, batch: Example, generator: torch.Generator) -> Example:
+        """``batch`` (with a batch dimension) with its targets replaced by draws from the model at ``params``.
+
+        ``example_loss`` on the result must be the negative log-likelihood of the drawn targets; needed only by
+        the ``influence`` method (its curvature is the expected outer product of these gradients)."""
+        raise NotImplementedError(f"{type(self).__name__} does not sample targets; use another method")
+
 
 class LoRALanguageModelTask(Task):
     """A peft LoRA causal LM: attributes the LoRA factors; a layer is one adapted module (its A and B)."""
@@ -52,10 +61,22 @@ class LoRALanguageModelTask(Task):
         set_peft_model_state_dict(self.model, checkpoint)
         return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
 
+    def _logits(self, params: Params, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.model, params, args=(), kwargs={"input_ids": ids, "attention_mask": mask}).logits
+
     def example_loss(self, params: Params, example: Example) -> torch.Tensor:
+        """Mean next-token loss; the targets are ``labels`` when present (model-sampled), else the inputs."""
         ids, mask = example["input_ids"][None], example["attention_mask"][None]
-        logits = functional_call(self.model, params, args=(), kwargs={"input_ids": ids, "attention_mask": mask}).logits
-        return example_losses(logits, ids, mask)[0]
+        targets = example.get("labels", example["input_ids"])[None]
+        return example_losses(self._logits(params, ids, mask), targets, mask)[0]
+
+    def sample_targets(self, params: Params, batch: Example, generator: torch.Generator) -> Example:
+        """Next tokens drawn from the model at every position (teacher-forced on the real inputs)."""
+        probs = torch.softmax(self._logits(params, batch["input_ids"], batch["attention_mask"]).double(), dim=-1)
+        drawn = torch.multinomial(probs[:, :-1].reshape(-1, probs.shape[-1]), 1, generator=generator)
+        labels = batch["input_ids"].clone()
+        labels[:, 1:] = drawn.view(labels.shape[0], -1)
+        return {**batch, "labels": labels}
 
     def layer(self, name: str) -> str:
         return self._LORA.sub("", name)
