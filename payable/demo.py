@@ -180,7 +180,7 @@ def run_demo(settings: Settings, fresh: bool = True) -> dict:
         loop.run("close_reward_epoch")
 
     outcome = read_outcome(settings.audit_db)
-    console.print(contributions_table(outcome, {s.contribution_id: item.expect for item, s in submissions}))
+    console.print(contributions_table(outcome, {s.contribution_id: item.planted for item, s in submissions}))
     console.print(payouts_table(outcome))
     summary = {
         "datanets": datanet_ids,

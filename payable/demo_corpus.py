@@ -38,7 +38,8 @@ class DemoContribution:
     contributor: int  # dev account index
     datanet: str  # "science" or "recipes"
     content: bytes
-    expect: str  # "accepted" or the rejection reason the pipeline should record
+    planted: str  # what this submission is, for people reading the demo's output
+    expect: str  # "accepted" or the rejection reason (pipelines.validate.reasons) the pipeline should record
     wrong_hash: bool = False
 
 
@@ -59,8 +60,14 @@ def recipe(rng: random.Random) -> str:
 
 
 def near_duplicate(text: str) -> str:
-    """The same note with case, punctuation and whitespace changed: an easy trick to catch."""
-    return "  " + text.upper().replace(".", " !").replace(" ", "  ") + "\n"
+    """The same note with case, punctuation and whitespace changed and a few words added."""
+    return "  " + text.upper().replace(".", " !").replace(" ", "  ") + " AS EVERYONE KNOWS\n"
+
+
+def gibberish(rng: random.Random, words: int = 60) -> str:
+    """Valid UTF-8 that passes every format check but teaches the model nothing: harmful data."""
+    letters = "qxzjvkwy"
+    return " ".join("".join(rng.choice(letters) for _ in range(rng.randint(3, 8))) for _ in range(words))
 
 
 def plan(seed: int = 7, notes_per_contributor: int = 4) -> list[DemoContribution]:
@@ -70,16 +77,19 @@ def plan(seed: int = 7, notes_per_contributor: int = 4) -> list[DemoContribution
     planned: list[DemoContribution] = []
     for author in good_authors:
         for _ in range(notes_per_contributor):
-            planned.append(DemoContribution(author, "science", science_note(rng).encode(), "accepted"))
+            planned.append(DemoContribution(author, "science", science_note(rng).encode(), "good", "accepted"))
         lines = "\n".join(recipe(rng) for _ in range(3)) + "\n"
-        planned.append(DemoContribution(author, "recipes", lines.encode(), "accepted"))
+        planned.append(DemoContribution(author, "recipes", lines.encode(), "good", "accepted"))
     original = planned[0].content
     planned += [
-        DemoContribution(6, "science", original, "duplicate"),
-        DemoContribution(6, "science", near_duplicate(original.decode()).encode(), "near_duplicate"),
-        DemoContribution(7, "science", bytes(rng.getrandbits(8) for _ in range(300)), "invalid_utf8"),
-        DemoContribution(7, "science", b"zq xv kj !!", "too_short"),
-        DemoContribution(7, "recipes", json.dumps({"title": "mystery"}).encode() + b"\n", "missing_field"),
-        DemoContribution(8, "science", science_note(rng).encode(), "hash_mismatch", wrong_hash=True),
+        DemoContribution(6, "science", original, "exact duplicate", "duplicate"),
+        DemoContribution(6, "science", near_duplicate(original.decode()).encode(), "near-duplicate",
+                         "near_duplicate"),
+        DemoContribution(7, "science", gibberish(rng).encode(), "corrupted text", "accepted"),
+        DemoContribution(7, "science", bytes(rng.getrandbits(8) for _ in range(300)), "invalid UTF-8", "not_utf8"),
+        DemoContribution(7, "science", b"zq xv kj !!", "near-empty", "empty"),
+        DemoContribution(7, "recipes", json.dumps({"title": "mystery"}).encode() + b"\n", "JSONL missing field",
+                         "missing_fields"),
+        DemoContribution(8, "science", science_note(rng).encode(), "wrong hash", "hash_mismatch", wrong_hash=True),
     ]
     return planned
