@@ -212,3 +212,18 @@ ALERT = register("Alert", 1, [
     pa.field("message", pa.string(), nullable=False),
     pa.field("details", pa.string(), nullable=False),
 ], topics.ALERTS)
+
+# Where the chain ingester stands, written in the same Kafka transaction as the facts it covers, so a
+# restart resumes exactly after what consumers can see. ``block_hashes`` are the canonical hashes of the
+# blocks just before ``next_block`` (the reorg window); ``mark_blocks``/``mark_offsets`` say from which
+# offsets (one per partition of the facts topic) the facts of each recent chunk start, for retractions.
+INGEST_CHECKPOINT = register("IngestCheckpoint", 1, [
+    pa.field("event_id", pa.string(), nullable=False),
+    pa.field("chain_id", pa.int64(), nullable=False),
+    pa.field("scope", pa.string(), nullable=False),
+    pa.field("seq", pa.int64(), nullable=False),
+    pa.field("next_block", pa.int64(), nullable=False),
+    pa.field("block_hashes", pa.list_(pa.string()), nullable=False),
+    pa.field("mark_blocks", pa.list_(pa.int64()), nullable=False),
+    pa.field("mark_offsets", pa.list_(pa.list_(pa.int64())), nullable=False),
+], topics.CHAIN_CHECKPOINTS)
