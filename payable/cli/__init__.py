@@ -23,6 +23,7 @@ COMMANDS = {
     "fund": "payable.cli.core:fund",
     "datanet": "payable.cli.core:datanet",
     "contribute": "payable.cli.core:contribute",
+    "ingest": "payable.cli.ingest:ingest",
     "validate": "payable.cli.validate:validate",
     "demo": "payable.cli.core:demo",
     "ui": "payable.cli.ui:ui",

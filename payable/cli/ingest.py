@@ -1,0 +1,60 @@
+"""``payable ingest``: confirmed chain facts into Kafka, once (``--until-head``) or following the chain."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+import click
+
+from payable.cli import Context, fail, pass_context
+
+if TYPE_CHECKING:
+    from pipelines.ingest import IngestReport
+
+EXIT_DEEP_REORG = 3
+
+
+def _summary(report: IngestReport) -> str:
+    facts = ", ".join(f"{name} {count}" for name, count in sorted(report.facts.items())) or "no new facts"
+    return (f"blocks {report.from_block}..{report.next_block - 1} (head {report.head}, confirmed "
+            f"{report.safe_head}): {facts}; retracted {report.retracted}; dead letters {report.dead_letters}; "
+            f"{report.events_per_s:,.0f} facts/s")
+
+
+@click.command()
+@click.option("--until-head", is_flag=True, help="One catch-up pass to head - confirmations, then exit.")
+@click.option("--confirmations", type=click.IntRange(min=0), default=None,
+              help="Blocks a fact must be buried under (default: PAYABLE_CONFIRMATIONS, 12). A dev chain "
+                   "that mines only on transactions needs a low value or empty blocks to confirm anything.")
+@click.option("--reorg-window", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Blocks whose hashes are kept to repair reorgs; a deeper reorg stops the ingester.")
+@click.option("--poll-interval", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
+              help="Seconds between passes when following the chain.")
+@pass_context
+def ingest(ctx: Context, until_head: bool, confirmations: int | None, reorg_window: int,
+           poll_interval: float) -> None:
+    """Ingest the contracts' logs into Kafka as chain facts (exit 3 on a reorg deeper than the window)."""
+    from pipelines.ingest import DeepReorg, IngestOptions, ingest_forever, ingest_until_head
+
+    options = IngestOptions(confirmations=confirmations, reorg_window=reorg_window, poll_interval_s=poll_interval)
+    try:
+        deployment = ctx.deployment()
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    try:
+        if until_head:
+            click.echo(_summary(ingest_until_head(ctx.settings, deployment, options)))
+            return
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        click.echo(f"following chain {deployment.chain_id} at {ctx.settings.rpc_url} into "
+                   f"{ctx.settings.kafka_bootstrap}; Ctrl-C stops after the current transaction")
+        ingest_forever(ctx.settings, deployment, options, stop,
+                       on_pass=lambda r: click.echo(_summary(r)) if r.spans or r.retracted else None)
+    except DeepReorg as exc:
+        click.secho(f"ALERT: {exc}", fg="red", err=True)
+        sys.exit(EXIT_DEEP_REORG)
