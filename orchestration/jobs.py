@@ -2,7 +2,6 @@
 
 import dagster as dg
 
-
 # Tag limited to one concurrent run in dagster.yaml: two runs never emit the same epoch.
 REWARDS_TAG = {"payable/rewards": "epoch"}
 

@@ -17,6 +17,8 @@ from orchestration.resources import resources_for
 from payable.settings import Settings
 
 Stage = Callable[[str], AbstractContextManager]
+# Runs log to the instance (the UI shows them); only warnings go to the console.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 class Loop:
@@ -29,8 +31,8 @@ class Loop:
 
     def run(self, job_name: str, partition_key: str | None = None) -> dg.ExecuteInProcessResult:
         """Runs a job to completion; a failed step or a failed ERROR-severity check raises."""
-        job = self.defs.get_job_def(job_name)
-        return job.execute_in_process(instance=self.instance, partition_key=partition_key)
+        job = self.defs.resolve_job_def(job_name)
+        return job.execute_in_process(instance=self.instance, partition_key=partition_key, run_config=QUIET)
 
     def datanet_keys(self) -> list[str]:
         """Partition keys of every datanet that has a dataset, registered as dynamic partitions."""

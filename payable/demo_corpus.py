@@ -93,3 +93,10 @@ def plan(seed: int = 7, notes_per_contributor: int = 4) -> list[DemoContribution
         DemoContribution(8, "science", science_note(rng).encode(), "wrong hash", "hash_mismatch", wrong_hash=True),
     ]
     return planned
+
+
+def eval_queries(seed: int = 99, per_datanet: int = 6) -> dict[str, list[str]]:
+    """Each datanet owner's evaluation queries: what the model should get better at (held apart from data)."""
+    rng = random.Random(seed)
+    return {"science": [science_note(rng, sentences=3) for _ in range(per_datanet)],
+            "recipes": [recipe(rng) for _ in range(per_datanet)]}

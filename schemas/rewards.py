@@ -93,6 +93,8 @@ REWARD_EPOCH_CLOSED = events.register("RewardEpochClosed", 1, [
     pa.field("first_offset", pa.int64(), nullable=False),  # where this close's RewardAllocated events start
     pa.field("inputs_digest", pa.string(), nullable=False),
     pa.field("rules", pa.string(), nullable=False),         # the SplitRules as JSON
+    # the influence runs paid, "<datanet>:<dataset_version>:<adapter_id>:<method>": each is paid in one epoch
+    pa.field("influence_runs", pa.list_(pa.string()), nullable=False),
 ], topics.REWARDS_OUTBOX)
 
 REWARD_TX_STATE = events.register("RewardTxState", 1, [

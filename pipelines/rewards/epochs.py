@@ -80,7 +80,7 @@ def close_epoch(settings: Settings, epoch_id: int, inputs: EpochInputs, *, pool:
             store.save(directory, epoch, split.allocations)
         return _result(epoch, directory, already_closed=True)
 
-    _write_decision(settings, epoch, inputs.digest(), rules)
+    _write_decision(settings, epoch, inputs, rules)
     store.save(directory, epoch, split.allocations)
     return _result(epoch, directory, already_closed=False)
 
@@ -124,7 +124,7 @@ def _closed_entry(entries: list[outbox.Entry]) -> outbox.Entry | None:
     return closed[-1] if closed else None
 
 
-def _write_decision(settings: Settings, epoch: store.ClosedEpoch, inputs_digest: str, rules: SplitRules) -> None:
+def _write_decision(settings: Settings, epoch: store.ClosedEpoch, inputs: EpochInputs, rules: SplitRules) -> None:
     """Allocations and slash requests first, then the closing marker that names where they start."""
     n = epoch.epoch_id
     writer = outbox.OutboxWriter(settings.kafka_bootstrap)  # creates the topic on first use
@@ -139,11 +139,11 @@ def _write_decision(settings: Settings, epoch: store.ClosedEpoch, inputs_digest:
              "reason_code": int(r.reason_code), "reason": r.reason} for r in epoch.slash_requests])
         root = "0x" + epoch.root.hex()
         writer.append(schema.REWARD_EPOCH_CLOSED, [{
-            "event_id": outbox.derived_id("closed", n, root, inputs_digest), "epoch_id": n, "merkle_root": root,
+            "event_id": outbox.derived_id("closed", n, root, inputs.digest()), "epoch_id": n, "merkle_root": root,
             "total": str(epoch.total), "pool": str(epoch.pool), "carry_in": str(epoch.carry_in),
             "carry_out": str(epoch.carry_out), "accounts": len(epoch.accounts),
             "slash_requests": len(epoch.slash_requests), "first_offset": first_offset,
-            "inputs_digest": inputs_digest, "rules": rules.to_json(),
+            "inputs_digest": inputs.digest(), "rules": rules.to_json(), "influence_runs": inputs.influence_runs(),
         }])
     finally:
         writer.close()

@@ -90,6 +90,11 @@ class EpochInputs:
     verdicts: pa.Table       # VERDICT columns: each contribution's latest verdict up to the epoch's cut-off
     slashed: frozenset[int]  # contribution ids whose stake is already slashed on-chain
 
+    def influence_runs(self) -> list[str]:
+        """The (datanet, dataset version, adapter, method) runs whose scores these inputs pay on."""
+        columns = [self.influence[c].to_pylist() for c in ("datanet_id", "dataset_version", "adapter_id", "method")]
+        return sorted({":".join(map(str, run)) for run in zip(*columns, strict=True)})
+
     def digest(self) -> str:
         """A hash of the inputs, recorded with the epoch so a replay can tell it used the same ones."""
         h = hashlib.sha256()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,7 +58,9 @@ def attach_lora(base: GPT2LMHeadModel, args: TrainingArguments,
     """Wraps ``base`` with fresh LoRA factors seeded by ``args.seed``, or with the given adapter weights."""
     rng = torch.random.get_rng_state()
     torch.manual_seed(args.seed)
-    model = get_peft_model(base, lora_config(args))
+    with warnings.catch_warnings():  # peft 0.21 calls a transformers 5 API deprecated for v6
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = get_peft_model(base, lora_config(args))
     torch.random.set_rng_state(rng)
     if state is not None:
         set_peft_model_state_dict(model, state)
