@@ -31,15 +31,18 @@ def _summary(report: IngestReport) -> str:
                    "that mines only on transactions needs a low value or empty blocks to confirm anything.")
 @click.option("--reorg-window", type=click.IntRange(min=1), default=128, show_default=True,
               help="Blocks whose hashes are kept to repair reorgs; a deeper reorg stops the ingester.")
+@click.option("--max-span", type=click.IntRange(min=1), default=50_000, show_default=True,
+              help="Most blocks in one eth_getLogs range (some RPC providers allow few).")
 @click.option("--poll-interval", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
               help="Seconds between passes when following the chain.")
 @pass_context
-def ingest(ctx: Context, until_head: bool, confirmations: int | None, reorg_window: int,
+def ingest(ctx: Context, until_head: bool, confirmations: int | None, reorg_window: int, max_span: int,
            poll_interval: float) -> None:
     """Ingest the contracts' logs into Kafka as chain facts (exit 3 on a reorg deeper than the window)."""
     from pipelines.ingest import DeepReorg, IngestOptions, ingest_forever, ingest_until_head
 
-    options = IngestOptions(confirmations=confirmations, reorg_window=reorg_window, poll_interval_s=poll_interval)
+    options = IngestOptions(confirmations=confirmations, reorg_window=reorg_window, max_span=max_span,
+                            poll_interval_s=poll_interval)
     try:
         deployment = ctx.deployment()
     except FileNotFoundError as exc:

@@ -125,7 +125,7 @@ class Ingester:
             raise ValueError(f"the node at {settings.rpc_url} is chain {node_chain}, "
                              f"the deployment is on chain {deployment.chain_id}")
         self.transactional_id = f"payable-ingest-{deployment.chain_id}-{deployment.registry.lower()}"
-        self.span = self.options.first_span
+        self.span = min(self.options.first_span, self.options.max_span)
         self.sink: TransactionalSink | None = None
         self.checkpoint: Checkpoint = checkpoint.initial(deployment)
         self.facts_next: list[int] = []

@@ -16,6 +16,7 @@ same partition whichever client wrote it. Records are validated against their sc
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Sequence
 
@@ -45,6 +46,7 @@ class TransactionalSink:
             "queue.buffering.max.messages": 1_000_000,
             "message.timeout.ms": int(timeout_s * 1000),
             "transaction.timeout.ms": int(max(60.0, 2 * timeout_s) * 1000),
+            "logger": logging.getLogger("pipelines.ingest.librdkafka"),  # not raw lines on stderr
         })
         self._delivered: dict[tuple[str, int], int] = {}
         self._routes = {t.name: (t.topic, t.headers) for t in events.registered()}
