@@ -209,7 +209,7 @@ class EventDecoder:
                 raise UndecodableLog(f"{self.event_type.name} needs {len(self.indexed) + 1} topics, "
                                      f"the log has {len(log_topics)}")
             if len(data) % 64 or len(data) < 64 * self.head_words:
-                raise UndecodableLog(f"{self.event_type.name}: data of {len(data) / 2} bytes is not "
+                raise UndecodableLog(f"{self.event_type.name}: data of {len(data) // 2} bytes is not "
                                      f"{self.head_words} or more whole words")
             for (name, decode), topic in zip(self.indexed, log_topics[1:], strict=True):
                 record[name] = decode(topic[2:])
