@@ -12,7 +12,8 @@ class ScoreArguments:
     """How influence scores are computed and reported."""
 
     method: str = "tracin"
-    """Default ``tracin``: best LDS and corrupted-contribution AUC on the bench's LoRA text datanet.
+    """Default ``tracin``: best LDS and corrupted-contribution AUC on the bench's LoRA text datanet (``influence``
+    wins LDS on the digits models but flags corrupted text contributions worse: AUC 0.79 vs 1.00, quick bench).
     ``datainf``: closed-form per-layer inverse Hessian from LoRA gradients (final adapter);
     ``tracin``: learning-rate-weighted gradient dot products summed over checkpoints;
     ``trak``: projected-gradient influence with a damped empirical gradient-Gram inverse, averaged over
@@ -40,6 +41,8 @@ class ScoreArguments:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.fisher_samples < 1:
+            raise ValueError(f"fisher_samples must be at least 1, got {self.fisher_samples}")
 
     def to_dict(self) -> dict:
         return asdict(self)
