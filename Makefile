@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: install demo test test-fast lint contracts up down ui bench clean
+.PHONY: install demo test lint contracts up down ui ui-check clean
 
 $(PY_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ down:
 
 ui: install
 	$(BIN)/payable ui
+
+# After `make demo`: serve the UI over .payable/, screenshot it into docs/img/, assert all green via GraphQL
+ui-check: install
+	$(BIN)/python -m orchestration.ui_check
 
 clean:
 	rm -rf .payable

@@ -24,9 +24,10 @@ class DataDirResource(dg.ConfigurableResource):
 
 
 class ChainResource(dg.ConfigurableResource):
-    """Any JSON-RPC endpoint of the chain payable's contracts are deployed on."""
+    """Any JSON-RPC endpoint of the chain payable's contracts are deployed on, and its finality depth."""
 
     rpc_url: str
+    confirmations: int
 
     def client(self) -> Chain:
         return Chain(self.rpc_url)
@@ -41,7 +42,7 @@ class KafkaResource(dg.ConfigurableResource):
 def stage_settings(data_dir: DataDirResource, chain: ChainResource, kafka: KafkaResource) -> Settings:
     """The Settings the stage functions take, assembled from the three resources."""
     base = Settings.from_env(data_dir.path)
-    return replace(base, rpc_url=chain.rpc_url, kafka_bootstrap=kafka.bootstrap)
+    return replace(base, rpc_url=chain.rpc_url, kafka_bootstrap=kafka.bootstrap, confirmations=chain.confirmations)
 
 
 def deployment(settings: Settings) -> Deployment:
@@ -52,7 +53,7 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """The resource set that reaches the services and data directory of ``settings``."""
     return {
         "data_dir": DataDirResource(path=str(settings.data_dir)),
-        "chain": ChainResource(rpc_url=settings.rpc_url),
+        "chain": ChainResource(rpc_url=settings.rpc_url, confirmations=settings.confirmations),
         "kafka": KafkaResource(bootstrap=settings.kafka_bootstrap),
     }
 

@@ -126,6 +126,7 @@ def check_ui(settings: Settings, target: Path = DEFAULT_SCREENSHOT) -> UiReport:
         graphql(port, "mutation { setNuxSeen }")  # or a welcome dialog covers the page
         unmaterialized, failed, passed = inspect(port)
         screenshot(f"http://127.0.0.1:{port}/asset-groups", target)
+        screenshot(f"http://127.0.0.1:{port}/assets", target.with_name(target.stem + "-catalog.png"))
     finally:
         process.terminate()
         try:
