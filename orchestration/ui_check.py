@@ -127,6 +127,8 @@ def check_ui(settings: Settings, target: Path = DEFAULT_SCREENSHOT) -> UiReport:
         unmaterialized, failed, passed = inspect(port)
         screenshot(f"http://127.0.0.1:{port}/asset-groups", target)
         screenshot(f"http://127.0.0.1:{port}/assets", target.with_name(target.stem + "-catalog.png"))
+        screenshot(f"http://127.0.0.1:{port}/assets/influence_scores?view=partitions&partition=dn-1",
+                   target.with_name(target.stem + "-influence.png"))
     finally:
         process.terminate()
         try:
