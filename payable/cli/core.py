@@ -149,5 +149,9 @@ def contribute(ctx: Context, datanet_id: int, files: tuple[Path, ...]) -> None:
 def demo(ctx: Context, fresh: bool) -> None:
     """Run the main job end to end on the embedded defaults and print a summary."""
     from payable.demo import run_demo
+    from payable.services import ServiceError
 
-    run_demo(ctx.settings, fresh=fresh)
+    try:
+        run_demo(ctx.settings, fresh=fresh)
+    except ServiceError as exc:
+        fail(str(exc))
