@@ -25,6 +25,8 @@ COMMANDS = {
     "contribute": "payable.cli.core:contribute",
     "ingest": "payable.cli.ingest:ingest",
     "validate": "payable.cli.validate:validate",
+    "train": "payable.cli.attribution:train",
+    "attribute": "payable.cli.attribution:attribute",
     "demo": "payable.cli.core:demo",
     "ui": "payable.cli.ui:ui",
     "reward": "payable.cli.rewards:reward",
