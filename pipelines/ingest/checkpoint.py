@@ -8,10 +8,13 @@ consumers can see. The latest one for this chain and deployment (its ``scope``) 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from payable import kafka_log
-from payable.chain import Deployment
 from schemas import events, topics
+
+if TYPE_CHECKING:  # web3 is slow to import, and the fetch workers never need it
+    from payable.chain import Deployment
 
 # How far back from the end of a checkpoint partition the first look goes (records and commit markers).
 LOOKBACK = 64

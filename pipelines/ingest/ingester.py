@@ -23,7 +23,8 @@ never a fact that left the chain without retracting it, and never drop one silen
 * **Failures.** A node that errors or times out is retried with backoff and smaller ranges (``fetch.py``);
   a Kafka failure drops the producer, backs off, reconnects (fencing the old transaction) and resumes from
   the last committed checkpoint. Both give up after ``Backoff.attempts`` failures in a row.
-* **Speed.** A span is fetched and decoded in a worker process while the previous one commits.
+* **Speed.** During a backfill, spans are fetched and decoded in worker processes while this process
+  commits the previous one (``bench/ingest.py`` measures it).
 
 On a local dev chain that mines a block per transaction (anvil's automine), the last ``confirmations``
 blocks stay unconfirmed until more blocks come: the tests and the benchmark mine empty blocks
@@ -37,22 +38,25 @@ import json
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
+from typing import TYPE_CHECKING
 
 from kafka.errors import KafkaError
 
 from payable import kafka_log
-from payable.chain import Deployment
 from payable.settings import Settings
 from pipelines.ingest import checkpoint, reorg
 from pipelines.ingest.checkpoint import Checkpoint
 from pipelines.ingest.fetch import Backoff, ChainMoved, Fetcher, Span, fetch_in_worker, init_worker
 from pipelines.ingest.sink import Message, SinkError, TransactionalSink
 from schemas import events, topics
+
+if TYPE_CHECKING:  # web3 is slow to import, and the fetch workers never need it
+    from payable.chain import Deployment
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,8 @@ class IngestOptions:
     rpc_timeout_s: float = 30.0
     kafka_timeout_s: float = 30.0
     poll_interval_s: float = 2.0      # between passes of ``ingest_forever``
+    workers: int = 1                  # processes fetching and decoding spans during a backfill (on 2 cores
+                                      # shared with the node and the broker, a second one measured slower)
 
 
 @dataclass
@@ -195,15 +201,18 @@ class Ingester:
         first = self.checkpoint.next_block
         if first > safe:
             return
-        fetcher = _WorkerFetch(self.fetcher_config) if safe - first + 1 > self.span else _InlineFetch(self.fetcher)
+        many = safe - first + 1 > self.span
+        fetcher = _WorkerFetch(self.fetcher_config, self.options.workers) if many else _InlineFetch(self.fetcher)
         with fetcher:
-            pending: Future | None = fetcher.submit(first, min(first + self.span - 1, safe))
-            while pending is not None:
-                span = pending.result()
+            pending: deque[Future] = deque()
+            following = first
+            while pending or following <= safe:
+                while following <= safe and len(pending) < fetcher.depth:
+                    last = min(following + self.span - 1, safe)
+                    pending.append(fetcher.submit(following, last))
+                    following = last + 1
+                span = pending.popleft().result()
                 self._resize(span)
-                following = span.last + 1
-                pending = fetcher.submit(following, min(following + self.span - 1, safe)) \
-                    if following <= safe else None
                 self._commit_span(span, report)
 
     def _resize(self, span: Span) -> None:
@@ -327,6 +336,8 @@ class Ingester:
 class _InlineFetch:
     """Fetches in this process: for a pass of one span, where a worker would not pay for its start-up."""
 
+    depth = 1
+
     def __init__(self, fetcher: Fetcher):
         self.fetcher = fetcher
 
@@ -346,10 +357,12 @@ class _InlineFetch:
 
 
 class _WorkerFetch:
-    """Fetches in one worker process, so the next span decodes while this process commits one."""
+    """Fetches in worker processes, so the next spans decode while this process commits one; keeps one
+    span more in flight than there are workers, so none waits while a commit runs."""
 
-    def __init__(self, config: tuple):
-        self.pool = ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=init_worker,
+    def __init__(self, config: tuple, workers: int):
+        self.depth = workers + 1
+        self.pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init_worker,
                                         initargs=config)
 
     def submit(self, first: int, last: int) -> Future:
