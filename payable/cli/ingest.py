@@ -39,7 +39,11 @@ def _summary(report: IngestReport) -> str:
 def ingest(ctx: Context, until_head: bool, confirmations: int | None, reorg_window: int, max_span: int,
            poll_interval: float) -> None:
     """Ingest the contracts' logs into Kafka as chain facts (exit 3 on a reorg deeper than the window)."""
+    from kafka.errors import KafkaError
+
     from pipelines.ingest import DeepReorg, IngestOptions, ingest_forever, ingest_until_head
+    from pipelines.ingest.rpc import RpcUnavailable
+    from pipelines.ingest.sink import SinkError
 
     options = IngestOptions(confirmations=confirmations, reorg_window=reorg_window, max_span=max_span,
                             poll_interval_s=poll_interval)
@@ -61,3 +65,5 @@ def ingest(ctx: Context, until_head: bool, confirmations: int | None, reorg_wind
     except DeepReorg as exc:
         click.secho(f"ALERT: {exc}", fg="red", err=True)
         sys.exit(EXIT_DEEP_REORG)
+    except (RpcUnavailable, SinkError, KafkaError) as exc:  # after the retries ran out
+        fail(f"ingest gave up: {exc}")
