@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import duckdb
-from rich.console import Console
 from rich.table import Table
 from web3.logs import DISCARD
 
@@ -31,10 +30,10 @@ from payable.content_store import ContentStore
 from payable.datanets import Submitted, create_datanet
 from payable.datanets import contribute as submit
 from payable.keys import Role, dev_account
+from payable.progress import console
 from payable.settings import Settings
 from pipelines.training.data import write_eval_queries
 
-console = Console(stderr=True)
 
 
 @dataclass

@@ -7,6 +7,7 @@ new events changes nothing, the audit reconciles with the chain, and the UI show
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from pipelines.audit.reconcile import reconcile
 from pipelines.rewards import outbox
 from pipelines.validate import materialize
 from tests.conftest import make_settings
+from tests.test_cli import run
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +100,15 @@ def test_the_ui_shows_every_asset_materialized_and_every_check_passed(demo, tmp_
     assert report.unmaterialized == [] and report.failed_checks == []
     assert report.checks_passed == len(defs.resolve_asset_graph().asset_check_keys)
     assert report.screenshot.stat().st_size > 10_000, "a rendered page, not a blank one"
+
+
+def test_train_and_attribute_commands_on_the_demo_data(demo):
+    settings, _ = demo
+    trained = json.loads(run(settings, "train", "--datanet", "1").stdout)
+    assert trained == {"datanet_id": 1, "trained": False, "reason": "dataset unchanged"}
+    rows = [json.loads(line) for line in run(settings, "attribute", "--datanet", "1").stdout.splitlines()]
+    accepted = {r["contribution_id"] for r in read_outcome(settings.audit_db)["contributions"]
+                if r["datanet_id"] == 1 and r["status"] == "accepted"}
+    assert {r["contribution_id"] for r in rows} == accepted and len(rows) == len(accepted)
+    assert sorted(r["rank"] for r in rows) == list(range(1, len(rows) + 1))
+    assert "method must be one of" in run(settings, "attribute", "--datanet", "1", "--method", "nope", ok=False).stderr

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from rich.progress import track
 
+from payable.progress import console
 from pipelines.attribution.arguments import ScoreArguments
 from pipelines.attribution.gradients import Layout, Projector, projected_gradients, sampled_gradients
 from pipelines.attribution.methods import (
@@ -51,7 +52,7 @@ def batches(examples: Example, size: int) -> list[Example]:
 def gradients(task: Task, prepared: Setup, examples: Example, args: ScoreArguments, query: bool = False,
               label: str = "gradients") -> np.ndarray:
     parts = [projected_gradients(task, prepared.params, b, prepared.projector, query)
-             for b in track(batches(examples, args.batch_size), description=label, transient=True)]
+             for b in track(batches(examples, args.batch_size), description=label, transient=True, console=console)]
     return np.concatenate(parts, axis=0)
 
 
@@ -65,7 +66,7 @@ def fisher_gradients(task: Task, prepared: Setup, examples: Example, args: Score
     parts = [sampled_gradients(task, prepared.params, b, prepared.projector, args.fisher_samples,
                                sample_seed(args, i * args.batch_size))
              for i, b in enumerate(track(batches(examples, args.batch_size), description="fisher gradients",
-                                         transient=True))]
+                                         transient=True, console=console))]
     return np.concatenate(parts, axis=0)
 
 

@@ -13,6 +13,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dic
 from rich.progress import Progress
 from transformers import GPT2LMHeadModel
 
+from payable.progress import console
 from pipelines.training.arguments import TrainingArguments
 from pipelines.training.data import Examples
 
@@ -107,7 +108,7 @@ def train_lora(base: GPT2LMHeadModel, train: Examples, queries: Examples, args: 
         checkpoints: list[Checkpoint] = []
         curve: list[float] = []
         step = 0
-        with Progress(disable=not show_progress, transient=True) as progress:
+        with Progress(disable=not show_progress, transient=True, console=console) as progress:
             task = progress.add_task("LoRA training", total=total)
             for _ in range(args.epochs):
                 order = torch.randperm(len(train), generator=generator)
