@@ -35,7 +35,6 @@ from payable.settings import Settings
 from pipelines.training.data import write_eval_queries
 
 
-
 @dataclass
 class StageTimer:
     """Times named stages and prints each as it finishes."""
