@@ -7,9 +7,8 @@ import json
 import pyarrow as pa
 
 from payable import kafka_log
-from pipelines.rewards.inputs import INFLUENCE_TABLE, load_inputs
+from pipelines.rewards.inputs import INFLUENCE_TABLE, INFLUENCE_WITH_HARM, load_inputs
 from schemas import events, topics
-from schemas import rewards as schema
 from schemas.verdicts import CONTRIBUTION_VERDICT
 from tests.test_rewards_emitter import run_cli
 
@@ -52,9 +51,11 @@ def test_loaders_take_latest_verdicts_unretracted_slashes_and_the_newest_dataset
 
     row = {"contributor": ALICE, "datanet_id": 1, "adapter_id": "a", "method": "m", "rank": 0}
     lance.write_dataset(pa.Table.from_pylist([
-        {**row, "contribution_id": 1, "dataset_version": 1, "score": 100.0},
-        {**row, "contribution_id": 1, "dataset_version": 2, "score": 1.0},
-    ], schema=schema.INFLUENCE), str(stack.lance_dir / INFLUENCE_TABLE))
+        {**row, "contribution_id": 1, "dataset_version": 1, "score": 100.0, "harmful": False},
+        {**row, "contribution_id": 1, "dataset_version": 2, "score": 1.0, "harmful": False},
+        {**row, "contribution_id": 6, "dataset_version": 1, "score": -9.0, "harmful": True},
+        {**row, "contribution_id": 7, "dataset_version": 2, "score": -9.0, "harmful": True},
+    ], schema=INFLUENCE_WITH_HARM), str(stack.lance_dir / INFLUENCE_TABLE))
 
     inputs = load_inputs(stack)
     assert inputs.verdicts.select(["contribution_id", "status", "reason"]).to_pylist() == [
@@ -63,7 +64,8 @@ def test_loaders_take_latest_verdicts_unretracted_slashes_and_the_newest_dataset
         {"contribution_id": 3, "status": "rejected", "reason": "duplicate"},
     ]
     assert inputs.slashed == frozenset({5}), "the retracted slash of 4 does not count"
-    assert inputs.influence.column("score").to_pylist() == [1.0], "only the newest dataset version"
+    assert inputs.influence.column("score").to_pylist() == [1.0, -9.0], "only the newest dataset version"
+    assert inputs.harmful == frozenset({7}), "attribution's harm flags of the newest version only"
 
     result = run_cli(stack, "reward", "--pool", "1000")
     assert result.returncode == 0, result.stderr

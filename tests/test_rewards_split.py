@@ -47,6 +47,18 @@ def test_pool_split_in_proportion_to_positive_influence():
     assert outcomes[3] == "no_positive_influence"
 
 
+def test_a_contribution_attribution_flagged_harmful_earns_nothing_and_is_slashed():
+    base = inputs([influence_row(1, 1, 2.0), influence_row(2, 2, 1.0), influence_row(3, 2, -4.0)],
+                  [verdict_row(1, 1), verdict_row(2, 2), verdict_row(3, 2)])
+    flagged = EpochInputs(base.influence, base.verdicts, base.slashed, harmful=frozenset({3}))
+    params = EpochParams(epoch_id=1, pool=3_000)
+    assert not split_rewards(base, params).slash_requests, "negative influence alone is not a penalty"
+    split = split_rewards(flagged, params)
+    assert dict(zip(split.accounts, split.amounts, strict=True)) == {account(1): 2_000, account(2): 1_000}
+    assert [(r.contribution_id, r.reason_code) for r in split.slash_requests] == [(3, SlashReason.HARMFUL)]
+    assert flagged.digest() != base.digest(), "the harm flags are part of what the epoch was decided from"
+
+
 def test_reputation_weights_contributors_with_rejected_history_down():
     history = [verdict_row(10 + i, 2, "rejected", "hash_mismatch") for i in range(3)]
     split = split_rewards(

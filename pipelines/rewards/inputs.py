@@ -19,20 +19,24 @@ from schemas import rewards as schema
 from schemas import verdicts as _verdict_events  # noqa: F401 - registers ContributionVerdict for decoding
 
 INFLUENCE_TABLE = "influence.lance"
+INFLUENCE_WITH_HARM = schema.INFLUENCE.append(pa.field("harmful", pa.bool_(), nullable=False))
 
 
 def load_inputs(settings: Settings) -> EpochInputs:
-    return EpochInputs(load_influence(settings), load_verdicts(settings.kafka_bootstrap),
-                       load_slashed(settings.kafka_bootstrap))
+    influence = load_influence(settings)
+    harmful = frozenset(influence.filter(influence["harmful"])["contribution_id"].to_pylist())
+    return EpochInputs(influence.select(schema.INFLUENCE.names), load_verdicts(settings.kafka_bootstrap),
+                       load_slashed(settings.kafka_bootstrap), harmful)
 
 
 def load_influence(settings: Settings) -> pa.Table:
+    """The newest dataset version's scores of every datanet, with attribution's ``harmful`` flag."""
     import lance
 
     path = settings.lance_dir / INFLUENCE_TABLE
     if not path.exists():
-        return schema.INFLUENCE.empty_table()
-    table = lance.dataset(str(path)).to_table(columns=schema.INFLUENCE.names).cast(schema.INFLUENCE)
+        return INFLUENCE_WITH_HARM.empty_table()
+    table = lance.dataset(str(path)).to_table(columns=INFLUENCE_WITH_HARM.names).cast(INFLUENCE_WITH_HARM)
     newest = table.group_by("datanet_id").aggregate([("dataset_version", "max")])
     latest = dict(zip(newest.column("datanet_id").to_pylist(), newest.column("dataset_version_max").to_pylist(),
                       strict=True))

@@ -5,8 +5,10 @@ log gives the same payouts to the token unit.
 
 Formula, for epoch e with pool P_e and the previous epoch's undistributed remainder C_{e-1}:
 
-1. Eligible contribution c: its verdict is ``accepted``, its stake has not been slashed, and (when
-   ``harmful_score_below`` is set) its influence is not below that threshold. Everything else earns 0.
+1. Eligible contribution c: its verdict is ``accepted``, its stake has not been slashed, the attribution
+   stage did not flag it harmful (its influence clearly raises the eval loss, see
+   ``pipelines.attribution``), and (when ``harmful_score_below`` is set) its influence is not below that
+   threshold. Everything else earns 0.
 2. Influence s_c = mean of c's scores for the epoch's method (one row per adapter / dataset version it
    was measured in; the mean, so re-materializing a contribution in several versions is not counted
    twice); the sum is exactly rounded (math.fsum), so row order cannot change it.
@@ -24,7 +26,8 @@ Formula, for epoch e with pool P_e and the previous epoch's undistributed remain
 
 Penalties: a contribution rejected for a redundant reason (``pipelines.validate.reasons.PENALIZED``:
 ``duplicate``, ``duplicate_normalized``, ``near_duplicate``) or a harmful one (``harmful``,
-``adversarial``, ``poisoned``), or accepted but with influence below ``harmful_score_below``, earns
+``adversarial``, ``poisoned``), or accepted but flagged harmful by attribution (or with influence below
+``harmful_score_below``), earns
 nothing and yields a slash request (reason code 1 = redundant, 2 = harmful) for the datanet's validator
 key, unless its stake is already slashed. Other rejections (e.g. ``hash_mismatch``) earn nothing and keep
 their stake.
@@ -89,6 +92,7 @@ class EpochInputs:
     influence: pa.Table      # INFLUENCE columns: this epoch's scores
     verdicts: pa.Table       # VERDICT columns: each contribution's latest verdict up to the epoch's cut-off
     slashed: frozenset[int]  # contribution ids whose stake is already slashed on-chain
+    harmful: frozenset[int] = frozenset()  # contribution ids the attribution stage flagged as harmful
 
     def influence_runs(self) -> list[str]:
         """The (datanet, dataset version, adapter, method) runs whose scores these inputs pay on."""
@@ -110,6 +114,7 @@ class EpochInputs:
                 else:
                     h.update(json.dumps(column.to_pylist()).encode())
         h.update(json.dumps(sorted(self.slashed)).encode())
+        h.update(json.dumps(sorted(self.harmful)).encode())
         return "0x" + h.hexdigest()
 
 
@@ -158,7 +163,7 @@ def split_rewards(inputs: EpochInputs, params: EpochParams) -> Split:
         status, reason, verdict_contributor, _ = verdicts.get(cid, ("missing", None, contributor, datanet_id))
         if verdict_contributor != contributor:
             raise ValueError(f"contribution {cid}: influence names {contributor}, its verdict {verdict_contributor}")
-        outcome = _outcome(cid, status, reason, score, inputs.slashed, rules)
+        outcome = _outcome(cid, status, reason, score, inputs, rules)
         if outcome == "harmful_influence":
             harmful_ids.add(cid)
         if outcome == "paid" and exact > 0:
@@ -251,15 +256,15 @@ def _exact_integers(values: list[float]) -> list[int]:
     return [m << (e - low) if m else 0 for m, e in parts]
 
 
-def _outcome(cid: int, status: str, reason: str | None, score: float, slashed: frozenset[int],
+def _outcome(cid: int, status: str, reason: str | None, score: float, inputs: EpochInputs,
              rules: SplitRules) -> str:
     if status == "missing":
         return "no_verdict"
     if status == "rejected":
         return f"rejected:{reason or 'unspecified'}"
-    if cid in slashed:
+    if cid in inputs.slashed:
         return "slashed"
-    if rules.harmful_score_below is not None and score < rules.harmful_score_below:
+    if cid in inputs.harmful or (rules.harmful_score_below is not None and score < rules.harmful_score_below):
         return "harmful_influence"
     return "paid"
 
