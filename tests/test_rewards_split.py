@@ -52,9 +52,13 @@ def test_a_contribution_attribution_flagged_harmful_earns_nothing_and_is_slashed
                   [verdict_row(1, 1), verdict_row(2, 2), verdict_row(3, 2)])
     flagged = EpochInputs(base.influence, base.verdicts, base.slashed, harmful=frozenset({3}))
     params = EpochParams(epoch_id=1, pool=3_000)
-    assert not split_rewards(base, params).slash_requests, "negative influence alone is not a penalty"
+    unflagged = split_rewards(base, params)
+    assert not unflagged.slash_requests, "negative influence alone is not a penalty"
     split = split_rewards(flagged, params)
-    assert dict(zip(split.accounts, split.amounts, strict=True)) == {account(1): 2_000, account(2): 1_000}
+    assert (split.accounts, split.amounts) == (unflagged.accounts, unflagged.amounts), "it earned nothing anyway"
+    outcomes = dict(zip(split.allocations["contribution_id"].to_pylist(), split.allocations["outcome"].to_pylist(),
+                        strict=True))
+    assert outcomes[3] == "harmful_influence"
     assert [(r.contribution_id, r.reason_code) for r in split.slash_requests] == [(3, SlashReason.HARMFUL)]
     assert flagged.digest() != base.digest(), "the harm flags are part of what the epoch was decided from"
 
