@@ -101,7 +101,10 @@ def seed(chain: Chain, deployment: Deployment, events: int, console: Console) ->
             hashes.append(chain.w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction))
             nonce += 1
             progress.advance(task, count)
-        chain.w3.provider.make_request("evm_mine", [])
+        # Automine mines as transactions arrive; one that came while a block was being built waits for
+        # the next arrival, so mine until the pool is empty.
+        while int(chain.w3.provider.make_request("txpool_status", [])["result"]["pending"], 16):
+            chain.w3.provider.make_request("evm_mine", [])
         for tx_hash in hashes:
             chain.wait(tx_hash)
 
