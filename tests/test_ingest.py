@@ -8,6 +8,7 @@ import time
 from dataclasses import replace
 
 import pytest
+from kafka.partitioner.default import murmur2
 
 from payable import kafka_log, services
 from pipelines.ingest import DeepReorg, ingest_until_head
@@ -41,6 +42,12 @@ def test_backfill_emits_each_confirmed_fact_once_and_resumes(stack, chain, deplo
     submitted = log.of(events.CONTRIBUTION_SUBMITTED)
     assert {s["contributor"] for s in submitted} == {CONTRIBUTOR.address.lower()}
     assert sorted(s["size"] for s in submitted) == [100, 101, 102, 103, 104]
+
+    for partition, end in kafka_log.end_offsets(stack.kafka_bootstrap, topics.CHAIN_FACTS).items():
+        for message in kafka_log.read_range(stack.kafka_bootstrap, topics.CHAIN_FACTS, partition, 0, end):
+            assert message.key == topics.datanet_key(datanet)
+            expected = (murmur2(message.key) & 0x7FFFFFFF) % kafka_log.DEFAULT_PARTITIONS
+            assert partition == expected, "the partition kafka-python's producers use for this datanet"
 
     again = ingest_until_head(stack, deployment, FAST)
     assert again.events == 0 and again.from_block == report.next_block, "resumes from its checkpoint"
