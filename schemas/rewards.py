@@ -24,20 +24,13 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from schemas import events, topics
+from schemas import events, influence, topics
 
 AMOUNT = pa.string()
 
-INFLUENCE = pa.schema([
-    pa.field("contribution_id", pa.int64(), nullable=False),
-    pa.field("contributor", pa.string(), nullable=False),
-    pa.field("datanet_id", pa.int64(), nullable=False),
-    pa.field("dataset_version", pa.int64(), nullable=False),
-    pa.field("adapter_id", pa.string(), nullable=False),
-    pa.field("method", pa.string(), nullable=False),
-    pa.field("score", pa.float64(), nullable=False),
-    pa.field("rank", pa.int64(), nullable=False),
-])
+# The influence table's columns the split reads (a projection, so the two cannot drift apart).
+INFLUENCE = pa.schema([influence.INFLUENCE.field(name) for name in (
+    "contribution_id", "contributor", "datanet_id", "dataset_version", "adapter_id", "method", "score", "rank")])
 
 VERDICT = pa.schema([
     pa.field("contribution_id", pa.int64(), nullable=False),

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
 import contracts
@@ -51,6 +52,13 @@ def test_every_planted_contribution_ends_as_planted(demo):
     corrupted = [i for i, item in enumerate(planned, start=1) if item.planted == "corrupted text"]
     assert all(outcome[i]["score"] < 0 and outcome[i]["paid"] == 0 for i in corrupted), "harmful data earns nothing"
     assert sum(summary["rejected_by_reason"].values()) + summary["accepted"] == summary["contributions"]
+    penalized = {i: 2 for i in corrupted} | {i: 1 for i, item in enumerate(planned, start=1)
+                                             if item.expect in ("duplicate", "near_duplicate")}
+    con = duckdb.connect(str(settings.audit_db), read_only=True)
+    slashed = dict(con.execute("SELECT contribution_id, requested_reason_code FROM slashes "
+                               "WHERE event_id IS NOT NULL AND NOT retracted").fetchall())
+    con.close()
+    assert slashed == penalized, "redundant (1) and harmful (2) stakes slashed on-chain, nothing else"
     assert summary["payout_txs"], "small epochs are pushed on-chain"
 
 

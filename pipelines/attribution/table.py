@@ -11,26 +11,7 @@ from pathlib import Path
 import lance
 import pyarrow as pa
 
-_EVIDENCE = pa.list_(pa.struct([pa.field("query_id", pa.string()), pa.field("score", pa.float64())]))
-
-INFLUENCE = pa.schema([
-    pa.field("contribution_id", pa.int64(), nullable=False),
-    pa.field("contributor", pa.string(), nullable=False),
-    pa.field("datanet_id", pa.int64(), nullable=False),
-    pa.field("dataset_version", pa.int64(), nullable=False),
-    pa.field("adapter_id", pa.string(), nullable=False),
-    pa.field("method", pa.string(), nullable=False),
-    pa.field("content_hash", pa.string(), nullable=False),
-    pa.field("score", pa.float64(), nullable=False),
-    pa.field("rank", pa.int32(), nullable=False),
-    pa.field("copies", pa.int32(), nullable=False),
-    pa.field("trained", pa.bool_(), nullable=False),
-    pa.field("harmful", pa.bool_(), nullable=False),
-    pa.field("helped_queries", _EVIDENCE, nullable=False),
-    pa.field("hurt_queries", _EVIDENCE, nullable=False),
-])
-"""``score`` > 0: the contribution lowered the mean eval loss. ``copies``: identical contributions sharing one
-copy's credit. ``trained``: false for contributions held out as eval queries (scored as if added)."""
+from schemas.influence import INFLUENCE
 
 
 def influence_uri(lance_dir: Path) -> str:

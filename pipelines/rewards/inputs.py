@@ -14,12 +14,12 @@ import pyarrow as pa
 from payable import kafka_log
 from payable.settings import Settings
 from pipelines.rewards.split import EpochInputs
-from schemas import events, topics
+from schemas import events, influence, topics
 from schemas import rewards as schema
 from schemas import verdicts as _verdict_events  # noqa: F401 - registers ContributionVerdict for decoding
 
 INFLUENCE_TABLE = "influence.lance"
-INFLUENCE_WITH_HARM = schema.INFLUENCE.append(pa.field("harmful", pa.bool_(), nullable=False))
+INFLUENCE_WITH_HARM = schema.INFLUENCE.append(influence.INFLUENCE.field("harmful"))
 
 
 def load_inputs(settings: Settings) -> EpochInputs:
