@@ -123,7 +123,7 @@ def _anvil_command(settings: Settings) -> list[str]:
         "--port", str(settings.anvil_port),
         "--hardfork", "cancun",
         "--state", str(state),
-        "--state-interval", "2",
+        "--state-interval", "60",  # also dumped on SIGTERM; frequent dumps stall a large chain
         "--silent",
     ]
     block_time = os.environ.get("PAYABLE_ANVIL_BLOCK_TIME")
