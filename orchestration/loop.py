@@ -15,6 +15,7 @@ from orchestration.definitions import build_definitions
 from orchestration.instance import get_instance
 from orchestration.resources import resources_for
 from payable.settings import Settings
+from pipelines.validate import materialize
 
 Stage = Callable[[str], AbstractContextManager]
 # Runs log to the instance (the UI shows them); only warnings go to the console.
@@ -36,9 +37,7 @@ class Loop:
 
     def datanet_keys(self) -> list[str]:
         """Partition keys of every datanet that has a dataset, registered as dynamic partitions."""
-        folder = self.settings.lance_dir / "datanets"
-        keys = sorted(p.name.removesuffix(".lance") for p in folder.glob("dn-*.lance"))
-        keys = [partition_key(int(k.removeprefix("dn-"))) for k in keys]
+        keys = [partition_key(d) for d in materialize.datanet_ids(self.settings.lance_dir)]
         new = [k for k in keys if not self.instance.has_dynamic_partition(datanet_partitions.name, k)]
         if new:
             self.instance.add_dynamic_partitions(datanet_partitions.name, new)

@@ -12,7 +12,7 @@ import os
 
 import dagster as dg
 
-from assets.partitions import datanet_id_of, datanet_partitions, partition_key
+from assets.partitions import datanet_partitions, partition_key
 from orchestration.jobs import datanet_job, validate_job
 from orchestration.resources import DataDirResource, KafkaResource
 from payable import kafka_log
@@ -53,9 +53,8 @@ def changed_datasets(context: dg.SensorEvaluationContext, data_dir: DataDirResou
     threshold = float(os.environ.get("PAYABLE_RETRAIN_MIN_CHANGE", "0"))
     registry = AdapterRegistry(settings.adapters_dir)
     keys, requests = [], []
-    for uri in sorted((settings.lance_dir / "datanets").glob("dn-*.lance")):
-        datanet_id = datanet_id_of(uri.name.removesuffix(".lance"))
-        dataset = materialize.open_dataset(str(uri))
+    for datanet_id in materialize.datanet_ids(settings.lance_dir):
+        dataset = materialize.open_dataset(materialize.dataset_uri(settings.lance_dir, datanet_id))
         if dataset is None:
             continue
         keys.append(partition_key(datanet_id))

@@ -8,7 +8,6 @@ These read the stages' stored projections as they are; each row names the keys t
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import lance
@@ -19,19 +18,11 @@ from pipelines.attribution.table import influence_uri
 from pipelines.training.registry import AdapterRecord
 from pipelines.validate import materialize
 
-_DATANET_DIR = re.compile(r"dn-(\d+)\.lance$")
-
-
-def datanet_ids_with_datasets(lance_dir: Path) -> list[int]:
-    folder = Path(lance_dir) / "datanets"
-    found = (_DATANET_DIR.search(p.name) for p in folder.glob("dn-*.lance")) if folder.exists() else ()
-    return sorted(int(m.group(1)) for m in found if m)
-
 
 def dataset_rows(lance_dir: Path) -> tuple[list[dict], list[dict]]:
     """(dataset_versions rows, dataset_contributions rows) of every datanet's Lance dataset, every version."""
     versions, members = [], []
-    for datanet_id in datanet_ids_with_datasets(lance_dir):
+    for datanet_id in materialize.datanet_ids(lance_dir):
         uri = materialize.dataset_uri(lance_dir, datanet_id)
         dataset = lance.dataset(uri)
         for info in dataset.versions():

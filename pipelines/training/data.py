@@ -57,11 +57,6 @@ class Examples:
         return {"input_ids": self.input_ids[index], "attention_mask": self.attention_mask[index]}
 
 
-def datanet_uri(lance_dir: Path, datanet_id: int) -> str:
-    """Where the materializer writes a datanet's dataset."""
-    return str(lance_dir / "datanets" / f"dn-{datanet_id}.lance")
-
-
 def eval_uri(lance_dir: Path, datanet_id: int) -> str:
     """Where a datanet's stored evaluation queries live."""
     return str(lance_dir / "evals" / f"dn-{datanet_id}.lance")

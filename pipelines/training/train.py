@@ -13,7 +13,6 @@ from pipelines.training.arguments import TrainingArguments
 from pipelines.training.base_model import base_model_hash, build_base_model, build_tokenizer
 from pipelines.training.data import (
     DatasetVersion,
-    datanet_uri,
     fingerprint,
     fingerprint_queries,
     read_version,
@@ -22,6 +21,7 @@ from pipelines.training.data import (
 )
 from pipelines.training.lora import attach_lora, train_lora
 from pipelines.training.registry import AdapterRecord, AdapterRegistry, CheckpointRecord, adapter_id
+from pipelines.validate import materialize
 
 BASE_MODEL_NAME = "tiny-gpt2"
 
@@ -57,7 +57,7 @@ def train_latest(settings: Settings, datanet_id: int, args: TrainingArguments | 
                  show_progress: bool = True) -> AdapterRecord | None:
     """Trains on the latest version of ``dn-<datanet_id>.lance``; ``None`` when nothing changed since last time."""
     args = args or TrainingArguments()
-    dataset = read_version(datanet_uri(settings.lance_dir, datanet_id))
+    dataset = read_version(materialize.dataset_uri(settings.lance_dir, datanet_id))
     return train_dataset_version(AdapterRegistry(settings.adapters_dir), settings.lance_dir, datanet_id, dataset, args,
                                  show_progress=show_progress)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.datasets import CONTRIBUTION_ROW
+
+_DATANET_DIR = re.compile(r"dn-(\d+)\.lance")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,13 @@ class Version:
 
 def dataset_uri(lance_dir: Path | str, datanet_id: int) -> str:
     return f"{str(lance_dir).rstrip('/')}/datanets/dn-{datanet_id}.lance"
+
+
+def datanet_ids(lance_dir: Path) -> list[int]:
+    """Ids of the datanets that have a materialized dataset under ``lance_dir`` (a local directory)."""
+    folder = Path(lance_dir) / "datanets"
+    found = (_DATANET_DIR.fullmatch(p.name) for p in folder.glob("dn-*.lance")) if folder.exists() else ()
+    return sorted(int(m.group(1)) for m in found if m)
 
 
 def open_dataset(uri: str) -> lance.LanceDataset | None:
