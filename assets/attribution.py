@@ -9,7 +9,6 @@ from assets.training import lora_adapters
 from orchestration.resources import DataDirResource, KafkaResource
 from pipelines.attribution import attribute
 from pipelines.audit import log_views
-from schemas import topics
 
 OWNERS = ["team:ml"]
 
@@ -53,8 +52,7 @@ def every_accepted_contribution_scored(context: dg.AssetCheckExecutionContext, d
     from pipelines.attribution.table import influence_uri
 
     datanet_id = datanet_id_of(context.partition_key)
-    verdicts = log_views.current_verdicts(log_views.read_view(kafka.bootstrap, topics.VERDICTS))
-    accepted = {c for c, v in verdicts.items() if v["datanet_id"] == datanet_id and v["status"] == "accepted"}
+    accepted = log_views.accepted_contributions(kafka.bootstrap, datanet_id)
     table = lance.dataset(influence_uri(data_dir.settings().lance_dir)).to_table(
         filter=f"datanet_id = {datanet_id}", columns=["contribution_id", "method", "dataset_version"])
     latest = pc.max(table["dataset_version"]).as_py()

@@ -87,8 +87,7 @@ def datanet_datasets(context: dg.AssetExecutionContext, data_dir: DataDirResourc
 def dataset_matches_verdicts(context: dg.AssetCheckExecutionContext, data_dir: DataDirResource,
                              kafka: KafkaResource) -> dg.AssetCheckResult:
     datanet_id = datanet_id_of(context.partition_key)
-    verdicts = log_views.current_verdicts(log_views.read_view(kafka.bootstrap, topics.VERDICTS))
-    accepted = {c for c, v in verdicts.items() if v["datanet_id"] == datanet_id and v["status"] == "accepted"}
+    accepted = log_views.accepted_contributions(kafka.bootstrap, datanet_id)
     dataset = materialize.open_dataset(materialize.dataset_uri(data_dir.settings().lance_dir, datanet_id))
     rows = dataset.to_table(columns=["contribution_id"])["contribution_id"].to_pylist() if dataset else []
     twice = sorted(c for c, n in Counter(rows).items() if n > 1)

@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from payable import kafka_log
-from schemas import events
+from schemas import events, topics
 from schemas.verdicts import CONTRIBUTION_VERDICT
 
 
@@ -63,3 +63,9 @@ def current_verdicts(verdicts: LogView) -> dict[int, dict]:
     for verdict in verdicts.of(CONTRIBUTION_VERDICT):
         latest[verdict["contribution_id"]] = verdict
     return latest
+
+
+def accepted_contributions(bootstrap: str, datanet_id: int) -> set[int]:
+    """Ids of the datanet's contributions whose current verdict is ``accepted``, read from the log."""
+    verdicts = current_verdicts(read_view(bootstrap, topics.VERDICTS))
+    return {c for c, v in verdicts.items() if v["datanet_id"] == datanet_id and v["status"] == "accepted"}
