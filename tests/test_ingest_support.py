@@ -121,7 +121,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
 
 
 def payable(settings: Settings, *args: str) -> subprocess.Popen:
-    """Starts the real ``payable`` command line against this test's stack."""
+    """Starts the real ``payable`` command line against this test's stack, in its own process group."""
     return subprocess.Popen([str(Path(sys.executable).with_name("payable")), *args], env=cli_env(settings),
                             cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
