@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: install demo test lint contracts up down ui ui-check clean
+.PHONY: install browser demo test lint contracts up down ui ui-check clean
 
 $(PY_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,10 +22,14 @@ $(NPM_STAMP): package.json package-lock.json
 
 install: $(PY_STAMP) $(NPM_STAMP)
 
+# Debian's chromium, for the real-browser UI test and `make ui-check` (root on the project's machines)
+browser:
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 demo: install
 	$(BIN)/payable demo
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest
 
 lint: install
@@ -44,7 +48,7 @@ ui: install
 	$(BIN)/payable ui
 
 # After `make demo`: serve the UI over .payable/, screenshot it into docs/img/, assert all green via GraphQL
-ui-check: install
+ui-check: install browser
 	$(BIN)/python -m orchestration.ui_check
 
 clean:
