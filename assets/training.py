@@ -5,7 +5,8 @@ import dagster as dg
 from assets.partitions import datanet_id_of, datanet_partitions
 from assets.plots import curve
 from assets.validation import datanet_datasets
-from orchestration.resources import DataDirResource
+from orchestration.resources import ChainResource, DataDirResource, KafkaResource, stage_settings
+from pipelines.training.data import sync_eval_queries
 from pipelines.training.registry import AdapterRegistry
 from pipelines.training.train import train_latest
 
@@ -19,9 +20,11 @@ OWNERS = ["team:ml"]
                 "with its lineage (base model hash, dataset version, offsets, hyperparameters, metrics). "
                 "A no-op when the dataset has not changed since the last adapter.",
 )
-def lora_adapters(context: dg.AssetExecutionContext, data_dir: DataDirResource) -> dg.MaterializeResult:
-    settings = data_dir.settings()
+def lora_adapters(context: dg.AssetExecutionContext, data_dir: DataDirResource, chain: ChainResource,
+                  kafka: KafkaResource) -> dg.MaterializeResult:
+    settings = stage_settings(data_dir, chain, kafka)
     datanet_id = datanet_id_of(context.partition_key)
+    sync_eval_queries(settings, datanet_id)
     trained = train_latest(settings, datanet_id, show_progress=False)
     record = trained or AdapterRegistry(settings.adapters_dir).latest(datanet_id)
     if record is None:

@@ -34,6 +34,9 @@ class DatanetSpec:
     format: str = "text"
     required_fields: tuple[str, ...] = ()
     description: str = ""
+    eval_queries: tuple[str, ...] = ()
+    """What the datanet's model should get better at: the queries influence is measured against. They
+    travel with the spec (content-addressed, named on-chain), so a replay of the log finds them."""
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -44,13 +47,15 @@ class DatanetSpec:
     def to_json(self) -> bytes:
         doc = {"name": self.name, "format": self.format, "required_fields": list(self.required_fields),
                "description": self.description}
+        if self.eval_queries:
+            doc["eval_queries"] = list(self.eval_queries)
         return json.dumps(doc, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> DatanetSpec:
         doc = json.loads(data)
         return cls(doc["name"], doc.get("format", "text"), tuple(doc.get("required_fields", ())),
-                   doc.get("description", ""))
+                   doc.get("description", ""), tuple(doc.get("eval_queries", ())))
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,6 @@ from payable.datanets import contribute as submit
 from payable.keys import Role, dev_account
 from payable.progress import console
 from payable.settings import Settings
-from pipelines.training.data import write_eval_queries
 
 
 @dataclass
@@ -165,8 +164,6 @@ def run_demo(settings: Settings, fresh: bool = True) -> dict:
                                 max_contribution_size=64_000, validators=[validator])
             for key, spec in (("science", demo_corpus.SCIENCE), ("recipes", demo_corpus.RECIPES))
         }
-        for key, texts in demo_corpus.eval_queries().items():
-            write_eval_queries(settings.lance_dir, datanet_ids[key], texts)
     with timer.stage("submit contributions"):
         tmp_dir = settings.data_dir / "demo-inputs"
         tmp_dir.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,12 @@ from dataclasses import dataclass
 
 from payable.datanets import DatanetSpec
 
-SCIENCE = DatanetSpec("science-notes", "text", (), "Short explanatory notes on physics and chemistry")
-RECIPES = DatanetSpec("recipes", "jsonl", ("title", "ingredients", "steps"), "Cooking recipes as JSON records")
+
+def eval_queries(seed: int = 99, per_datanet: int = 6) -> dict[str, tuple[str, ...]]:
+    """Each datanet owner's evaluation queries: what the model should get better at (held apart from data)."""
+    rng = random.Random(seed)
+    return {"science": tuple(science_note(rng, sentences=3) for _ in range(per_datanet)),
+            "recipes": tuple(recipe(rng) for _ in range(per_datanet))}
 
 _SUBJECTS = ["The electron", "A photon", "The proton", "Every atom", "A neutron star", "The magnetic field",
              "Light", "A chemical bond", "The nucleus", "Entropy", "A catalyst", "The gas"]
@@ -95,8 +99,8 @@ def plan(seed: int = 7, notes_per_contributor: int = 4) -> list[DemoContribution
     return planned
 
 
-def eval_queries(seed: int = 99, per_datanet: int = 6) -> dict[str, list[str]]:
-    """Each datanet owner's evaluation queries: what the model should get better at (held apart from data)."""
-    rng = random.Random(seed)
-    return {"science": [science_note(rng, sentences=3) for _ in range(per_datanet)],
-            "recipes": [recipe(rng) for _ in range(per_datanet)]}
+
+SCIENCE = DatanetSpec("science-notes", "text", (), "Short explanatory notes on physics and chemistry",
+                      eval_queries()["science"])
+RECIPES = DatanetSpec("recipes", "jsonl", ("title", "ingredients", "steps"), "Cooking recipes as JSON records",
+                      eval_queries()["recipes"])

@@ -21,6 +21,11 @@ import pyarrow.compute as pc
 import torch
 from tokenizers import Tokenizer
 
+from payable.content_store import ContentStore
+from payable.datanets import DatanetSpec
+from payable.settings import Settings
+from pipelines.audit import log_views
+from schemas import events, topics
 from schemas.datasets import CONTRIBUTION_ROW
 
 EVAL_QUERY = pa.schema([
@@ -93,6 +98,24 @@ def write_eval_queries(lance_dir: Path, datanet_id: int, texts: list[str]) -> st
     uri = eval_uri(lance_dir, datanet_id)
     lance.write_dataset(pa.table({"query_id": ids, "text": texts}, schema=EVAL_QUERY), uri, mode="overwrite")
     return uri
+
+
+def sync_eval_queries(settings: Settings, datanet_id: int) -> str | None:
+    """Materializes the datanet's eval queries from its spec (named by its DatanetCreated fact on the log)
+    into the Lance eval set; returns its URI, or None when the spec declares none. Rewrites only on change."""
+    facts = log_views.read_view(settings.kafka_bootstrap, topics.CHAIN_FACTS)
+    retracted = {r["retracted_event_id"] for r in facts.of(events.FACT_RETRACTED)}
+    created = [f for f in facts.of(events.DATANET_CREATED)
+               if f["datanet_id"] == datanet_id and f["event_id"] not in retracted]
+    if not created:
+        return None
+    spec = DatanetSpec.from_json(ContentStore(settings.content_dir).fetch(created[0]["metadata_uri"], 1 << 20))
+    if not spec.eval_queries:
+        return None
+    uri = eval_uri(settings.lance_dir, datanet_id)
+    if Path(uri).exists() and lance.dataset(uri).to_table()["text"].to_pylist() == list(spec.eval_queries):
+        return uri
+    return write_eval_queries(settings.lance_dir, datanet_id, list(spec.eval_queries))
 
 
 def split_train_eval(table: pa.Table, lance_dir: Path, datanet_id: int, holdout_mod: int) -> tuple[pa.Table, pa.Table]:
