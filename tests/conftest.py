@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import contracts
 from payable import services
 from payable.chain import Chain, Deployment
 from payable.keys import Role, dev_account
@@ -57,3 +58,18 @@ def deployment(stack: Settings, chain: Chain) -> Deployment:
     deployed = deploy(chain, dev_account(Role.DEPLOYER.value), dev_account(Role.OPERATOR.value).address)
     deployed.save(stack.deployment_file)
     return deployed
+
+
+@pytest.fixture
+def token(chain: Chain, deployment: Deployment):
+    return chain.contract(contracts.OPEN_TOKEN, deployment.token)
+
+
+@pytest.fixture
+def registry(chain: Chain, deployment: Deployment):
+    return chain.contract(contracts.DATANET_REGISTRY, deployment.registry)
+
+
+@pytest.fixture
+def distributor(chain: Chain, deployment: Deployment):
+    return chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)

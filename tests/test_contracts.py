@@ -18,16 +18,6 @@ ALICE, BOB = dev_account(3), dev_account(4)
 
 
 @pytest.fixture
-def registry(chain, deployment):
-    return chain.contract(contracts.DATANET_REGISTRY, deployment.registry)
-
-
-@pytest.fixture
-def token(chain, deployment):
-    return chain.contract(contracts.OPEN_TOKEN, deployment.token)
-
-
-@pytest.fixture
 def datanet(chain, registry, token, deployment) -> int:
     """Datanet 1 (stake 2 OPEN, max 1000 bytes, VALIDATOR validates); ALICE and BOB hold and approve OPEN."""
     chain.transact(DEPLOYER, registry.functions.createDatanet("cas://meta", 2 * UNIT, 1000, [VALIDATOR.address]))

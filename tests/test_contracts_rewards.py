@@ -7,22 +7,11 @@ import random
 import pytest
 from web3 import Web3
 
-import contracts
 from payable.chain import ChainError
 from payable.keys import Role, dev_account
 from pipelines.rewards import merkle
 
 OPERATOR, DEPLOYER, CONTRIBUTOR = (dev_account(r.value) for r in (Role.OPERATOR, Role.DEPLOYER, Role.CONTRIBUTOR))
-
-
-@pytest.fixture
-def distributor(chain, deployment):
-    return chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)
-
-
-@pytest.fixture
-def token(chain, deployment):
-    return chain.contract(contracts.OPEN_TOKEN, deployment.token)
 
 
 def payout_tree(n: int, seed: int = 0) -> tuple[list[str], list[int], merkle.PayoutTree]:

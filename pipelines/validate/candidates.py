@@ -17,18 +17,12 @@ from pipelines.validate import rules
 from pipelines.validate.config import ValidateConfig
 from pipelines.validate.datanet_info import DatanetInfo
 from pipelines.validate.sketch import sketch
+from schemas import events
 
-FACT_COLUMNS = [
-    pa.field("event_id", pa.string(), nullable=False),
-    pa.field("block_hash", pa.string(), nullable=False),
-    pa.field("chain_id", pa.int64(), nullable=False),
-    pa.field("block_number", pa.int64(), nullable=False),
-    pa.field("contribution_id", pa.int64(), nullable=False),
-    pa.field("datanet_id", pa.int64(), nullable=False),
-    pa.field("contributor", pa.string(), nullable=False),
-    pa.field("content_hash", pa.string(), nullable=False),
-    pa.field("size", pa.int64(), nullable=False),
-]
+# The ContributionSubmitted fields a candidate carries: a projection of the event's schema, so they cannot drift.
+FACT_COLUMNS = [events.CONTRIBUTION_SUBMITTED.schema.field(name) for name in (
+    "event_id", "block_hash", "chain_id", "block_number", "contribution_id", "datanet_id", "contributor",
+    "content_hash", "size")]
 CANDIDATE = pa.schema([
     *FACT_COLUMNS,
     pa.field("partition", pa.int64(), nullable=False),
