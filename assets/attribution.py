@@ -7,8 +7,8 @@ from assets.partitions import datanet_id_of, datanet_partitions
 from assets.plots import histogram, table_md
 from assets.training import lora_adapters
 from orchestration.resources import DataDirResource, KafkaResource
+from pipelines import log_views
 from pipelines.attribution import attribute
-from pipelines.audit import log_views
 
 OWNERS = ["team:ml"]
 

@@ -7,7 +7,7 @@ import dagster as dg
 from assets.partitions import datanet_id_of, datanet_partitions, partition_key
 from assets.plots import table_md
 from orchestration.resources import ChainResource, DataDirResource, KafkaResource, stage_settings
-from pipelines.audit import log_views
+from pipelines import log_views
 from pipelines.validate import materialize
 from pipelines.validate.run import validate_new_offsets
 from schemas import topics

@@ -17,7 +17,7 @@ import pyarrow as pa
 from payable.settings import Settings
 from pipelines.audit import artifact_rows, decision_rows, fact_rows, tables
 from pipelines.audit.epoch_rows import epoch_rows
-from pipelines.audit.log_views import LogView, read_view
+from pipelines.log_views import LogView, read_view
 from schemas import rewards as _reward_events  # noqa: F401 - registers the outbox events for decoding
 from schemas import topics
 

@@ -7,7 +7,7 @@ and the dead-letter topics' entries, all land in ``dead_letters`` (invariant 5: 
 
 from __future__ import annotations
 
-from pipelines.audit.log_views import LogView
+from pipelines.log_views import LogView
 from schemas import events
 from schemas.verdicts import CONTRIBUTION_VERDICT
 

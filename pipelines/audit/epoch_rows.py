@@ -18,9 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from payable.settings import Settings
-from pipelines.audit.fact_rows import retracted_ids
-from pipelines.audit.log_views import LogView
 from pipelines.audit.shares import apportion
+from pipelines.log_views import LogView, retracted_ids
 from pipelines.rewards.epochs import epoch_dir
 from schemas import events
 from schemas import rewards as schema

@@ -7,7 +7,7 @@ removed it for good, so every submission ever seen is accounted for (invariant 5
 
 from __future__ import annotations
 
-from pipelines.audit.log_views import LogView
+from pipelines.log_views import LogView, retracted_ids
 from schemas import events
 
 # Fact fields that fill chain_events' generic columns, by event type.
@@ -17,10 +17,6 @@ _AMOUNT_FIELD = {"ContributionSubmitted": "stake", "StakeSlashed": "amount", "St
                  "EpochPublished": "total", "RewardClaimed": "amount", "DatanetCreated": "min_stake"}
 _CHAIN_FACTS = (events.DATANET_CREATED, events.CONTRIBUTION_SUBMITTED, events.STAKE_SLASHED, events.STAKE_RELEASED,
                 events.VALIDATOR_SET, events.MINIMUM_STAKE_CHANGED, events.EPOCH_PUBLISHED, events.REWARD_CLAIMED)
-
-
-def retracted_ids(facts: LogView) -> set[str]:
-    return {r["retracted_event_id"] for r in facts.of(events.FACT_RETRACTED)}
 
 
 def chain_event_rows(facts: LogView) -> list[dict]:

@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 from payable.content_store import ContentStore
 from payable.datanets import DatanetSpec
 from payable.settings import Settings
-from pipelines.audit import log_views
+from pipelines import log_views
 from schemas import events, topics
 from schemas.datasets import CONTRIBUTION_ROW
 

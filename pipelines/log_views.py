@@ -1,7 +1,9 @@
 """Read-only views of the log: decoded chain facts and each contribution's current verdict.
 
-These are the ground truth that checks and the audit database compare projections against. A record
-that does not decode is returned separately, never silently dropped.
+These are the ground truth every stage reads (validation's checks, training's dataset, attribution, the
+audit database) and compares its projections against; they sit here, beside no stage, so that no stage
+depends on a later one (audit is the last stage and nothing imports it). A record that does not decode is
+returned separately, never silently dropped.
 """
 
 from __future__ import annotations
@@ -47,9 +49,14 @@ def read_view(bootstrap: str, topic: str) -> LogView:
     return view
 
 
+def retracted_ids(facts: LogView) -> set[str]:
+    """Event ids of the chain facts a reorg retracted (a FactRetracted names each one)."""
+    return {r["retracted_event_id"] for r in facts.of(events.FACT_RETRACTED)}
+
+
 def live_submissions(facts: LogView) -> dict[int, dict]:
     """contribution id -> its ContributionSubmitted fact, minus facts retracted by a reorg."""
-    retracted = {r["retracted_event_id"] for r in facts.of(events.FACT_RETRACTED)}
+    retracted = retracted_ids(facts)
     return {
         fact["contribution_id"]: fact
         for fact in facts.of(events.CONTRIBUTION_SUBMITTED)
