@@ -10,7 +10,7 @@ NPM_STAMP := node_modules/.installed
 
 $(PY_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch first and exactly: the local CPU wheel, never the CUDA build from the index
+	# torch first and exactly: PyPI's build of 2.13.0 (CUDA-enabled, ~3 GB with its nvidia-* wheels; it runs on the CPU)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
