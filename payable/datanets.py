@@ -18,11 +18,12 @@ from web3.logs import DISCARD
 import contracts
 from payable.chain import Chain, Deployment
 from payable.content_store import ContentStore
+from payable.errors import PayableError
 
 FORMATS = ("text", "jsonl")
 
 
-class ContributionError(ValueError):
+class ContributionError(PayableError, ValueError):
     """A submission that payable refuses before sending any transaction."""
 
 
@@ -126,11 +127,19 @@ def contribute(
 
 
 def _read_checked(path: Path, max_size: int) -> bytes:
-    if not path.is_file():
+    """The file's bytes, or a ContributionError saying why it cannot be a contribution."""
+    if path.is_dir():
+        raise ContributionError(f"{path} is a directory: give the files in it (e.g. {path}/*.txt)")
+    if not path.exists():
         raise ContributionError(f"no such file: {path}")
+    if not path.is_file():
+        raise ContributionError(f"{path} is not a regular file")
     size = path.stat().st_size
     if size == 0:
         raise ContributionError(f"empty file: {path}")
     if size > max_size:
         raise ContributionError(f"{path} is {size} bytes, over the datanet's limit of {max_size} bytes")
-    return path.read_bytes()
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ContributionError(f"cannot read {path}: {exc.strerror}") from None

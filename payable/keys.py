@@ -5,20 +5,30 @@ operator alone publishes epochs; validators alone slash; contributors submit. Fo
 ``PAYABLE_<ROLE>_KEY`` (hex), else ``PAYABLE_<ROLE>_KEYSTORE`` (an encrypted JSON keystore) with
 ``PAYABLE_<ROLE>_KEYSTORE_PASSWORD``. Only against the embedded local chain, with neither set, it falls
 back to the local node's public development accounts.
+
+A key that cannot be used is a ``KeyConfigError`` naming the variable to fix; its message never contains
+the key material itself (a half-pasted key in an error line is still a leaked key).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from enum import Enum
 from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from payable.errors import PayableError
+
 # The public mnemonic of anvil's (and hardhat's) development accounts. Worthless outside a dev node.
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
+
+# Order of the secp256k1 group: a private key is an integer in [1, N).
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+_HEX_KEY = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 
 
 class Role(Enum):
@@ -28,7 +38,12 @@ class Role(Enum):
     CONTRIBUTOR = 3
 
 
-class MissingKeyError(RuntimeError):
+class KeyConfigError(PayableError, ValueError):
+    """A role's key is missing, malformed, or its keystore cannot be read or decrypted."""
+
+
+# Kept as a name of its own: callers catch "no key configured" separately from "key unusable".
+class MissingKeyError(KeyConfigError):
     """No key is configured for a role on a non-local chain."""
 
 
@@ -38,17 +53,45 @@ def dev_account(index: int) -> LocalAccount:
     return Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
 
 
+def parse_private_key(text: str, source: str) -> bytes:
+    """The 32 bytes of a hex private key (``0x`` optional), or a KeyConfigError naming ``source``."""
+    text = text.strip()
+    if not _HEX_KEY.fullmatch(text):
+        digits = len(text.removeprefix("0x"))
+        raise KeyConfigError(f"{source} is not a private key: expected 64 hex digits (0x optional), got {digits} "
+                             "characters")
+    key = bytes.fromhex(text.removeprefix("0x"))
+    if not 0 < int.from_bytes(key, "big") < SECP256K1_N:
+        raise KeyConfigError(f"{source} is not a valid secp256k1 private key (zero or above the curve order)")
+    return key
+
+
+def _from_keystore(path: str, password: str, source: str) -> LocalAccount:
+    try:
+        encrypted = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise KeyConfigError(f"{source}: no keystore file at {path}") from None
+    except IsADirectoryError:
+        raise KeyConfigError(f"{source}: {path} is a directory, not a keystore file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise KeyConfigError(f"{source}: {path} is not a readable JSON keystore ({type(exc).__name__})") from None
+    try:
+        return Account.from_key(Account.decrypt(encrypted, password))
+    except ValueError as exc:  # wrong password ("MAC mismatch") or an unknown keystore layout
+        raise KeyConfigError(f"{source}: cannot decrypt {path}: {exc} (check {source}_PASSWORD)") from None
+    except (KeyError, TypeError):
+        raise KeyConfigError(f"{source}: {path} is not an Ethereum JSON keystore") from None
+
+
 def load_account(role: Role, *, local_chain: bool) -> LocalAccount:
     """The account that signs for ``role``; see the module docstring for where keys come from."""
     prefix = f"PAYABLE_{role.name}"
     key = os.environ.get(f"{prefix}_KEY")
     if key:
-        return Account.from_key(key)
+        return Account.from_key(parse_private_key(key, f"{prefix}_KEY"))
     keystore = os.environ.get(f"{prefix}_KEYSTORE")
     if keystore:
-        password = os.environ.get(f"{prefix}_KEYSTORE_PASSWORD", "")
-        encrypted = json.loads(Path(keystore).read_text())
-        return Account.from_key(Account.decrypt(encrypted, password))
+        return _from_keystore(keystore, os.environ.get(f"{prefix}_KEYSTORE_PASSWORD", ""), f"{prefix}_KEYSTORE")
     if local_chain:
         return dev_account(role.value)
     raise MissingKeyError(f"no key for role {role.name.lower()}: set {prefix}_KEY or {prefix}_KEYSTORE")

@@ -2,6 +2,10 @@
 
 Subcommands are registered by name and imported only when used (or listed by ``--help``), and heavy
 modules (web3, torch, beam) are imported inside the commands, so the CLI starts fast.
+
+Bad input never ends in a traceback: arguments are checked by the parameter types in
+``payable.cli.params`` (exit 2, click's usage error), and a ``PayableError`` or a chain failure raised
+anywhere below a command is printed by the group as one ``error:`` line (exit 1).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ COMMANDS = {
     "datanet": "payable.cli.core:datanet",
     "contribute": "payable.cli.core:contribute",
     "ingest": "payable.cli.ingest:ingest",
+    "mine": "payable.cli.core:mine",
     "validate": "payable.cli.validate:validate",
     "train": "payable.cli.attribution:train",
     "attribute": "payable.cli.attribution:attribute",
@@ -67,8 +72,37 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
+def user_error(exc: BaseException) -> str | None:
+    """The one line to show for ``exc`` if it is a failure the user can act on, else None (a bug).
+
+    Chain failures (connection refused, node refusals) are recognised only when web3 has been loaded:
+    no command that never touched the chain pays for importing it.
+    """
+    from payable.errors import PayableError
+
+    if isinstance(exc, PayableError):
+        return str(exc)
+    if "web3" in sys.modules:
+        from payable.chain import chain_error
+
+        mapped = chain_error(exc)
+        return None if mapped is None else str(mapped)
+    return None
+
+
 class LazyGroup(click.Group):
-    """A click group whose subcommands are imported on first use."""
+    """A click group whose subcommands are imported on first use, and whose failures read as one line."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            line = user_error(exc)
+            if line is None:
+                raise
+            fail(line)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)

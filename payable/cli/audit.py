@@ -14,34 +14,53 @@ import click
 
 from payable.cli import Context, fail, pass_context
 
-db_option = click.option("--db", "db_path", type=click.Path(path_type=Path),
+db_option = click.option("--db", "db_path", type=click.Path(path_type=Path, dir_okay=False),
                          help="Database file (default <data-dir>/audit.duckdb).")
+
+# A query may read the audit tables and nothing else: no files (COPY TO, read_csv, ATTACH), no extensions,
+# and no SET that would give either back. The database file itself is opened read-only.
+LOCKED_DOWN = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "lock_configuration": True,
+}
 
 
 @click.command()
 @click.option("--sql", "query", help="Run one query and exit (default: an interactive SQL prompt).")
-@click.option("--json", "fmt", flag_value="json", help="Rows as a JSON array of objects (amounts as strings).")
-@click.option("--csv", "fmt", flag_value="csv", help="Rows as CSV with a header line.")
+@click.option("--json", "as_json", is_flag=True, help="Rows as a JSON array of objects (amounts as strings).")
+@click.option("--csv", "as_csv", is_flag=True, help="Rows as CSV with a header line.")
 @click.option("--rebuild", is_flag=True, help="Rebuild the database from the log and Lance first.")
 @db_option
 @pass_context
-def audit(ctx: Context, query: str | None, fmt: str | None, rebuild: bool, db_path: Path | None) -> None:
-    """Query the audit tables (read-only): every payout traced to its tx, epoch, scores, dataset and facts."""
+def audit(ctx: Context, query: str | None, as_json: bool, as_csv: bool, rebuild: bool, db_path: Path | None) -> None:
+    """Query the audit tables (read-only): every payout traced to its tx, epoch, scores, dataset and facts.
+
+    The database is rebuilt first when it is missing or when the log or the stored tables have moved past
+    what it was built from, so an answer is never silently stale.
+    """
     import duckdb
 
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv exclude each other: choose one output format")
+    fmt = "json" if as_json else "csv" if as_csv else "table"
     path = db_path or ctx.settings.audit_db
-    if rebuild or not path.exists():
+    reason = "--rebuild was given" if rebuild else "there was none" if not path.exists() else _stale(ctx, path)
+    if reason is not None:
         from pipelines.audit.build import build_audit_db
 
         summary = build_audit_db(ctx.settings, path)
-        click.echo(f"built {summary.path}: " + ", ".join(f"{t} {n}" for t, n in summary.rows.items()), err=True)
-    con = duckdb.connect(str(path), read_only=True)
+        click.echo(f"built {summary.path} because {reason}; " + ", ".join(f"{t} {n}" for t, n in summary.rows.items()),
+                   err=True)
+    con = duckdb.connect(str(path), read_only=True, config=LOCKED_DOWN)
     try:
         if query is not None:
-            if not _run(con, query, fmt or "table"):
+            if not _run(con, query, fmt):
                 sys.exit(1)
             return
-        _prompt(con, fmt or "table")
+        _prompt(con, fmt)
     finally:
         con.close()
 
@@ -66,6 +85,20 @@ def reconcile(ctx: Context, db_path: Path | None, no_rebuild: bool, as_json: boo
     click.echo(f"reconciled: {path} agrees with the chain")
 
 
+def _stale(ctx: Context, path: Path) -> str | None:
+    """Why the database must be rebuilt before answering, or None; a log that cannot be read is said."""
+    from kafka.errors import KafkaError
+
+    from pipelines.audit.build import stale_reason
+
+    try:
+        return stale_reason(ctx.settings, path)
+    except KafkaError as exc:
+        click.secho(f"warning: cannot reach the log at {ctx.settings.kafka_bootstrap} ({type(exc).__name__}) to "
+                    f"check that {path} is current; answering from it as built", fg="yellow", err=True)
+        return None
+
+
 def _run(con, query: str, fmt: str) -> bool:
     """Runs ``query`` and prints its rows in ``fmt``; prints the error and returns False if it fails."""
     import duckdb
@@ -73,7 +106,7 @@ def _run(con, query: str, fmt: str) -> bool:
     try:
         cursor = con.execute(query)
     except duckdb.Error as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
+        click.secho(f"error: {' '.join(str(exc).split())}", fg="red", err=True)
         return False
     if cursor.description is None:
         return True

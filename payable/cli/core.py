@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from payable.cli import Context, fail, pass_context
+from payable.cli.params import ADDRESS, DATANET_ID, WEI, UIntType
 
 
 @click.command()
@@ -67,23 +68,18 @@ def deploy(ctx: Context) -> None:
 
 
 @click.command()
-@click.argument("address")
-@click.argument("amount", type=int)
+@click.argument("address", type=ADDRESS)
+@click.argument("amount", type=WEI)
 @pass_context
 def fund(ctx: Context, address: str, amount: int) -> None:
     """Send AMOUNT OPEN (in wei) from the treasury (deployer key) to ADDRESS."""
     import contracts
-    from payable.chain import ChainError
     from payable.keys import Role, load_account
 
     chain = ctx.chain()
     token = chain.contract(contracts.OPEN_TOKEN, ctx.deployment().token)
     treasury = load_account(Role.DEPLOYER, local_chain=ctx.settings.local_chain)
-    try:
-        receipt = chain.transact(treasury, token.functions.transfer(chain.w3.to_checksum_address(address), amount),
-                                 label="transfer OPEN")
-    except ChainError as exc:
-        fail(str(exc))
+    receipt = chain.transact(treasury, token.functions.transfer(address, amount), label="transfer OPEN")
     click.echo(json.dumps({"to": address, "amount": str(amount), "tx_hash": "0x" + receipt["transactionHash"].hex()}))
 
 
@@ -96,50 +92,62 @@ def datanet() -> None:
 @click.option("--name", required=True, help="Human-readable name.")
 @click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text", show_default=True)
 @click.option("--required-field", "required_fields", multiple=True, help="For jsonl: a field every record needs.")
-@click.option("--min-stake", type=int, default=10**18, show_default=True, help="Stake per contribution (OPEN wei).")
-@click.option("--max-size", type=int, default=1_000_000, show_default=True, help="Largest contribution in bytes.")
-@click.option("--validator", "validators", multiple=True, help="Validator address (default: the validator key).")
+@click.option("--min-stake", type=UIntType(128, 0, "stake in wei"), default=10**18, show_default=True,
+              help="Stake per contribution (OPEN wei).")
+@click.option("--max-size", type=UIntType(64, 1, "size in bytes"), default=1_000_000, show_default=True,
+              help="Largest contribution in bytes (at least 1).")
+@click.option("--validator", "validators", type=ADDRESS, multiple=True,
+              help="Validator address (default: the validator key).")
 @click.option("--description", default="")
 @pass_context
 def datanet_create(ctx: Context, name: str, fmt: str, required_fields: tuple[str, ...], min_stake: int,
                    max_size: int, validators: tuple[str, ...], description: str) -> None:
     """Create a datanet owned by the deployer key; prints its id."""
-    from payable.chain import ChainError
     from payable.datanets import DatanetSpec, create_datanet
     from payable.keys import Role, load_account
 
     local = ctx.settings.local_chain
-    spec = DatanetSpec(name, fmt, required_fields, description)
-    validator_list = list(validators) or [load_account(Role.VALIDATOR, local_chain=local).address]
     try:
-        datanet_id = create_datanet(
-            ctx.chain(), ctx.deployment(), ctx.store(), load_account(Role.DEPLOYER, local_chain=local), spec,
-            min_stake=min_stake, max_contribution_size=max_size, validators=validator_list,
-        )
-    except (ChainError, FileNotFoundError) as exc:
+        spec = DatanetSpec(name, fmt, required_fields, description)
+    except ValueError as exc:
         fail(str(exc))
+    validator_list = list(validators) or [load_account(Role.VALIDATOR, local_chain=local).address]
+    datanet_id = create_datanet(
+        ctx.chain(), ctx.deployment(), ctx.store(), load_account(Role.DEPLOYER, local_chain=local), spec,
+        min_stake=min_stake, max_contribution_size=max_size, validators=validator_list,
+    )
     click.echo(json.dumps({"datanet_id": datanet_id, "name": name}))
 
 
 @click.command()
-@click.option("--datanet", "datanet_id", type=int, required=True, help="Datanet id.")
+@click.option("--datanet", "datanet_id", type=DATANET_ID, required=True, help="Datanet id.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @pass_context
 def contribute(ctx: Context, datanet_id: int, files: tuple[Path, ...]) -> None:
     """Submit FILES to a datanet: store each content-addressed, stake OPEN, send the transaction."""
-    from payable.chain import ChainError
-    from payable.datanets import ContributionError
     from payable.datanets import contribute as submit
     from payable.keys import Role, load_account
 
     contributor = load_account(Role.CONTRIBUTOR, local_chain=ctx.settings.local_chain)
-    try:
-        results = submit(ctx.chain(), ctx.deployment(), ctx.store(), contributor, datanet_id, list(files))
-    except (ContributionError, ChainError, FileNotFoundError) as exc:
-        fail(str(exc))
+    results = submit(ctx.chain(), ctx.deployment(), ctx.store(), contributor, datanet_id, list(files))
     for result in results:
         click.echo(json.dumps({"contribution_id": result.contribution_id, "tx_hash": result.tx_hash,
                                "content_hash": result.content_hash, "uri": result.uri}))
+
+
+@click.command()
+@click.argument("blocks", type=UIntType(32, 1, "number of blocks"))
+@pass_context
+def mine(ctx: Context, blocks: int) -> None:
+    """Mine BLOCKS empty blocks on the local dev chain, so that waiting facts reach their confirmations.
+
+    The local anvil mines only when a transaction arrives; a real chain makes blocks on its own, so
+    this command refuses any chain but the local node.
+    """
+    if not ctx.settings.local_chain:
+        fail(f"`payable mine` works on the local dev chain only; PAYABLE_RPC_URL points at {ctx.settings.rpc_url}")
+    head = ctx.chain().mine(blocks)
+    click.echo(json.dumps({"mined": blocks, "head": head}))
 
 
 @click.command()

@@ -12,6 +12,7 @@ import click
 from payable.cli import Context, fail, pass_context
 
 if TYPE_CHECKING:
+    from payable.chain import Deployment
     from pipelines.ingest import IngestReport
 
 EXIT_DEEP_REORG = 3
@@ -19,9 +20,33 @@ EXIT_DEEP_REORG = 3
 
 def _summary(report: IngestReport) -> str:
     facts = ", ".join(f"{name} {count}" for name, count in sorted(report.facts.items())) or "no new facts"
-    return (f"blocks {report.from_block}..{report.next_block - 1} (head {report.head}, confirmed "
-            f"{report.safe_head}): {facts}; retracted {report.retracted}; dead letters {report.dead_letters}; "
-            f"{report.events_per_s:,.0f} facts/s")
+    scanned = (f"blocks {report.from_block}..{report.next_block - 1}" if report.next_block > report.from_block
+               else "no newly confirmed blocks")
+    return (f"{scanned} (head {report.head}, confirmed {report.safe_head}): {facts}; retracted "
+            f"{report.retracted}; dead letters {report.dead_letters}; {report.events_per_s:,.0f} facts/s")
+
+
+def _waiting(ctx: Context, deployment: Deployment, report: IngestReport) -> str | None:
+    """What payable's events past the confirmed head wait for, and on the local chain how to give it to them.
+
+    The confirmation depth is ``head - safe_head``: an event's block is confirmed once that many blocks
+    are mined on top of it. Anvil mines only on transactions, so on a quiet local chain a contribution
+    waits forever unless blocks are mined (``payable mine``).
+    """
+    first = max(report.next_block, report.safe_head + 1, 1)
+    if report.head < first:
+        return None
+    logs = ctx.chain().w3.eth.get_logs({"fromBlock": first, "toBlock": report.head,
+                                        "address": [deployment.registry, deployment.distributor]})
+    if not logs:
+        return None
+    blocks = sorted({log["blockNumber"] for log in logs})
+    where = f"block {blocks[0]}" if len(blocks) == 1 else f"blocks {blocks[0]}..{blocks[-1]}"
+    depth = report.head - report.safe_head
+    needed = blocks[-1] + depth - report.head
+    hint = f"; on the local chain run `payable mine {needed}`" if ctx.settings.local_chain else ""
+    return (f"{len(logs)} event(s) in {where} are not confirmed yet: they need {needed} "
+            f"more block(s) (confirmations {depth}){hint}, then ingest again")
 
 
 @click.command()
@@ -47,13 +72,14 @@ def ingest(ctx: Context, until_head: bool, confirmations: int | None, reorg_wind
 
     options = IngestOptions(confirmations=confirmations, reorg_window=reorg_window, max_span=max_span,
                             poll_interval_s=poll_interval)
-    try:
-        deployment = ctx.deployment()
-    except FileNotFoundError as exc:
-        fail(str(exc))
+    deployment = ctx.deployment()
     try:
         if until_head:
-            click.echo(_summary(ingest_until_head(ctx.settings, deployment, options)))
+            report = ingest_until_head(ctx.settings, deployment, options)
+            click.echo(_summary(report))
+            waiting = _waiting(ctx, deployment, report)
+            if waiting:
+                click.echo(waiting)
             return
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
