@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from payable.errors import PayableError
 from schemas import events, topics
 
 DEFAULT_PARTITIONS = 4
@@ -31,6 +32,15 @@ class Message:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+
+
+def log_error(exc: BaseException, bootstrap: str) -> PayableError | None:
+    """The one-line error for a Kafka failure that reached the user (after the client's own retries)."""
+    if not isinstance(exc, KafkaError):
+        return None
+    detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return PayableError(f"the Kafka log at {bootstrap} failed: {detail}; start the local broker with `payable up`, "
+                        "or set KAFKA_BOOTSTRAP to a running cluster")
 
 
 def ensure_topics(bootstrap: str, names: Sequence[str] = topics.ALL_TOPICS,

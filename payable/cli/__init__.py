@@ -72,22 +72,24 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
-def user_error(exc: BaseException) -> str | None:
+def user_error(exc: BaseException, settings: Settings | None) -> str | None:
     """The one line to show for ``exc`` if it is a failure the user can act on, else None (a bug).
 
-    Chain failures (connection refused, node refusals) are recognised only when web3 has been loaded:
-    no command that never touched the chain pays for importing it.
+    Chain and Kafka failures (connection refused, node refusals, a broker that never answered) are
+    recognised only when their client has been loaded: a command that never touched one pays nothing.
     """
     from payable.errors import PayableError
 
-    if isinstance(exc, PayableError):
-        return str(exc)
-    if "web3" in sys.modules:
+    mapped: BaseException | None = exc if isinstance(exc, PayableError) else None
+    if mapped is None and "web3" in sys.modules:
         from payable.chain import chain_error
 
-        mapped = chain_error(exc)
-        return None if mapped is None else str(mapped)
-    return None
+        mapped = chain_error(exc, rpc_url=settings.rpc_url if settings else "")
+    if mapped is None and "kafka" in sys.modules:
+        from payable.kafka_log import log_error
+
+        mapped = log_error(exc, settings.kafka_bootstrap if settings else "the configured bootstrap address")
+    return None if mapped is None else str(mapped)
 
 
 class LazyGroup(click.Group):
@@ -99,7 +101,7 @@ class LazyGroup(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:
-            line = user_error(exc)
+            line = user_error(exc, ctx.obj.settings if isinstance(ctx.obj, Context) else None)
             if line is None:
                 raise
             fail(line)
@@ -116,9 +118,13 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar="PAYABLE_DATA_DIR",
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), envvar="PAYABLE_DATA_DIR",
               help="Data directory (default .payable/, env PAYABLE_DATA_DIR).")
 @click.pass_context
 def main(ctx: click.Context, data_dir: Path | None) -> None:
     """payable: pay data contributors by their measured influence on AI models."""
-    ctx.obj = Context(Settings.from_env(data_dir))
+    try:
+        settings = Settings.from_env(data_dir)
+    except ValueError as exc:  # a malformed PAYABLE_* variable
+        fail(str(exc))
+    ctx.obj = Context(settings)

@@ -12,7 +12,7 @@ from payable.cli import Context, fail, pass_context
 
 
 @click.command()
-@click.option("--port", type=int, default=3000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=3000, show_default=True)
 @pass_context
 def ui(ctx: Context, port: int) -> None:
     """Open the operators' UI: Dagster's webserver on 127.0.0.1:PORT over this data directory."""

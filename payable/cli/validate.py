@@ -8,11 +8,11 @@ from payable.cli import Context, pass_context
 
 
 @click.command()
-@click.option("--threshold", type=float, default=0.8, show_default=True,
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.8, show_default=True,
               help="Jaccard similarity of normalized word shingles at or above which text is a near-duplicate.")
-@click.option("--max-offsets", type=int, default=50_000, show_default=True,
+@click.option("--max-offsets", type=click.IntRange(min=1), default=50_000, show_default=True,
               help="Offsets per partition in one run (one Lance version per datanet per run).")
-@click.option("--workers", type=int, default=1, show_default=True,
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Local worker processes (Beam FnApiRunner multi-processing when > 1).")
 @click.option("--pipeline-arg", "pipeline_args", multiple=True,
               help="Extra Beam pipeline option, e.g. --pipeline-arg=--runner=FlinkRunner (repeatable).")
