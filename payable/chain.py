@@ -36,7 +36,7 @@ class DeploymentMissing(PayableError, FileNotFoundError):
 # What a node's error message means for the person who sent the transaction (geth, anvil, reth wording).
 _RPC_HINTS = (
     (re.compile(r"insufficient funds", re.I), "{sender} has too little ETH to pay for gas"),
-    (re.compile(r"nonce too low|nonce has already been used|already known", re.I),
+    (re.compile(r"nonce too low|nonce has already been used", re.I),
      "another transaction from {sender} took this nonce first; rerun to send with the next nonce"),
     (re.compile(r"replacement transaction underpriced", re.I),
      "a pending transaction from {sender} holds this nonce; wait for it to be mined, then rerun"),
@@ -56,7 +56,9 @@ def chain_error(exc: BaseException, *, rpc_url: str = "", label: str = "", sende
         return exc
     if isinstance(exc, requests.ConnectionError):
         url = rpc_url or getattr(getattr(exc, "request", None), "url", None) or "the configured RPC URL"
-        return ChainError(f"cannot reach the chain at {url} (connection refused): start it with `payable up`, "
+        errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+        why = errno[1].strip().lower() if errno else "connection failed"
+        return ChainError(f"cannot reach the chain at {url} ({why}): start it with `payable up`, "
                           "or set PAYABLE_RPC_URL to a running node")
     if isinstance(exc, requests.Timeout):
         return ChainError(f"{what}: the chain at {rpc_url or 'the RPC URL'} did not answer in time")

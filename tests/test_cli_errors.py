@@ -219,7 +219,7 @@ def test_mine_is_for_the_local_chain_only(cli_datanet):
     result = invoke(cli_datanet, "mine", "3")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"mined": 3, "head": head + 3}
-    assert "at least 1" in refused(cli_datanet, "mine", "0", code=2)
+    assert "not in the range 1<=x<=100000" in refused(cli_datanet, "mine", "0", code=2)
     line = refused(cli_datanet, "mine", "3", PAYABLE_RPC_URL=cli_datanet.rpc_url)
     assert "local dev chain only" in line
     assert Chain(cli_datanet.rpc_url).w3.eth.block_number == head + 3
@@ -255,6 +255,9 @@ def test_audit_rebuilds_a_database_the_log_has_moved_past(cli_datanet, tmp_path)
     assert invoke(cli_datanet, "contribute", "--datanet", "1", str(note)).exit_code == 0
     assert invoke(cli_datanet, "mine", "12").exit_code == 0
     assert invoke(cli_datanet, "ingest", "--until-head").exit_code == 0
+    given = invoke(cli_datanet, "audit", "--db", str(cli_datanet.audit_db), "--json", "--sql", count)
+    assert "is stale: the log moved past it" in given.stderr, "a file given by name is not overwritten unasked"
+    assert json.loads(given.stdout)[0]["n"] == before
     after = invoke(cli_datanet, "audit", "--json", "--sql", count)
     assert after.exit_code == 0, after.output
     assert "because the log moved past it" in after.stderr

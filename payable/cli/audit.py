@@ -38,8 +38,9 @@ LOCKED_DOWN = {
 def audit(ctx: Context, query: str | None, as_json: bool, as_csv: bool, rebuild: bool, db_path: Path | None) -> None:
     """Query the audit tables (read-only): every payout traced to its tx, epoch, scores, dataset and facts.
 
-    The database is rebuilt first when it is missing or when the log or the stored tables have moved past
-    what it was built from, so an answer is never silently stale.
+    The default database is rebuilt first when it is missing or when the log or the stored tables have
+    moved past what it was built from, so an answer is never silently stale; a file given with ``--db`` is
+    never overwritten unasked (it may be someone else's copy): its staleness is said instead.
     """
     import duckdb
 
@@ -48,6 +49,9 @@ def audit(ctx: Context, query: str | None, as_json: bool, as_csv: bool, rebuild:
     fmt = "json" if as_json else "csv" if as_csv else "table"
     path = db_path or ctx.settings.audit_db
     reason = "--rebuild was given" if rebuild else "there was none" if not path.exists() else _stale(ctx, path)
+    if reason is not None and db_path is not None and not rebuild and path.exists():
+        click.secho(f"warning: {path} is stale: {reason}; `--rebuild` rebuilds it", fg="yellow", err=True)
+        reason = None
     if reason is not None:
         from pipelines.audit.build import build_audit_db
 

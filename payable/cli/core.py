@@ -136,7 +136,7 @@ def contribute(ctx: Context, datanet_id: int, files: tuple[Path, ...]) -> None:
 
 
 @click.command()
-@click.argument("blocks", type=UIntType(32, 1, "number of blocks"))
+@click.argument("blocks", type=click.IntRange(1, 100_000))
 @pass_context
 def mine(ctx: Context, blocks: int) -> None:
     """Mine BLOCKS empty blocks on the local dev chain, so that waiting facts reach their confirmations.
