@@ -302,3 +302,35 @@ def test_the_readme_contributor_path_runs_as_written(tmp_path):
     lines = result.stdout.splitlines()
     assert any("are not confirmed yet" in line and "`payable mine 12`" in line for line in lines), result.stdout
     assert any("ContributionSubmitted 1" in line for line in lines), result.stdout
+
+
+def test_mine_refuses_a_node_that_is_not_anvil():
+    """Narrow: a stub JSON-RPC endpoint that says it is geth, as a node on the local port might."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    calls = []
+
+    class Geth(BaseHTTPRequestHandler):
+        def do_POST(self):
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            calls.append(request["method"])
+            body = json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": "Geth/v1.14.0-stable"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Geth)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(ChainError, match=r"needs the local anvil node; .* is Geth/v1.14.0-stable"):
+            Chain(f"http://127.0.0.1:{server.server_port}").mine(1)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert calls == ["web3_clientVersion"], "nothing but the version question reached the node"
