@@ -6,9 +6,9 @@ from assets.partitions import datanet_id_of, datanet_partitions
 from assets.plots import curve
 from assets.validation import datanet_datasets
 from orchestration.resources import ChainResource, DataDirResource, KafkaResource, stage_settings
-from pipelines.training.data import sync_eval_queries
+from payable.keys import MissingKeyError
+from pipelines.training.access import AccessDenied, train_granted
 from pipelines.training.registry import AdapterRegistry
-from pipelines.training.train import train_latest
 
 OWNERS = ["team:ml"]
 
@@ -24,8 +24,10 @@ def lora_adapters(context: dg.AssetExecutionContext, data_dir: DataDirResource, 
                   kafka: KafkaResource) -> dg.MaterializeResult:
     settings = stage_settings(data_dir, chain, kafka)
     datanet_id = datanet_id_of(context.partition_key)
-    sync_eval_queries(settings, datanet_id)
-    trained = train_latest(settings, datanet_id, show_progress=False)
+    try:
+        trained = train_granted(settings, datanet_id, show_progress=False)
+    except (AccessDenied, MissingKeyError) as exc:
+        raise dg.Failure(str(exc)) from exc
     record = trained or AdapterRegistry(settings.adapters_dir).latest(datanet_id)
     if record is None:
         raise dg.Failure(f"datanet {datanet_id} has no dataset to train on yet")

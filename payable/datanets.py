@@ -72,15 +72,17 @@ class Submitted:
 
 def create_datanet(
     chain: Chain, deployment: Deployment, store: ContentStore, owner: LocalAccount, spec: DatanetSpec, *,
-    min_stake: int, max_contribution_size: int, validators: list[str],
+    min_stake: int, max_contribution_size: int, validators: list[str], permissioned: bool = False,
 ) -> int:
-    """Creates a datanet with ``spec`` as its metadata; returns the new datanet id."""
+    """Creates a datanet with ``spec`` as its metadata; returns the new datanet id.
+
+    A ``permissioned`` datanet is trained on only by holders of its owner's grant (payable.access)."""
     _, metadata_uri = store.put(spec.to_json())
     registry = chain.contract(contracts.DATANET_REGISTRY, deployment.registry)
     receipt = chain.transact(
         owner,
         registry.functions.createDatanet(metadata_uri, min_stake, max_contribution_size,
-                                         [Web3.to_checksum_address(v) for v in validators]),
+                                         [Web3.to_checksum_address(v) for v in validators], permissioned),
         label="createDatanet",
     )
     (event,) = registry.events.DatanetCreated().process_receipt(receipt, errors=DISCARD)
@@ -94,7 +96,7 @@ def contribute(
     """Stores each file content-addressed, checks everything, then submits one transaction per file."""
     registry = chain.contract(contracts.DATANET_REGISTRY, deployment.registry)
     token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
-    owner, max_size, _ = registry.functions.datanets(datanet_id).call()
+    owner, max_size, *_ = registry.functions.datanets(datanet_id).call()
     if int(owner, 16) == 0:
         raise ContributionError(f"unknown datanet {datanet_id}")
     payloads = [_read_checked(path, max_size) for path in files]

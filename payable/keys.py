@@ -1,9 +1,10 @@
 """Signing keys per role, from the environment or a keystore file, never from code or logs.
 
 Roles follow least authority (invariant 6): the deployer deploys and holds the treasury; the rewards
-operator alone publishes epochs; validators alone slash; contributors submit. For each role payable reads
-``PAYABLE_<ROLE>_KEY`` (hex), else ``PAYABLE_<ROLE>_KEYSTORE`` (an encrypted JSON keystore) with
-``PAYABLE_<ROLE>_KEYSTORE_PASSWORD``. Only against the embedded local chain, with neither set, it falls
+operator alone publishes epochs; validators alone slash; contributors submit; the trainer (a model
+builder) requests access to permissioned datanets and trains only where it holds a grant. For each role
+payable reads ``PAYABLE_<ROLE>_KEY`` (hex), else ``PAYABLE_<ROLE>_KEYSTORE`` (an encrypted JSON keystore)
+with ``PAYABLE_<ROLE>_KEYSTORE_PASSWORD``. Only against the embedded local chain, with neither set, it falls
 back to the local node's public development accounts.
 
 A key that cannot be used is a ``KeyConfigError`` naming the variable to fix; its message never contains
@@ -36,6 +37,7 @@ class Role(Enum):
     OPERATOR = 1
     VALIDATOR = 2
     CONTRIBUTOR = 3
+    TRAINER = 9  # the dev account index: not one of the demo's contributors (3-8)
 
 
 class KeyConfigError(PayableError, ValueError):

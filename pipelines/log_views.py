@@ -76,3 +76,49 @@ def accepted_contributions(bootstrap: str, datanet_id: int) -> set[int]:
     """Ids of the datanet's contributions whose current verdict is ``accepted``, read from the log."""
     verdicts = current_verdicts(read_view(bootstrap, topics.VERDICTS))
     return {c for c, v in verdicts.items() if v["datanet_id"] == datanet_id and v["status"] == "accepted"}
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One grant of access to a permissioned datanet, as the log tells it, with the revocation that ended it."""
+
+    datanet_id: int
+    builder: str
+    granted: dict
+    """The AccessGranted fact (its ``event_id`` is the grant's id)."""
+    revoked: dict | None = None
+    """The AccessRevoked fact that ended it, or ``None`` while it is live."""
+
+
+def _chain_order(fact: dict) -> tuple[int, int]:
+    return fact["block_number"], fact["log_index"]
+
+
+def access_grants(facts: LogView) -> list[Grant]:
+    """Every grant on the log in chain order, each paired with the revocation that ended it.
+
+    Facts a reorg retracted are left out (a grant or revocation that left the canonical chain counts for
+    nothing), and a fact seen twice counts once. The contract refuses a second live grant and a revocation
+    without one, so the grants and revocations of one (datanet, builder) alternate in chain order.
+    """
+    retracted = retracted_ids(facts)
+    changes = {f["event_id"]: (f, event_type is events.ACCESS_REVOKED)
+               for event_type in (events.ACCESS_GRANTED, events.ACCESS_REVOKED) for f in facts.of(event_type)
+               if f["event_id"] not in retracted}
+    grants: list[Grant] = []
+    live: dict[tuple[int, str], int] = {}  # (datanet, builder) -> index of its live grant in ``grants``
+    for fact, is_revocation in sorted(changes.values(), key=lambda change: _chain_order(change[0])):
+        holder = (fact["datanet_id"], fact["builder"].lower())
+        if not is_revocation:
+            live[holder] = len(grants)
+            grants.append(Grant(*holder, fact))
+        elif holder in live:
+            index = live.pop(holder)
+            grants[index] = Grant(*holder, grants[index].granted, fact)
+    return grants
+
+
+def live_datanets(facts: LogView) -> dict[int, dict]:
+    """datanet id -> its DatanetCreated fact, minus facts retracted by a reorg."""
+    retracted = retracted_ids(facts)
+    return {f["datanet_id"]: f for f in facts.of(events.DATANET_CREATED) if f["event_id"] not in retracted}

@@ -132,6 +132,7 @@ DATANET_CREATED = _chain_fact("DatanetCreated", [
     pa.field("metadata_uri", pa.string(), nullable=False),
     pa.field("min_stake", AMOUNT, nullable=False),
     pa.field("max_contribution_size", pa.int64(), nullable=False),
+    pa.field("permissioned", pa.bool_(), nullable=False),  # training needs the owner's grant
     pa.field("validators", pa.list_(pa.string()), nullable=False),
 ])
 
@@ -164,6 +165,13 @@ VALIDATOR_SET = _chain_fact("ValidatorSet", [
     pa.field("validator", pa.string(), nullable=False),
     pa.field("enabled", pa.bool_(), nullable=False),
 ])
+
+# Access to a permissioned datanet: a model builder asks, the datanet's owner grants, later perhaps
+# revokes. The contract refuses a second live grant, so each grant ends in at most one revocation.
+ACCESS_REQUESTED, ACCESS_GRANTED, ACCESS_REVOKED = (_chain_fact(name, [
+    pa.field("datanet_id", pa.int64(), nullable=False),
+    pa.field("builder", pa.string(), nullable=False),
+]) for name in ("AccessRequested", "AccessGranted", "AccessRevoked"))
 
 MINIMUM_STAKE_CHANGED = _chain_fact("MinimumStakeChanged", [
     pa.field("previous", AMOUNT, nullable=False),

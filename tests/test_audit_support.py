@@ -40,7 +40,7 @@ _FACTS = (
     ("DatanetCreated", "registry", events.DATANET_CREATED, lambda a: {
         "datanet_id": a["datanetId"], "owner": a["owner"].lower(), "metadata_uri": a["metadataURI"],
         "min_stake": str(a["minStake"]), "max_contribution_size": a["maxContributionSize"],
-        "validators": [v.lower() for v in a["validators"]]}),
+        "permissioned": a["permissioned"], "validators": [v.lower() for v in a["validators"]]}),
     ("ContributionSubmitted", "registry", events.CONTRIBUTION_SUBMITTED, lambda a: {
         "contribution_id": a["contributionId"], "datanet_id": a["datanetId"], "contributor": a["contributor"].lower(),
         "content_hash": _hex(a["contentHash"]), "uri": a["uri"], "size": a["size"], "stake": str(a["stake"])}),

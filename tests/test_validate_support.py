@@ -36,7 +36,8 @@ def created(datanet_id: int, store: ContentStore, spec: DatanetSpec | None = Non
     """A DatanetCreated chain fact whose spec JSON is in ``store``."""
     uri = metadata_uri or store.put((spec or DatanetSpec(f"dn{datanet_id}")).to_json())[1]
     return {**_envelope(f"dn{datanet_id}", offset), "datanet_id": datanet_id, "owner": "0x" + "01" * 20,
-            "metadata_uri": uri, "min_stake": "0", "max_contribution_size": max_size, "validators": []}
+            "metadata_uri": uri, "min_stake": "0", "max_contribution_size": max_size, "permissioned": False,
+            "validators": []}
 
 
 def submitted(contribution_id: int, datanet_id: int, store: ContentStore | None, content: bytes, *,

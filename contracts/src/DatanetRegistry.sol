@@ -11,6 +11,9 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 /// so the pipeline never has to read contract storage.
 /// Protocol parameters (minimum stake floor, stake lock period, treasury) belong to the owner, which in
 /// a deployment is the governance timelock.
+/// A datanet is public (anyone may train on it) or permissioned, fixed at creation: a model builder then
+/// requests access and the datanet's owner grants or revokes it. Grants are events too, so the pipeline
+/// decides who may train from the log, and the audit shows who was granted what, and when it ended.
 contract DatanetRegistry is Ownable {
     using SafeERC20 for IERC20;
 
@@ -18,6 +21,7 @@ contract DatanetRegistry is Ownable {
         address owner;
         uint64 maxContributionSize;
         uint128 minStake;
+        bool permissioned;
     }
 
     enum Status {
@@ -45,6 +49,8 @@ contract DatanetRegistry is Ownable {
     mapping(uint256 => Datanet) public datanets;
     mapping(uint256 => mapping(address => bool)) public isValidator;
     mapping(uint256 => Contribution) public contributions;
+    /// datanet id -> model builder -> holds a live grant (permissioned datanets only).
+    mapping(uint256 => mapping(address => bool)) public isGranted;
 
     event DatanetCreated(
         uint256 indexed datanetId,
@@ -52,6 +58,7 @@ contract DatanetRegistry is Ownable {
         string metadataURI,
         uint256 minStake,
         uint64 maxContributionSize,
+        bool permissioned,
         address[] validators
     );
     event ValidatorSet(uint256 indexed datanetId, address indexed validator, bool enabled);
@@ -71,6 +78,9 @@ contract DatanetRegistry is Ownable {
         uint8 reasonCode,
         uint256 amount
     );
+    event AccessRequested(uint256 indexed datanetId, address indexed builder);
+    event AccessGranted(uint256 indexed datanetId, address indexed builder);
+    event AccessRevoked(uint256 indexed datanetId, address indexed builder);
     event StakeReleased(uint256 indexed contributionId, address indexed contributor, uint256 amount);
     event MinimumStakeChanged(uint256 previous, uint256 current);
     event StakeLockPeriodChanged(uint256 previous, uint256 current);
@@ -86,6 +96,9 @@ contract DatanetRegistry is Ownable {
     error NotStaked(uint256 contributionId);
     error StakeLocked(uint256 contributionId, uint256 unlocksAt);
     error NotContributor(uint256 contributionId, address caller);
+    error NotPermissioned(uint256 datanetId);
+    error AlreadyGranted(uint256 datanetId, address builder);
+    error NotGranted(uint256 datanetId, address builder);
 
     constructor(IERC20 token_, address owner_, address treasury_, uint256 minimumStake_, uint256 stakeLockPeriod_)
         Ownable(owner_)
@@ -98,25 +111,91 @@ contract DatanetRegistry is Ownable {
 
     // ---- datanets -------------------------------------------------------------------------------
 
+    /// @notice Creates a public datanet (anyone may train on its data).
     function createDatanet(
         string calldata metadataURI,
         uint128 minStake,
         uint64 maxContributionSize,
         address[] calldata validators
-    ) external returns (uint256 datanetId) {
+    ) external returns (uint256) {
+        return _createDatanet(metadataURI, minStake, maxContributionSize, validators, false);
+    }
+
+    /// @notice Creates a datanet, permissioned (training needs the owner's grant) or public.
+    function createDatanet(
+        string calldata metadataURI,
+        uint128 minStake,
+        uint64 maxContributionSize,
+        address[] calldata validators,
+        bool permissioned
+    ) external returns (uint256) {
+        return _createDatanet(metadataURI, minStake, maxContributionSize, validators, permissioned);
+    }
+
+    function _createDatanet(
+        string calldata metadataURI,
+        uint128 minStake,
+        uint64 maxContributionSize,
+        address[] calldata validators,
+        bool permissioned
+    ) private returns (uint256 datanetId) {
         if (minStake < minimumStake) revert StakeBelowFloor(minStake, minimumStake);
         datanetId = ++datanetCount;
-        datanets[datanetId] = Datanet(msg.sender, maxContributionSize, minStake);
+        datanets[datanetId] = Datanet(msg.sender, maxContributionSize, minStake, permissioned);
         for (uint256 i = 0; i < validators.length; ++i) {
             isValidator[datanetId][validators[i]] = true;
         }
-        emit DatanetCreated(datanetId, msg.sender, metadataURI, minStake, maxContributionSize, validators);
+        emit DatanetCreated(
+            datanetId, msg.sender, metadataURI, minStake, maxContributionSize, permissioned, validators
+        );
     }
 
     function setValidator(uint256 datanetId, address validator, bool enabled) external {
         if (datanets[datanetId].owner != msg.sender) revert NotDatanetOwner(datanetId, msg.sender);
         isValidator[datanetId][validator] = enabled;
         emit ValidatorSet(datanetId, validator, enabled);
+    }
+
+    // ---- access (permissioned datanets) ---------------------------------------------------------
+
+    /// @notice A model builder asks a permissioned datanet's owner for access; the request is only an event.
+    function requestAccess(uint256 datanetId) external {
+        Datanet storage net = datanets[datanetId];
+        if (net.owner == address(0)) revert UnknownDatanet(datanetId);
+        if (!net.permissioned) revert NotPermissioned(datanetId);
+        if (isGranted[datanetId][msg.sender]) revert AlreadyGranted(datanetId, msg.sender);
+        emit AccessRequested(datanetId, msg.sender);
+    }
+
+    /// @notice The datanet's owner lets `builder` train on its data (with or without a prior request).
+    /// A second grant while one is live reverts, so each grant on the log ends in at most one revocation.
+    function grantAccess(uint256 datanetId, address builder) external {
+        _checkOwnedPermissioned(datanetId);
+        if (isGranted[datanetId][builder]) revert AlreadyGranted(datanetId, builder);
+        isGranted[datanetId][builder] = true;
+        emit AccessGranted(datanetId, builder);
+    }
+
+    /// @notice The datanet's owner ends `builder`'s grant; adapters trained before stay traced to it.
+    function revokeAccess(uint256 datanetId, address builder) external {
+        _checkOwnedPermissioned(datanetId);
+        if (!isGranted[datanetId][builder]) revert NotGranted(datanetId, builder);
+        isGranted[datanetId][builder] = false;
+        emit AccessRevoked(datanetId, builder);
+    }
+
+    /// @notice Whether `account` may train on the datanet: any account for a public one, a grant holder
+    /// for a permissioned one (the owner too needs a grant, so every adapter names the grant it used).
+    function hasAccess(uint256 datanetId, address account) external view returns (bool) {
+        Datanet storage net = datanets[datanetId];
+        if (net.owner == address(0)) return false;
+        return !net.permissioned || isGranted[datanetId][account];
+    }
+
+    function _checkOwnedPermissioned(uint256 datanetId) private view {
+        Datanet storage net = datanets[datanetId];
+        if (net.owner != msg.sender) revert NotDatanetOwner(datanetId, msg.sender);
+        if (!net.permissioned) revert NotPermissioned(datanetId);
     }
 
     /// @notice The stake a new contribution to `datanetId` must carry: the datanet's own minimum,

@@ -99,9 +99,10 @@ def datanet() -> None:
 @click.option("--validator", "validators", type=ADDRESS, multiple=True,
               help="Validator address (default: the validator key).")
 @click.option("--description", default="")
+@click.option("--permissioned", is_flag=True, help="Training needs the owner's grant (default: public).")
 @pass_context
 def datanet_create(ctx: Context, name: str, fmt: str, required_fields: tuple[str, ...], min_stake: int,
-                   max_size: int, validators: tuple[str, ...], description: str) -> None:
+                   max_size: int, validators: tuple[str, ...], description: str, permissioned: bool) -> None:
     """Create a datanet owned by the deployer key; prints its id."""
     from payable.datanets import DatanetSpec, create_datanet
     from payable.keys import Role, load_account
@@ -114,9 +115,51 @@ def datanet_create(ctx: Context, name: str, fmt: str, required_fields: tuple[str
     validator_list = list(validators) or [load_account(Role.VALIDATOR, local_chain=local).address]
     datanet_id = create_datanet(
         ctx.chain(), ctx.deployment(), ctx.store(), load_account(Role.DEPLOYER, local_chain=local), spec,
-        min_stake=min_stake, max_contribution_size=max_size, validators=validator_list,
+        min_stake=min_stake, max_contribution_size=max_size, validators=validator_list, permissioned=permissioned,
     )
-    click.echo(json.dumps({"datanet_id": datanet_id, "name": name}))
+    click.echo(json.dumps({"datanet_id": datanet_id, "name": name, "permissioned": permissioned}))
+
+
+@datanet.command("request-access")
+@click.option("--datanet", "datanet_id", type=DATANET_ID, required=True, help="Datanet id.")
+@pass_context
+def datanet_request_access(ctx: Context, datanet_id: int) -> None:
+    """Ask a permissioned datanet's owner for access, as the trainer key."""
+    from payable.access import request_access
+
+    _access_tx(ctx, request_access, "TRAINER", datanet_id)
+
+
+@datanet.command("grant")
+@click.option("--datanet", "datanet_id", type=DATANET_ID, required=True, help="Datanet id.")
+@click.argument("builder", type=ADDRESS)
+@pass_context
+def datanet_grant(ctx: Context, datanet_id: int, builder: str) -> None:
+    """Let BUILDER (an address) train on the datanet, as its owner (the deployer key)."""
+    from payable.access import grant_access
+
+    _access_tx(ctx, grant_access, "DEPLOYER", datanet_id, builder)
+
+
+@datanet.command("revoke")
+@click.option("--datanet", "datanet_id", type=DATANET_ID, required=True, help="Datanet id.")
+@click.argument("builder", type=ADDRESS)
+@pass_context
+def datanet_revoke(ctx: Context, datanet_id: int, builder: str) -> None:
+    """End BUILDER's grant on the datanet, as its owner (the deployer key)."""
+    from payable.access import revoke_access
+
+    _access_tx(ctx, revoke_access, "DEPLOYER", datanet_id, builder)
+
+
+def _access_tx(ctx: Context, send, role: str, *args) -> None:
+    """Sends one access transaction, ``send(chain, deployment, signer, *args)``, and prints it as JSON."""
+    from dataclasses import asdict
+
+    from payable.keys import Role, load_account
+
+    signer = load_account(Role[role], local_chain=ctx.settings.local_chain)
+    click.echo(json.dumps(asdict(send(ctx.chain(), ctx.deployment(), signer, *args))))
 
 
 @click.command()

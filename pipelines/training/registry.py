@@ -47,6 +47,8 @@ class AdapterRecord:
     loss_curve: list[float] = field(repr=False)
     checkpoints: list[CheckpointRecord]
     weights_file: str = "adapter.safetensors"
+    access_grant: str | None = None
+    """Chain event id of the AccessGranted it was trained under (permissioned datanets); ``None``: public."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, indent=1)

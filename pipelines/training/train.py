@@ -27,8 +27,11 @@ BASE_MODEL_NAME = "tiny-gpt2"
 
 
 def train_dataset_version(registry: AdapterRegistry, lance_dir: Path, datanet_id: int, dataset: DatasetVersion,
-                          args: TrainingArguments, show_progress: bool = True) -> AdapterRecord | None:
-    """Trains and registers an adapter for ``dataset``; returns ``None`` if that exact adapter is registered."""
+                          args: TrainingArguments, show_progress: bool = True,
+                          access_grant: str | None = None) -> AdapterRecord | None:
+    """Trains and registers an adapter for ``dataset``; returns ``None`` if that exact adapter is registered.
+
+    ``access_grant``: the chain event id of the grant the trainer holds on a permissioned datanet."""
     train_rows, queries = split_train_eval(dataset.table, lance_dir, datanet_id, args.eval_holdout_mod)
     base_hash = base_model_hash(args.base)
     eval_fp = fingerprint_queries(queries)
@@ -45,7 +48,7 @@ def train_dataset_version(registry: AdapterRegistry, lance_dir: Path, datanet_id
         base_model={"name": BASE_MODEL_NAME, "hash": base_hash, "spec": asdict(args.base)},
         training_arguments=args.to_dict(), eval_source="holdout" if len(train_rows) < len(dataset.table) else "stored",
         num_train_examples=len(train), num_eval_queries=queries.num_rows, metrics=result.metrics,
-        loss_curve=result.loss_curve,
+        loss_curve=result.loss_curve, access_grant=access_grant,
         checkpoints=[CheckpointRecord(c.step, c.learning_rate, f"checkpoints/step-{c.step}.safetensors")
                      for c in result.checkpoints],
     )
@@ -54,12 +57,15 @@ def train_dataset_version(registry: AdapterRegistry, lance_dir: Path, datanet_id
 
 
 def train_latest(settings: Settings, datanet_id: int, args: TrainingArguments | None = None,
-                 show_progress: bool = True) -> AdapterRecord | None:
-    """Trains on the latest version of ``dn-<datanet_id>.lance``; ``None`` when nothing changed since last time."""
+                 show_progress: bool = True, access_grant: str | None = None) -> AdapterRecord | None:
+    """Trains on the latest version of ``dn-<datanet_id>.lance``; ``None`` when nothing changed since last time.
+
+    Entry points go through :func:`pipelines.training.access.train_granted`, which checks the trainer's
+    access to the datanet first."""
     args = args or TrainingArguments()
     dataset = read_version(materialize.dataset_uri(settings.lance_dir, datanet_id))
     return train_dataset_version(AdapterRegistry(settings.adapters_dir), settings.lance_dir, datanet_id, dataset, args,
-                                 show_progress=show_progress)
+                                 show_progress=show_progress, access_grant=access_grant)
 
 
 def load_adapter(registry: AdapterRegistry, record: AdapterRecord) -> tuple[PeftModel, list[dict[str, torch.Tensor]]]:
