@@ -11,13 +11,14 @@ import random
 from dataclasses import dataclass
 
 import dagster as dg
+import duckdb
 import pytest
 
 from assets.partitions import datanet_partitions, partition_key
 from assets.training import lora_adapters
 from contracts.deploy import deploy
 from orchestration.resources import resources_for
-from payable import services
+from payable import access, services
 from payable.chain import Chain, Deployment
 from payable.content_store import ContentStore
 from payable.datanets import DatanetSpec, contribute, create_datanet
@@ -25,6 +26,8 @@ from payable.keys import Role, dev_account
 from payable.settings import Settings
 from pipelines import log_views
 from pipelines.attribution.synthetic import contribution_text, sentence
+from pipelines.audit.build import build_audit_db
+from pipelines.audit.fact_rows import access_grant_rows, chain_event_rows
 from pipelines.ingest import ingest_until_head
 from pipelines.training.access import AccessDenied, authorize
 from pipelines.training.registry import AdapterRegistry
@@ -33,6 +36,7 @@ from schemas import topics
 from tests.chain_helpers import mine
 from tests.conftest import make_settings
 from tests.test_cli import run
+from tests.test_ingest_support import FAST, rpc
 
 OWNER, CONTRIBUTOR = dev_account(Role.DEPLOYER.value), dev_account(Role.CONTRIBUTOR.value)
 TRAINER = dev_account(Role.TRAINER.value)
@@ -126,6 +130,17 @@ def test_payable_train_refuses_without_a_grant_trains_with_one_and_refuses_after
     refused = run(world.settings, *train, ok=False)
     assert "grant was revoked" in refused.stderr and "Traceback" not in refused.stderr
 
+    build_audit_db(world.settings)
+    with duckdb.connect(str(world.settings.audit_db), read_only=True) as con:
+        grants = con.execute("SELECT builder, requested_event_id IS NOT NULL, revoked_tx_hash, live FROM access_grants "
+                             "WHERE datanet_id = ?", [int(datanet)]).fetchall()
+        trainings = con.execute("SELECT grant_event_id, adapter_id FROM grant_trainings WHERE datanet_id = ?",
+                                [int(datanet)]).fetchall()
+        permissioned = con.execute("SELECT permissioned FROM datanets WHERE datanet_id = ?", [int(datanet)]).fetchone()
+    assert grants == [(TRAINER.address.lower(), True, grants[0][2], False)] and grants[0][2].startswith("0x")
+    assert trainings == [(record.access_grant, record.adapter_id)]
+    assert permissioned == (True,)
+
 
 def _materialize(stack: Stack, datanet: int, instance: dg.DagsterInstance) -> dg.ExecuteInJobResult:
     return dg.materialize([lora_adapters], partition_key=partition_key(datanet), instance=instance,
@@ -138,8 +153,6 @@ def _failure(result: dg.ExecuteInJobResult) -> str:
 
 
 def test_lora_adapters_asset_fails_without_a_grant_materializes_with_one_and_fails_after_revoke(world: Stack):
-    from payable import access
-
     datanet = world.datanets["dagster"]
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(datanet_partitions.name, [partition_key(datanet)])
@@ -158,6 +171,32 @@ def test_lora_adapters_asset_fails_without_a_grant_materializes_with_one_and_fai
         _sync_log(world)
         result = _materialize(world, datanet, instance)
         assert not result.success and "grant was revoked" in _failure(result)
+
+
+def test_a_grant_that_a_reorg_removed_opens_nothing(stack, chain, deployment):
+    datanet = create_datanet(chain, deployment, ContentStore(stack.content_dir), OWNER, DatanetSpec("notes"),
+                             min_stake=10**18, max_contribution_size=1000, validators=[], permissioned=True)
+    granted = access.grant_access(chain, deployment, OWNER, datanet, TRAINER.address)
+    ingest_until_head(stack, deployment, FAST)  # depth 0: the grant is on the log before the reorg
+    facts = log_views.read_view(stack.kafka_bootstrap, topics.CHAIN_FACTS)
+    assert authorize(facts, datanet, TRAINER.address).startswith(f"{chain.chain_id}:{granted.tx_hash}:")
+
+    # The grant's block is replaced by one holding the trainer's request instead (a reorg needs a new tx).
+    registry = chain.contract("DatanetRegistry", deployment.registry)
+    request = registry.functions.requestAccess(datanet).build_transaction({
+        "from": TRAINER.address, "nonce": chain.w3.eth.get_transaction_count(TRAINER.address), "gas": 100_000,
+        "chainId": chain.chain_id, "maxFeePerGas": 100 * 10**9, "maxPriorityFeePerGas": 1})
+    rpc(stack, "anvil_reorg", [1, [["0x" + TRAINER.sign_transaction(request).raw_transaction.hex(), 0]]])
+    report = ingest_until_head(stack, deployment, FAST)
+    assert report.retracted == 1 and report.facts == {"AccessRequested": 1}
+    facts = log_views.read_view(stack.kafka_bootstrap, topics.CHAIN_FACTS)
+    with pytest.raises(AccessDenied, match="holds no grant"):
+        authorize(facts, datanet, TRAINER.address)
+    assert access_grant_rows(facts) == []
+    access_rows = [(r["event_type"], r["retracted"]) for r in chain_event_rows(facts)
+                   if r["event_type"].startswith("Access")]
+    assert sorted(access_rows) == [("AccessGranted", True), ("AccessRequested", False)]
+    assert not access.has_access(chain, deployment, datanet, TRAINER.address), "the chain agrees"
 
 
 def test_authorize_reads_grants_in_chain_order_and_ignores_retracted_ones():

@@ -50,7 +50,7 @@ def training_rows(adapters_dir: Path) -> list[dict]:
                      "training_arguments": json.dumps(r.training_arguments, sort_keys=True),
                      "eval_source": r.eval_source, "num_train_examples": r.num_train_examples,
                      "num_eval_queries": r.num_eval_queries, "metrics": json.dumps(r.metrics, sort_keys=True),
-                     "final_loss": r.loss_curve[-1] if r.loss_curve else None})
+                     "final_loss": r.loss_curve[-1] if r.loss_curve else None, "access_grant": r.access_grant})
     return rows
 
 

@@ -116,6 +116,7 @@ def _table_contents(settings: Settings, views: dict[str, LogView]) -> dict[str, 
     return {
         "chain_events": fact_rows.chain_event_rows(facts),
         "datanets": fact_rows.datanet_rows(facts),
+        "access_grants": fact_rows.access_grant_rows(facts),
         "contributions": contributions,
         "verdicts": decision_rows.verdict_rows(views[topics.VERDICTS]),
         "dead_letters": decision_rows.dead_letter_rows(views),

@@ -1,4 +1,4 @@
-"""Rows of the chain-fact tables (chain_events, datanets, contributions) from the chain-facts log.
+"""Rows of the chain-fact tables (chain_events, datanets, contributions, access_grants) from the chain-facts log.
 
 Retracted facts stay in ``chain_events`` with ``retracted = true`` (the audit shows what happened, reorgs
 included); ``contributions`` holds each contribution's live fact, or its last retracted one when a reorg
@@ -7,16 +7,18 @@ removed it for good, so every submission ever seen is accounted for (invariant 5
 
 from __future__ import annotations
 
-from pipelines.log_views import LogView, retracted_ids
+from pipelines.log_views import LogView, access_grants, live_datanets, retracted_ids
 from schemas import events
 
 # Fact fields that fill chain_events' generic columns, by event type.
 _ACCOUNT_FIELD = {"DatanetCreated": "owner", "ContributionSubmitted": "contributor", "StakeSlashed": "validator",
-                  "StakeReleased": "contributor", "RewardClaimed": "account", "ValidatorSet": "validator"}
+                  "StakeReleased": "contributor", "RewardClaimed": "account", "ValidatorSet": "validator",
+                  "AccessRequested": "builder", "AccessGranted": "builder", "AccessRevoked": "builder"}
 _AMOUNT_FIELD = {"ContributionSubmitted": "stake", "StakeSlashed": "amount", "StakeReleased": "amount",
                  "EpochPublished": "total", "RewardClaimed": "amount", "DatanetCreated": "min_stake"}
 _CHAIN_FACTS = (events.DATANET_CREATED, events.CONTRIBUTION_SUBMITTED, events.STAKE_SLASHED, events.STAKE_RELEASED,
-                events.VALIDATOR_SET, events.MINIMUM_STAKE_CHANGED, events.EPOCH_PUBLISHED, events.REWARD_CLAIMED)
+                events.VALIDATOR_SET, events.MINIMUM_STAKE_CHANGED, events.EPOCH_PUBLISHED, events.REWARD_CLAIMED,
+                events.ACCESS_REQUESTED, events.ACCESS_GRANTED, events.ACCESS_REVOKED)
 
 
 def chain_event_rows(facts: LogView) -> list[dict]:
@@ -37,12 +39,30 @@ def chain_event_rows(facts: LogView) -> list[dict]:
 
 
 def datanet_rows(facts: LogView) -> list[dict]:
-    retracted = retracted_ids(facts)
-    live = {f["datanet_id"]: f for f in facts.of(events.DATANET_CREATED) if f["event_id"] not in retracted}
     return [{"datanet_id": d, "owner": f["owner"].lower(), "metadata_uri": f["metadata_uri"],
              "min_stake": f["min_stake"], "max_contribution_size": f["max_contribution_size"],
-             "validators": [v.lower() for v in f["validators"]], "event_id": f["event_id"], "tx_hash": f["tx_hash"],
-             "block_number": f["block_number"]} for d, f in sorted(live.items())]
+             "permissioned": f["permissioned"], "validators": [v.lower() for v in f["validators"]],
+             "event_id": f["event_id"], "tx_hash": f["tx_hash"], "block_number": f["block_number"]}
+            for d, f in sorted(live_datanets(facts).items())]
+
+
+def access_grant_rows(facts: LogView) -> list[dict]:
+    """One row per live grant of access to a permissioned datanet, with the request before it (if the builder
+    asked) and the revocation that ended it (if any). Retracted grants are only in chain_events."""
+    retracted = retracted_ids(facts)
+    requests = sorted((f for f in facts.of(events.ACCESS_REQUESTED) if f["event_id"] not in retracted),
+                      key=lambda f: (f["block_number"], f["log_index"]))
+    rows = []
+    for grant in access_grants(facts):
+        granted, revoked = grant.granted, grant.revoked or {}
+        asked = [r for r in requests if (r["datanet_id"], r["builder"].lower()) == (grant.datanet_id, grant.builder)
+                 and (r["block_number"], r["log_index"]) < (granted["block_number"], granted["log_index"])]
+        rows.append({"event_id": granted["event_id"], "datanet_id": grant.datanet_id, "builder": grant.builder,
+                     "tx_hash": granted["tx_hash"], "block_number": granted["block_number"],
+                     "requested_event_id": asked[-1]["event_id"] if asked else None,
+                     "revoked_event_id": revoked.get("event_id"), "revoked_tx_hash": revoked.get("tx_hash"),
+                     "revoked_block_number": revoked.get("block_number"), "live": grant.revoked is None})
+    return rows
 
 
 def contribution_rows(facts: LogView) -> list[dict]:

@@ -18,8 +18,13 @@ TABLES: dict[str, str] = {
         log_partition BIGINT NOT NULL, log_offset BIGINT NOT NULL""",
     "datanets": f"""
         datanet_id BIGINT PRIMARY KEY, owner VARCHAR NOT NULL, metadata_uri VARCHAR NOT NULL,
-        min_stake {AMOUNT} NOT NULL, max_contribution_size BIGINT NOT NULL, validators VARCHAR[] NOT NULL,
-        event_id VARCHAR NOT NULL, tx_hash VARCHAR NOT NULL, block_number BIGINT NOT NULL""",
+        min_stake {AMOUNT} NOT NULL, max_contribution_size BIGINT NOT NULL, permissioned BOOLEAN NOT NULL,
+        validators VARCHAR[] NOT NULL, event_id VARCHAR NOT NULL, tx_hash VARCHAR NOT NULL,
+        block_number BIGINT NOT NULL""",
+    "access_grants": """
+        event_id VARCHAR PRIMARY KEY, datanet_id BIGINT NOT NULL, builder VARCHAR NOT NULL, tx_hash VARCHAR NOT NULL,
+        block_number BIGINT NOT NULL, requested_event_id VARCHAR, revoked_event_id VARCHAR, revoked_tx_hash VARCHAR,
+        revoked_block_number BIGINT, live BOOLEAN NOT NULL""",
     "contributions": f"""
         contribution_id BIGINT PRIMARY KEY, datanet_id BIGINT NOT NULL, contributor VARCHAR NOT NULL,
         content_hash VARCHAR NOT NULL, uri VARCHAR NOT NULL, size BIGINT NOT NULL, stake {AMOUNT} NOT NULL,
@@ -47,7 +52,7 @@ TABLES: dict[str, str] = {
         adapter_id VARCHAR PRIMARY KEY, datanet_id BIGINT NOT NULL, dataset_version BIGINT NOT NULL,
         dataset_fingerprint VARCHAR NOT NULL, base_model VARCHAR NOT NULL, base_model_hash VARCHAR NOT NULL,
         training_arguments VARCHAR NOT NULL, eval_source VARCHAR NOT NULL, num_train_examples BIGINT NOT NULL,
-        num_eval_queries BIGINT NOT NULL, metrics VARCHAR NOT NULL, final_loss DOUBLE""",
+        num_eval_queries BIGINT NOT NULL, metrics VARCHAR NOT NULL, final_loss DOUBLE, access_grant VARCHAR""",
     "influence_scores": """
         contribution_id BIGINT NOT NULL, adapter_id VARCHAR NOT NULL, method VARCHAR NOT NULL,
         datanet_id BIGINT NOT NULL, dataset_version BIGINT NOT NULL, contributor VARCHAR NOT NULL,
@@ -86,6 +91,10 @@ TABLES: dict[str, str] = {
 
 # Views: derived in SQL from the tables above, so they can never disagree with them.
 VIEWS: dict[str, str] = {
+    "grant_trainings": """
+        SELECT g.event_id AS grant_event_id, g.datanet_id, g.builder, g.block_number AS granted_block_number,
+               g.revoked_block_number, g.live, t.adapter_id, t.dataset_version
+        FROM access_grants g LEFT JOIN training_runs t ON t.access_grant = g.event_id""",
     "slashes": """
         SELECT coalesce(e.contribution_id, r.contribution_id) AS contribution_id,
                coalesce(e.datanet_id, r.datanet_id) AS datanet_id, r.epoch_id, r.reason_code AS requested_reason_code,
