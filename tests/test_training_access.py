@@ -109,8 +109,6 @@ def test_payable_train_refuses_without_a_grant_trains_with_one_and_refuses_after
     assert (requested["event"], requested["builder"]) == ("AccessRequested", TRAINER.address.lower())
     granted = json.loads(run(world.settings, "datanet", "grant", "--datanet", datanet, TRAINER.address).stdout)
     assert granted["event"] == "AccessGranted"
-    refused = run(world.settings, *train, ok=False)
-    assert "holds no grant" in refused.stderr, "a grant counts once it is on the log, not when it is sent"
 
     _sync_log(world)
     trained = json.loads(run(world.settings, *train).stdout)
@@ -119,12 +117,6 @@ def test_payable_train_refuses_without_a_grant_trains_with_one_and_refuses_after
     assert record.access_grant == _grant_event_id(world, int(datanet))
     assert record.access_grant.startswith(f"{world.chain.chain_id}:{granted['tx_hash']}:")
 
-    stranger = run(world.settings, *train, ok=False, env={"PAYABLE_TRAINER_KEY": dev_account(8).key.hex()})
-    assert "holds no grant" in stranger.stderr and dev_account(8).address.lower() in stranger.stderr
-
-    refused = run(world.settings, "datanet", "revoke", "--datanet", datanet, TRAINER.address,
-                  ok=False, env={"PAYABLE_DEPLOYER_KEY": CONTRIBUTOR.key.hex()})
-    assert "NotDatanetOwner" in refused.stderr and "Traceback" not in refused.stderr
     run(world.settings, "datanet", "revoke", "--datanet", datanet, TRAINER.address)
     _sync_log(world)
     refused = run(world.settings, *train, ok=False)
@@ -152,7 +144,8 @@ def _failure(result: dg.ExecuteInJobResult) -> str:
     return failure.step_failure_data.error.message
 
 
-def test_lora_adapters_asset_fails_without_a_grant_materializes_with_one_and_fails_after_revoke(world: Stack):
+def test_lora_adapters_asset_fails_without_a_grant_materializes_with_one_and_fails_after_revoke(
+        world: Stack, monkeypatch: pytest.MonkeyPatch):
     datanet = world.datanets["dagster"]
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(datanet_partitions.name, [partition_key(datanet)])
@@ -160,7 +153,13 @@ def test_lora_adapters_asset_fails_without_a_grant_materializes_with_one_and_fai
         assert not result.success and "holds no grant" in _failure(result)
 
         access.grant_access(world.chain, world.deployment, OWNER, datanet, TRAINER.address)
+        result = _materialize(world, datanet, instance)
+        assert not result.success, "a grant counts once it is on the log, not when it is sent"
         _sync_log(world)
+        with monkeypatch.context() as env:
+            env.setenv("PAYABLE_TRAINER_KEY", dev_account(8).key.hex())
+            result = _materialize(world, datanet, instance)
+            assert not result.success and dev_account(8).address.lower() in _failure(result), "another trainer"
         result = _materialize(world, datanet, instance)
         assert result.success
         adapter_id = result.asset_materializations_for_node("lora_adapters")[0].metadata["adapter_id"].value
