@@ -42,7 +42,8 @@ from pipelines.rewards import merkle
 OUT = Path(__file__).parent / "out"
 GAS_TREE = 100_000
 PUSH_BATCH = 64
-DEPLOYER, OPERATOR, VALIDATOR, CONTRIBUTOR = (dev_account(r.value) for r in Role)
+DEPLOYER, OPERATOR, VALIDATOR, CONTRIBUTOR = (dev_account(r.value) for r in (Role.DEPLOYER, Role.OPERATOR,
+                                                                            Role.VALIDATOR, Role.CONTRIBUTOR))
 
 
 def random_payouts(n: int, seed: int) -> tuple[list[str], list[int]]:
