@@ -6,8 +6,8 @@ from assets.partitions import datanet_id_of, datanet_partitions
 from assets.plots import curve
 from assets.validation import datanet_datasets
 from orchestration.resources import ChainResource, DataDirResource, KafkaResource, stage_settings
-from payable.keys import MissingKeyError
-from pipelines.training.access import AccessDenied, train_granted
+from payable.errors import PayableError
+from pipelines.training.access import train_granted
 from pipelines.training.registry import AdapterRegistry
 
 OWNERS = ["team:ml"]
@@ -26,7 +26,7 @@ def lora_adapters(context: dg.AssetExecutionContext, data_dir: DataDirResource, 
     datanet_id = datanet_id_of(context.partition_key)
     try:
         trained = train_granted(settings, datanet_id, show_progress=False)
-    except (AccessDenied, MissingKeyError) as exc:
+    except PayableError as exc:  # AccessDenied, or no usable trainer key
         raise dg.Failure(str(exc)) from exc
     record = trained or AdapterRegistry(settings.adapters_dir).latest(datanet_id)
     if record is None:

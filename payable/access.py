@@ -17,9 +17,10 @@ from web3.logs import DISCARD
 
 import contracts
 from payable.chain import Chain, Deployment
+from payable.errors import PayableError
 
 
-class AccessError(ValueError):
+class AccessError(PayableError, ValueError):
     """A request payable refuses before sending any transaction (e.g. a malformed address)."""
 
 

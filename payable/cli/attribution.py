@@ -16,13 +16,12 @@ from payable.cli import Context, fail, pass_context
 @pass_context
 def train(ctx: Context, datanet_id: int, seed: int, epochs: int) -> None:
     """Fine-tune a LoRA adapter on the datanet's latest dataset version (a no-op when nothing changed)."""
-    from payable.keys import MissingKeyError
-    from pipelines.training.access import AccessDenied, train_granted
+    from pipelines.training.access import train_granted
     from pipelines.training.arguments import TrainingArguments
 
     try:
         record = train_granted(ctx.settings, datanet_id, TrainingArguments(seed=seed, epochs=epochs))
-    except (FileNotFoundError, ValueError, AccessDenied, MissingKeyError) as exc:
+    except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     if record is None:
         click.echo(json.dumps({"datanet_id": datanet_id, "trained": False, "reason": "dataset unchanged"}))

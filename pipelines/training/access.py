@@ -12,6 +12,7 @@ both go through it, so the rule lives here once, and a refused trainer writes no
 
 from __future__ import annotations
 
+from payable.errors import PayableError
 from payable.keys import Role, load_account
 from payable.settings import Settings
 from pipelines.log_views import LogView, access_grants, live_datanets, read_view
@@ -22,8 +23,8 @@ from pipelines.training.train import train_latest
 from schemas import topics
 
 
-class AccessDenied(PermissionError):
-    """The trainer may not train on this datanet; the message says why and what would change it."""
+class AccessDenied(PayableError, PermissionError):
+    """The trainer may not train on this datanet; the message (one line) says why and what would change it."""
 
 
 def authorize(facts: LogView, datanet_id: int, trainer: str) -> str | None:
