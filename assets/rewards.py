@@ -7,7 +7,7 @@ import dagster as dg
 from assets.attribution import influence_scores
 from assets.plots import table_md
 from orchestration.resources import ChainResource, DataDirResource, KafkaResource, deployment, stage_settings
-from pipelines.rewards.cycle import close_due_epoch
+from pipelines.rewards.cycle import close_due_epoch, unfinished_epoch
 from pipelines.rewards.emitter import emit_epoch
 from pipelines.rewards.epochs import load_epoch, next_epoch_id
 
@@ -23,18 +23,22 @@ def epoch_pool() -> int:
     group_name="rewards", kinds={"kafka"}, owners=OWNERS, deps=[influence_scores],
     description="Closes the reward epoch that is due: the pool split among contributors by positive influence "
                 "weighted by reputation, penalties for redundant or harmful data, a Merkle root over "
-                "(account, amount), all recorded on the rewards outbox. No new epoch when nothing changed.",
+                "(account, amount), all recorded on the rewards outbox. Each influence run is paid in one "
+                "epoch; a run with non-finite scores is left out (listed, with why). No new epoch when nothing "
+                "changed, nor while an earlier one is unfinished on-chain.",
 )
 def reward_epochs(data_dir: DataDirResource, chain: ChainResource, kafka: KafkaResource) -> dg.MaterializeResult:
     settings = stage_settings(data_dir, chain, kafka)
-    epoch_id, closed_now = close_due_epoch(settings, pool=epoch_pool())
-    if epoch_id == 0:
-        return dg.MaterializeResult(metadata={"epoch_id": 0, "closed_now": False, "note": "nothing to pay yet"})
-    epoch = load_epoch(settings, epoch_id)
+    due, closed_now = close_due_epoch(settings, deployment(settings), pool=epoch_pool())
+    newest = due.epoch_id or next_epoch_id(settings) - 1
+    metadata = {"due": due.describe(), "closed_now": closed_now is not None,
+                "excluded_runs": table_md([{"run": x.run, "reason": x.reason} for x in due.excluded])}
+    if newest == 0:
+        return dg.MaterializeResult(metadata={"epoch_id": 0, **metadata})
+    epoch = load_epoch(settings, newest)
     payouts = sorted(zip(epoch.accounts, epoch.amounts, strict=True), key=lambda p: -p[1])
     return dg.MaterializeResult(metadata={
-        "epoch_id": epoch_id,
-        "closed_now": closed_now is not None,
+        "epoch_id": newest, **metadata,
         "merkle_root": "0x" + epoch.root.hex(),
         "pool": str(epoch.pool), "carry_in": str(epoch.carry_in), "carry_out": str(epoch.carry_out),
         "total_paid": str(epoch.total),
@@ -62,21 +66,23 @@ def payout_total_equals_pool_minus_carry(data_dir: DataDirResource, chain: Chain
 @dg.asset(
     group_name="rewards", kinds={"ethereum"}, owners=OWNERS, deps=[reward_epochs],
     op_tags={"payable/rewards": "epoch"}, retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
-    description="Puts the newest closed epoch on-chain through RewardDistributor exactly once (outbox: intent "
+    description="Puts the unfinished closed epoch on-chain through RewardDistributor exactly once (outbox: intent "
                 "before send, reconcile with the chain on restart): funding, publishEpoch, push payouts for "
                 "small epochs, and slashes of penalized stakes.",
 )
 def onchain_payouts(data_dir: DataDirResource, chain: ChainResource, kafka: KafkaResource) -> dg.MaterializeResult:
     settings = stage_settings(data_dir, chain, kafka)
-    newest = next_epoch_id(settings) - 1
-    if newest == 0:
-        return dg.MaterializeResult(metadata={"epoch_id": 0, "note": "no epoch closed yet"})
-    result = emit_epoch(settings, deployment(settings), newest)
+    target = deployment(settings)
+    epoch_id = unfinished_epoch(settings, target)
+    if epoch_id is None:
+        return dg.MaterializeResult(metadata={"epoch_id": next_epoch_id(settings) - 1,
+                                              "note": "every closed epoch is on-chain: nothing sent"})
+    result = emit_epoch(settings, target, epoch_id)
     if not result.ok:
         failed = [f"{s.name}: {s.detail}" for s in result.steps if s.state != "done"]
-        raise dg.Failure(f"epoch {newest} not fully on-chain; a retry resumes it", metadata={"failed": str(failed)})
+        raise dg.Failure(f"epoch {epoch_id} not fully on-chain; a retry resumes it", metadata={"failed": str(failed)})
     return dg.MaterializeResult(metadata={
-        "epoch_id": newest, "merkle_root": result.merkle_root, "total": str(result.total),
+        "epoch_id": epoch_id, "merkle_root": result.merkle_root, "total": str(result.total),
         "steps": table_md([{"step": s.name, "state": s.state, "txs": ", ".join(h[:12] + "…" for h in s.tx_hashes),
                             "detail": s.detail} for s in result.steps]),
         "tx_hashes": str([h for s in result.steps for h in s.tx_hashes]),

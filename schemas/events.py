@@ -225,7 +225,9 @@ ALERT = register("Alert", 1, [
 # restart resumes exactly after what consumers can see. ``block_hashes`` are the canonical hashes of the
 # blocks just before ``next_block`` (the reorg window); ``mark_blocks``/``mark_offsets`` say from which
 # offsets (one per partition of the facts topic) the facts of each recent chunk start, for retractions.
-INGEST_CHECKPOINT = register("IngestCheckpoint", 1, [
+# v2 adds ``confirmations``, the depth the facts were ingested at, so readers of the facts (reconciliation)
+# take it from the data rather than from their own environment; v1 stays readable for older logs.
+_CHECKPOINT_FIELDS = [
     pa.field("event_id", pa.string(), nullable=False),
     pa.field("chain_id", pa.int64(), nullable=False),
     pa.field("scope", pa.string(), nullable=False),
@@ -234,4 +236,7 @@ INGEST_CHECKPOINT = register("IngestCheckpoint", 1, [
     pa.field("block_hashes", pa.list_(pa.string()), nullable=False),
     pa.field("mark_blocks", pa.list_(pa.int64()), nullable=False),
     pa.field("mark_offsets", pa.list_(pa.list_(pa.int64())), nullable=False),
-], topics.CHAIN_CHECKPOINTS)
+]
+register("IngestCheckpoint", 1, _CHECKPOINT_FIELDS, topics.CHAIN_CHECKPOINTS)
+INGEST_CHECKPOINT = register("IngestCheckpoint", 2, [
+    *_CHECKPOINT_FIELDS, pa.field("confirmations", pa.int64(), nullable=False)], topics.CHAIN_CHECKPOINTS)

@@ -11,12 +11,16 @@ Tables (pyarrow schemas; a table may carry more columns, the split reads these):
 Events on ``payable.rewards.outbox`` (key ``epoch-<n>``, so an epoch's events stay in order):
 
 - ``RewardAllocated``: one per paid account, written when an epoch is closed;
+- ``ContributionAllocated``: one per scored contribution of the epoch (its ``ALLOCATION`` row), so the
+  per-contribution audit trail is part of the epoch's record and a replay never has to recompute it;
 - ``SlashRequested``: one per contribution whose stake the validator key must slash;
 - ``RewardEpochClosed``: written last when an epoch is closed, the commit marker of the allocations
   before it (from ``first_offset``); it carries the root the replay must reproduce;
 - ``RewardTxState``: the emitter's outbox, one event per state of one chain transaction step
   (intent, sent, confirmed, failed, superseded, done). An intent is durable on the log before the
   transaction leaves the process.
+- ``RewardEpochOnChain``: written by the emitter once every step of the epoch is done on one
+  distributor; an epoch closed on the log without it is unfinished, and the next run resumes it.
 Amounts are decimal strings (uint256 does not fit int64), addresses and hashes 0x-prefixed lower-case hex.
 """
 
@@ -73,6 +77,12 @@ SLASH_REQUESTED = events.register("SlashRequested", 1, [
     pa.field("reason", pa.string(), nullable=False),
 ], topics.REWARDS_OUTBOX)
 
+CONTRIBUTION_ALLOCATED = events.register("ContributionAllocated", 1, [
+    pa.field("event_id", pa.string(), nullable=False),
+    pa.field("epoch_id", pa.int64(), nullable=False),
+    *ALLOCATION,
+], topics.REWARDS_OUTBOX)
+
 REWARD_EPOCH_CLOSED = events.register("RewardEpochClosed", 1, [
     pa.field("event_id", pa.string(), nullable=False),
     pa.field("epoch_id", pa.int64(), nullable=False),
@@ -103,4 +113,12 @@ REWARD_TX_STATE = events.register("RewardTxState", 1, [
     pa.field("raw_tx", pa.string(), nullable=True),     # the signed transaction, so a restart re-sends it
     pa.field("block_number", pa.int64(), nullable=True),
     pa.field("detail", pa.string(), nullable=False),
+], topics.REWARDS_OUTBOX)
+
+REWARD_EPOCH_ON_CHAIN = events.register("RewardEpochOnChain", 1, [
+    pa.field("event_id", pa.string(), nullable=False),
+    pa.field("epoch_id", pa.int64(), nullable=False),
+    pa.field("chain_id", pa.int64(), nullable=False),
+    pa.field("distributor", pa.string(), nullable=False),
+    pa.field("merkle_root", pa.string(), nullable=False),
 ], topics.REWARDS_OUTBOX)

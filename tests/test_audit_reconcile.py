@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 import lance
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -81,7 +82,7 @@ def cli(settings, *args: str, stdin: str | None = None):
 
 
 def test_rebuild_from_the_log_gives_identical_tables(loop, tmp_path):
-    settings, *_ = loop
+    settings, deployment, *_ = loop
     before = dump(settings.audit_db)
     assert all(before[t] for t in ("contributions", "verdicts", "payouts", "account_payouts", "chain_events",
                                    "influence_scores", "dataset_contributions", "training_runs", "chain_txs"))
@@ -90,18 +91,23 @@ def test_rebuild_from_the_log_gives_identical_tables(loop, tmp_path):
     assert dump(settings.audit_db) == before
     assert not list(settings.audit_db.parent.glob("*.building-*")), "the temporary build file is renamed away"
 
-    # Without the epoch's files the per-contribution allocation is recomputed from the unchanged inputs.
+    # Without the epoch's files (a replay from the log): the per-contribution allocation is the epoch's own
+    # ContributionAllocated events, whatever the epoch's slashes (StakeSlashed facts since) did to the inputs.
     saved = tmp_path / "epoch-1"
     shutil.copytree(epoch_dir(settings, 1), saved)
     shutil.rmtree(epoch_dir(settings, 1))
     try:
-        recomputed = dump(build_audit_db(settings, tmp_path / "again.duckdb").path)
+        replayed = dump(build_audit_db(settings, tmp_path / "again.duckdb").path)
+        assert reconcile(settings, deployment, db_path=tmp_path / "again.duckdb", rebuild=False) == []
+        load_epoch(settings, 1)  # rebuilds the files from the log, per-contribution allocations included
+        assert pq.read_table(epoch_dir(settings, 1) / "allocations.parquet") == pq.read_table(
+            saved / "allocations.parquet")
     finally:
         shutil.rmtree(epoch_dir(settings, 1), ignore_errors=True)
         shutil.copytree(saved, epoch_dir(settings, 1))
-    assert recomputed["payouts"] == before["payouts"]
+    assert replayed["payouts"] == before["payouts"]
     assert query(tmp_path / "again.duckdb", "SELECT allocation_source FROM reward_epochs") == [
-        {"allocation_source": "recomputed"}]
+        {"allocation_source": "log"}]
 
 
 def test_documented_queries_trace_payouts_rejections_totals_and_claims(loop):

@@ -13,50 +13,46 @@ DEFAULT_POOL = 10_000 * 10**18  # OPEN wei per epoch unless --pool or PAYABLE_EP
 
 
 @click.command()
-@click.option("--epoch", "epoch_id", type=int, help="Epoch id (default: the unfinished or else the next epoch).")
+@click.option("--epoch", "epoch_id", type=int,
+              help="Epoch id; refused unless it is the due one (default: the due epoch, if any).")
 @click.option("--pool", type=int, default=lambda: int(os.environ.get("PAYABLE_EPOCH_POOL", DEFAULT_POOL)),
               show_default="10000 OPEN, env PAYABLE_EPOCH_POOL", help="OPEN wei to distribute this epoch.")
 @click.option("--method", help="Influence method to pay on (needed when several are scored).")
 @click.option("--push/--no-push", default=None, help="Pay every account with claimBatch (default: small epochs).")
 @pass_context
 def reward(ctx: Context, epoch_id: int | None, pool: int, method: str | None, push: bool | None) -> None:
-    """Close a reward epoch (split, Merkle root, log) and put it on-chain exactly once; safe to rerun."""
-    from pipelines.rewards import outbox
+    """Close the due reward epoch (split, Merkle root, log) and put it on-chain exactly once; safe to rerun.
+
+    The due epoch is the one a killed run left unfinished, else a new one when some influence run is
+    unpaid; with nothing due, no transaction is sent."""
+    from pipelines.rewards.cycle import EpochNotDue, close_due_epoch
     from pipelines.rewards.emitter import emit_epoch
-    from pipelines.rewards.epochs import EpochConflict, EpochNotClosed, close_epoch
-    from pipelines.rewards.inputs import load_inputs
+    from pipelines.rewards.epochs import EpochConflict, EpochNotClosed, NothingToPay
     from pipelines.rewards.split import SplitRules
     from pipelines.rewards.txsteps import ChainUnavailable
 
     settings = ctx.settings
-    closed = outbox.closed_epochs(settings.kafka_bootstrap)
-    epoch_id = epoch_id or _default_epoch(ctx, closed)
     try:
-        if epoch_id not in closed:
-            closed_result = close_epoch(settings, epoch_id, load_inputs(settings), pool=pool,
-                                        rules=SplitRules(method=method))
-            click.echo(json.dumps({"closed": epoch_id, "merkle_root": closed_result.merkle_root,
-                                   "total": str(closed_result.total), "accounts": closed_result.accounts}))
-        result = emit_epoch(settings, ctx.deployment(), epoch_id, push=push)
-    except (EpochConflict, EpochNotClosed, ChainUnavailable, FileNotFoundError, ValueError) as exc:
+        deployment = ctx.deployment()
+        due, closed = close_due_epoch(settings, deployment, pool=pool, rules=SplitRules(method=method),
+                                      epoch_id=epoch_id)
+        for exclusion in due.excluded:
+            click.echo(json.dumps(exclusion.to_json()))
+        if due.epoch_id is None:
+            click.echo(json.dumps({"nothing_due": due.describe()}))
+            return
+        if closed is not None:
+            click.echo(json.dumps({"closed": closed.epoch_id, "merkle_root": closed.merkle_root,
+                                   "total": str(closed.total), "accounts": closed.accounts}))
+        result = emit_epoch(settings, deployment, due.epoch_id, push=push)
+    except (EpochNotDue, NothingToPay, EpochConflict, EpochNotClosed, ChainUnavailable, FileNotFoundError,
+            ValueError) as exc:
         fail(str(exc))
     for step in result.steps:
         click.echo(json.dumps({"step": step.name, "state": step.state, "detail": step.detail,
                                "tx_hashes": list(step.tx_hashes)}))
     if not result.ok:
-        fail(f"epoch {epoch_id}: some steps did not finish; rerun `payable reward --epoch {epoch_id}` to resume")
-
-
-def _default_epoch(ctx: Context, closed: dict[int, dict]) -> int:
-    """The last closed epoch while its root is not on-chain yet, else the one after it."""
-    import contracts
-
-    if not closed:
-        return 1
-    last = max(closed)
-    distributor = ctx.chain().contract(contracts.REWARD_DISTRIBUTOR, ctx.deployment().distributor)
-    unpublished = distributor.functions.epochRoot(last).call() == bytes(32)
-    return last if unpublished and int(closed[last]["accounts"]) > 0 else last + 1
+        fail(f"epoch {due.epoch_id}: some steps did not finish; rerun `payable reward` to resume it")
 
 
 @click.command()

@@ -111,7 +111,7 @@ def _table_contents(settings: Settings, views: dict[str, LogView]) -> dict[str, 
     contributions = fact_rows.contribution_rows(facts)
     versions, members = artifact_rows.dataset_rows(settings.lance_dir)
     influence = artifact_rows.influence_table(settings)
-    rewards = epoch_rows(settings, views[topics.REWARDS_OUTBOX], facts, influence,
+    rewards = epoch_rows(views[topics.REWARDS_OUTBOX], facts, influence,
                          {c["contribution_id"]: c["event_id"] for c in contributions})
     return {
         "chain_events": fact_rows.chain_event_rows(facts),

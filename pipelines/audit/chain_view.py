@@ -1,7 +1,9 @@
-"""What the chain itself says about rewards, read at one confirmed block: the other side of reconciliation.
+"""What the chain itself says about rewards, read at one block: the other side of reconciliation.
 
-Read at ``head - confirmations`` (never the head), the depth past which the ingester treats facts as final
-(invariant 3), so a transaction the ingester has not been allowed to see yet is not counted as missing.
+The block is the newest one the audited chain facts cover (``audited_block``): the ingest checkpoint's,
+never shallower than the confirmation depth those facts were ingested at (invariant 3), which the
+checkpoint records. So a transaction the ingester has not been allowed to see yet is not counted as
+missing, and reconciling under another ``PAYABLE_CONFIRMATIONS`` than ingest ran with changes nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from web3 import Web3
 
 import contracts
 from payable.chain import Chain, Deployment
+from pipelines.ingest.checkpoint import Checkpoint
 
 
 @dataclass(frozen=True)
@@ -21,10 +24,20 @@ class ChainRewards:
     outstanding: int
     published: dict[int, tuple[str, int, str]]    # epoch -> (root, total, tx hash), from EpochPublished logs
     claims: dict[tuple[int, str], tuple[int, str]]  # (epoch, account) -> (amount, tx hash), from RewardClaimed
+    fundings: dict[str, int]  # tx hash -> tokens transferred into the distributor (Transfer logs)
 
 
-def read_chain_rewards(chain: Chain, deployment: Deployment, confirmations: int) -> ChainRewards:
-    block = max(chain.w3.eth.block_number - confirmations, 0)
+def audited_block(head: int, ingested: Checkpoint, confirmations: int) -> int:
+    """The newest block the chain facts cover: ``ingested.next_block - 1``, no nearer the head than the depth
+    they were ingested at (a chain that shrank in a reorg the ingester has not seen yet); ``head -
+    confirmations`` only while no checkpoint was written (facts produced some other way)."""
+    if ingested.seq == 0:
+        return max(head - confirmations, 0)
+    depth = confirmations if ingested.confirmations is None else ingested.confirmations
+    return max(min(ingested.next_block - 1, head - depth), 0)
+
+
+def read_chain_rewards(chain: Chain, deployment: Deployment, block: int) -> ChainRewards:
     distributor = chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)
     token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
     window = {"from_block": deployment.deploy_block, "to_block": block}
@@ -34,8 +47,11 @@ def read_chain_rewards(chain: Chain, deployment: Deployment, confirmations: int)
     claims = {(e["args"]["epochId"], e["args"]["account"].lower()): (
         e["args"]["amount"], "0x" + e["transactionHash"].hex().removeprefix("0x"))
         for e in distributor.events.RewardClaimed().get_logs(**window)}
+    fundings = {"0x" + e["transactionHash"].hex().removeprefix("0x"): e["args"]["value"]
+                for e in token.events.Transfer().get_logs(**window, argument_filters={"to": distributor.address})}
     return ChainRewards(block, token.functions.balanceOf(distributor.address).call(block_identifier=block),
-                        distributor.functions.outstanding().call(block_identifier=block), published, claims)
+                        distributor.functions.outstanding().call(block_identifier=block), published, claims,
+                        fundings)
 
 
 def epoch_roots(chain: Chain, deployment: Deployment, epoch_ids: list[int], block: int) -> dict[int, str]:

@@ -1,10 +1,11 @@
 """Rows of the reward tables: epochs, account payouts, per-contribution payouts, slash requests, tx states.
 
-Everything comes from the rewards outbox and the chain facts, except the per-contribution allocation
-(influence, reputation, outcome) which the outbox does not carry: it is read from the epoch's
-``allocations.parquet`` when the close left one, else recomputed from the current inputs when they still
-hash to the epoch's ``inputs_digest`` (``allocation_source`` says which; ``unavailable`` otherwise, and
-reconciliation then reports the epoch's contributions as unpaid).
+Everything comes from the rewards outbox and the chain facts: the per-contribution allocation
+(influence, reputation, outcome) is the epoch's ContributionAllocated events, written with the epoch, so
+deleting every projection and replaying the log gives the same rows whatever the epoch's own effects
+(its slashes) or later epochs changed since (``allocation_source`` is ``log``; ``unavailable`` for an
+epoch closed before allocations went on the log, and reconciliation then reports it). The only other
+input is the influence table, to name the dataset version and adapter whose scores gave each allocation.
 """
 
 from __future__ import annotations
@@ -15,12 +16,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from payable.settings import Settings
 from pipelines.audit.shares import apportion
 from pipelines.log_views import LogView, retracted_ids
-from pipelines.rewards.epochs import epoch_dir
 from schemas import events
 from schemas import rewards as schema
 
@@ -34,7 +32,7 @@ class EpochRows:
     reward_tx_states: list[dict]
 
 
-def epoch_rows(settings: Settings, outbox: LogView, facts: LogView, influence: pa.Table | None,
+def epoch_rows(outbox: LogView, facts: LogView, influence: pa.Table | None,
                contribution_events: dict[int, str]) -> EpochRows:
     """All reward rows; ``contribution_events`` maps contribution id -> its ContributionSubmitted event id."""
     retracted = retracted_ids(facts)
@@ -54,7 +52,9 @@ def epoch_rows(settings: Settings, outbox: LogView, facts: LogView, influence: p
         allocated = {r["account"].lower(): r for r in window(schema.REWARD_ALLOCATED)}
         accounts = [_account_row(epoch_id, a, r, claims.get((epoch_id, a))) for a, r in sorted(allocated.items())]
         requested = window(schema.SLASH_REQUESTED)
-        allocations, source = _allocations(settings, epoch_id, closed, {r["contribution_id"] for r in requested})
+        allocations = [{name: r[name] for name in schema.ALLOCATION.names}
+                       for r in window(schema.CONTRIBUTION_ALLOCATED)]
+        source = "log" if allocations else "unavailable"
         out.reward_epochs.append(_epoch_row(closed, published.get(epoch_id), source))
         out.account_payouts += accounts
         out.payouts += _payout_rows(epoch_id, allocations, accounts, influence, closed, contribution_events)
@@ -77,7 +77,8 @@ def _epoch_row(closed: dict, published: dict | None, source: str) -> dict:
             "pool": closed["pool"], "carry_in": closed["carry_in"], "carry_out": closed["carry_out"],
             "accounts": closed["accounts"], "slash_requests": closed["slash_requests"],
             "inputs_digest": closed["inputs_digest"], "rules": closed["rules"],
-            "method": json.loads(closed["rules"]).get("method"), "closed_event_id": closed["event_id"],
+            "method": json.loads(closed["rules"]).get("method"), "influence_runs": closed["influence_runs"],
+            "closed_event_id": closed["event_id"],
             "allocation_source": source, "published": published is not None,
             "publish_event_id": published and published["event_id"],
             "publish_tx_hash": published and published["tx_hash"],
@@ -90,27 +91,6 @@ def _tx_state_rows(outbox: LogView) -> list[dict]:
     for _, offset, r in outbox.positioned(schema.REWARD_TX_STATE):
         rows.setdefault(r["event_id"], {**{k: v for k, v in r.items() if k != "raw_tx"}, "log_offset": offset})
     return sorted(rows.values(), key=lambda r: (r["epoch_id"], r["log_offset"]))
-
-
-def _allocations(settings: Settings, epoch_id: int, closed: dict, requested: set[int]) -> tuple[list[dict], str]:
-    """The epoch's per-contribution allocation rows and where they came from.
-
-    Recomputing needs the inputs as they were at the close: the stakes this epoch asked to slash were not
-    slashed then (the split never requests an already slashed one), so they are taken out of ``slashed``.
-    """
-    stored = epoch_dir(settings, epoch_id) / "allocations.parquet"
-    if stored.exists():
-        return pq.read_table(stored).to_pylist(), "epoch_files"
-    from pipelines.rewards.inputs import load_inputs
-    from pipelines.rewards.split import EpochInputs, EpochParams, SplitRules, split_rewards
-
-    now = load_inputs(settings)
-    inputs = EpochInputs(now.influence, now.verdicts, now.slashed - requested)
-    if inputs.digest() != closed["inputs_digest"]:
-        return [], "unavailable"
-    rules = SplitRules(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(closed["rules"]).items()})
-    split = split_rewards(inputs, EpochParams(epoch_id, int(closed["pool"]), int(closed["carry_in"]), rules))
-    return split.allocations.to_pylist(), "recomputed"
 
 
 def _payout_rows(epoch_id: int, allocations: list[dict], accounts: list[dict], influence: pa.Table | None,

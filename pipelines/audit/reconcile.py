@@ -18,8 +18,11 @@ import duckdb
 from payable.chain import Chain, Deployment
 from payable.settings import Settings
 from pipelines.audit.build import build_audit_db
-from pipelines.audit.chain_view import ChainRewards, claimed_flags, epoch_roots, read_chain_rewards
+from pipelines.audit.chain_view import ChainRewards, audited_block, claimed_flags, epoch_roots, read_chain_rewards
 from pipelines.audit.shares import apportion
+from pipelines.ingest import checkpoint
+from pipelines.log_views import read_view
+from schemas import events, topics
 
 ZERO_ROOT = "0x" + "00" * 32
 
@@ -45,11 +48,15 @@ def reconcile(settings: Settings, deployment: Deployment, *, db_path: Path | Non
     if rebuild:
         build_audit_db(settings, path)
     chain = Chain(settings.rpc_url)
-    on_chain = read_chain_rewards(chain, deployment, settings.confirmations)
+    ingested = checkpoint.load(settings.kafka_bootstrap, deployment)
+    on_chain = read_chain_rewards(chain, deployment,
+                                  audited_block(chain.w3.eth.block_number, ingested, settings.confirmations))
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return (_distributor(con, on_chain, deployment) + _epochs(con, chain, deployment, on_chain)
-                + _claims(con, chain, deployment, on_chain) + _payouts(con) + _coverage(con) + _verdicts(con))
+        return (_deep_reorg(settings, ingested) + _distributor(con, on_chain, deployment)
+                + _epochs(con, chain, deployment, on_chain) + _claims(con, chain, deployment, on_chain)
+                + _runs_paid_once(con) + _funded_once(con, on_chain, deployment) + _payouts(con) + _coverage(con)
+                + _verdicts(con))
     finally:
         con.close()
 
@@ -58,6 +65,43 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict]:
     cursor = con.execute(sql)
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _deep_reorg(settings: Settings, ingested: checkpoint.Checkpoint) -> list[Difference]:
+    """The ingester stopped on a reorg deeper than its window: the facts may hold transactions that left
+    the chain. The alert stands while the checkpoint written with it (same sequence number, see
+    ``Ingester._deep_reorg``) is still the latest."""
+    standing = f"{ingested.chain_id}:reorg-beyond-window:{ingested.seq}:{ingested.scope}"
+    return [Difference("no standing deep-reorg alert", "alerts", f"alert={alert['event_id']}",
+                       "ingester past every reorg", alert["message"])
+            for alert in read_view(settings.kafka_bootstrap, topics.ALERTS).of(events.ALERT)
+            if alert["event_id"] == standing]
+
+
+def _runs_paid_once(con) -> list[Difference]:
+    """Invariant 4: an influence run is paid in exactly one epoch."""
+    rows = _rows(con, """
+        SELECT run, list(epoch_id ORDER BY epoch_id) AS epochs
+        FROM (SELECT epoch_id, unnest(influence_runs) AS run FROM reward_epochs)
+        GROUP BY run HAVING count(*) > 1 ORDER BY run""")
+    return [Difference("influence run paid by one epoch", "reward_epochs", f"run={r['run']}", "one epoch",
+                       "epochs " + ", ".join(map(str, r["epochs"]))) for r in rows]
+
+
+def _funded_once(con, on_chain: ChainRewards, deployment: Deployment) -> list[Difference]:
+    """The treasury's funding of an epoch is one Transfer into the distributor: the epoch's confirmed fund
+    transactions (the emitter's outbox) that the chain shows as such transfers."""
+    rows = _rows(con, f"""
+        SELECT epoch_id, list(DISTINCT tx_hash ORDER BY tx_hash) AS txs FROM reward_tx_states
+        WHERE step = 'fund' AND state = 'confirmed' AND distributor = '{deployment.distributor.lower()}'
+        GROUP BY epoch_id ORDER BY epoch_id""")
+    out = []
+    for r in rows:
+        funded = [tx for tx in r["txs"] if tx in on_chain.fundings]
+        if len(funded) > 1:
+            out.append(Difference("distributor funded once per epoch", "reward_tx_states", f"epoch_id={r['epoch_id']}",
+                                  1, f"{len(funded)} transfers: {', '.join(funded)}"))
+    return out
 
 
 def _distributor(con, on_chain: ChainRewards, deployment: Deployment) -> list[Difference]:

@@ -65,7 +65,8 @@ TABLES: dict[str, str] = {
         epoch_id BIGINT PRIMARY KEY, merkle_root VARCHAR NOT NULL, total {AMOUNT} NOT NULL,
         pool {AMOUNT} NOT NULL, carry_in {AMOUNT} NOT NULL, carry_out {AMOUNT} NOT NULL, accounts BIGINT NOT NULL,
         slash_requests BIGINT NOT NULL, inputs_digest VARCHAR NOT NULL, rules VARCHAR NOT NULL,
-        method VARCHAR, closed_event_id VARCHAR NOT NULL, allocation_source VARCHAR NOT NULL,
+        method VARCHAR, influence_runs VARCHAR[] NOT NULL, closed_event_id VARCHAR NOT NULL,
+        allocation_source VARCHAR NOT NULL,
         published BOOLEAN NOT NULL, publish_event_id VARCHAR, publish_tx_hash VARCHAR,
         published_root VARCHAR, published_total {AMOUNT}""",
     "account_payouts": f"""

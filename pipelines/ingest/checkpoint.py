@@ -2,7 +2,9 @@
 
 A checkpoint is an IngestCheckpoint event on ``topics.CHAIN_CHECKPOINTS``, written in the same Kafka
 transaction as the facts of its chunk, so what a restart resumes from is exactly what read_committed
-consumers can see. The latest one for this chain and deployment (its ``scope``) wins.
+consumers can see. The latest one for this chain and deployment (its ``scope``) wins. It also records
+the confirmation depth its facts were ingested at: whoever compares the facts with the chain
+(``payable reconcile``) reads the chain as deep as the data was, whatever its own environment says.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Checkpoint:
     block_hashes: list[str] = field(default_factory=list)
     mark_blocks: list[int] = field(default_factory=list)
     mark_offsets: list[list[int]] = field(default_factory=list)
+    confirmations: int | None = None  # the depth the facts before next_block were ingested at (None: unknown)
 
     @property
     def window_first(self) -> int:
@@ -73,7 +76,7 @@ def load(bootstrap: str, deployment: Deployment) -> Checkpoint:
                 latest = record
     if latest is None:
         return initial(deployment)
-    return Checkpoint(**{name: latest[name] for name in Checkpoint.__dataclass_fields__})
+    return Checkpoint(**{name: latest[name] for name in Checkpoint.__dataclass_fields__ if name in latest})
 
 
 def _checkpoints(bootstrap: str, partition: int, start: int, end: int, key: bytes) -> list[dict]:
@@ -82,6 +85,6 @@ def _checkpoints(bootstrap: str, partition: int, start: int, end: int, key: byte
         if message.key != key:
             continue
         event_type, record = events.decode(message.value, message.headers)
-        if event_type is events.INGEST_CHECKPOINT:
+        if event_type.name == events.INGEST_CHECKPOINT.name:  # v1 (no confirmations) or v2
             records.append(record)
     return records

@@ -41,7 +41,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from typing import TYPE_CHECKING
 
@@ -245,6 +245,7 @@ class Ingester:
 
     def _commit(self, messages: list[Message], successor: Checkpoint) -> None:
         """One transaction: ``messages`` and the checkpoint that covers them."""
+        successor = replace(successor, confirmations=self.confirmations)  # the depth travels with the data
         (value,) = events.encode(events.INGEST_CHECKPOINT, [successor.record()])
         key = topics.chain_key(self.deployment.chain_id)
         delivered = self.sink.commit([*messages, (events.INGEST_CHECKPOINT.name, key, value)])

@@ -1,30 +1,85 @@
-"""The reward cycle as the schedule and Dagster run it: close the epoch that is due, then emit it.
+"""The reward cycle as every caller runs it (CLI, Dagster, schedule): which epoch is due, close it, emit it.
 
-Each influence run (a datanet's dataset version scored on its adapter by one method) is paid once, in the
-first epoch that closes after it exists: an epoch is due only when the current influence includes a run no
-closed epoch has paid. A datanet that keeps growing keeps being retrained, and each new model version pays
-its pool among all the data that shaped it (old contributions included, by their influence on the new
-model); nothing is paid twice for the same model. So re-running the graph with no new events closes no
-epoch, and emitting the newest one again only confirms it is fully on-chain (the emitter reconciles with
-the chain and sends nothing twice); a cycle killed half-way is finished by the next one.
+The epoch that is due is, in this order:
+
+1. the oldest epoch closed on the log but not finished on this distributor (no RewardEpochOnChain):
+   a run killed half-way is finished by the next one, and no new epoch closes before it is;
+2. else the next epoch, when some influence run is left for it to pay (``runs.payable_runs``: a run no
+   closed epoch paid, with finite scores): a datanet that keeps growing keeps being retrained,
+   and each new model version pays its pool among all the data that shaped it;
+3. else nothing: re-running with no new events closes no epoch and sends no transaction.
+
+That a run is paid once is not decided here but in ``epochs.close_epoch``, below every caller; this
+module only picks the epoch id, so an operator's explicit id that is not the due one is refused
+(``EpochNotDue``) rather than closed out of turn.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from payable.chain import Deployment
 from payable.settings import Settings
 from pipelines.rewards import outbox
-from pipelines.rewards.epochs import EpochResult, close_epoch
+from pipelines.rewards.epochs import EpochResult, close_epoch, paid_runs
 from pipelines.rewards.inputs import load_inputs
-from pipelines.rewards.split import SplitRules
+from pipelines.rewards.runs import Exclusion, payable_runs
+from pipelines.rewards.split import EpochInputs, SplitRules
 
 
-def close_due_epoch(settings: Settings, *, pool: int,
-                    rules: SplitRules | None = None) -> tuple[int, EpochResult | None]:
-    """(newest epoch id, its result if it was closed now); (0, None) while there is nothing to pay yet."""
+class EpochNotDue(ValueError):
+    """An explicit epoch id is not the epoch that is due."""
+
+
+@dataclass(frozen=True)
+class Due:
+    """The epoch a cycle works on now, or none."""
+
+    epoch_id: int | None  # None: nothing is due
+    resume: bool = False  # closed on the log already, not finished on-chain
+    excluded: tuple[Exclusion, ...] = ()  # runs the next epoch leaves out, and why
+
+    def describe(self) -> str:
+        if self.epoch_id is None:
+            return "nothing is due: no influence run is left to pay"
+        if self.resume:
+            return f"epoch {self.epoch_id} is closed but not fully on-chain yet: it is resumed"
+        return f"epoch {self.epoch_id} is due"
+
+
+def unfinished_epoch(settings: Settings, deployment: Deployment,
+                     closed: dict[int, dict] | None = None) -> int | None:
+    """The oldest epoch closed on the log that the emitter has not finished on ``deployment``'s distributor."""
+    closed = outbox.closed_epochs(settings.kafka_bootstrap) if closed is None else closed
+    finished = outbox.epochs_on_chain(settings.kafka_bootstrap, deployment.chain_id, deployment.distributor)
+    return min(set(closed) - finished, default=None)
+
+
+def due_epoch(settings: Settings, deployment: Deployment, rules: SplitRules | None = None) -> Due:
+    """The epoch that is due (see the module docstring); sends nothing."""
+    return _due(settings, deployment, rules)[0]
+
+
+def close_due_epoch(settings: Settings, deployment: Deployment, *, pool: int, rules: SplitRules | None = None,
+                    epoch_id: int | None = None) -> tuple[Due, EpochResult | None]:
+    """Closes the due epoch if it is a new one; (what is due, the close's result or None).
+
+    ``epoch_id``, when given, must be the due epoch (``EpochNotDue`` otherwise)."""
+    due, inputs = _due(settings, deployment, rules)
+    if epoch_id is not None and epoch_id != due.epoch_id:
+        raise EpochNotDue(f"epoch {epoch_id} is not due: {due.describe()}")
+    if due.epoch_id is None or due.resume or inputs is None:
+        return due, None
+    return due, close_epoch(settings, due.epoch_id, inputs, pool=pool, rules=rules)
+
+
+def _due(settings: Settings, deployment: Deployment, rules: SplitRules | None) -> tuple[Due, EpochInputs | None]:
+    """What is due, and the inputs a new epoch would be closed from (None when resuming)."""
     closed = outbox.closed_epochs(settings.kafka_bootstrap)
+    unfinished = unfinished_epoch(settings, deployment, closed)
+    if unfinished is not None:
+        return Due(unfinished, resume=True), None
+    next_id = max(closed, default=0) + 1
     inputs = load_inputs(settings)
-    newest = max(closed, default=0)
-    paid = {run for epoch in closed.values() for run in epoch["influence_runs"]}
-    if set(inputs.influence_runs()) <= paid:
-        return newest, None
-    return newest + 1, close_epoch(settings, newest + 1, inputs, pool=pool, rules=rules or SplitRules())
+    payable, excluded = payable_runs(inputs, paid_runs(closed, besides=next_id), (rules or SplitRules()).method)
+    return Due(next_id if payable.influence.num_rows else None, excluded=excluded), inputs

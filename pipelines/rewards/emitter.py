@@ -11,7 +11,8 @@ rewards outbox before the transaction is sent:
   of the batch have claimed; accounts that claimed themselves meanwhile are left out of the call);
 - ``slash-<id>``: the validator slashes a contribution's stake (done once its status is Slashed; skipped,
   and reported, when the stake was already released or the contribution is unknown on-chain).
-Kill the emitter anywhere and run it again: it reads the outbox, checks the chain, and carries on.
+Kill the emitter anywhere and run it again: it reads the outbox, checks the chain, and carries on. Once
+every step is done (or can never happen), a RewardEpochOnChain event says the epoch is finished there.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pipelines.rewards import outbox
 from pipelines.rewards.epochs import EpochConflict, load_epoch
 from pipelines.rewards.store import ClosedEpoch
 from pipelines.rewards.txsteps import Step, StepOutcome, TxRunner, rpc
+from schemas import rewards as schema
 
 PUSH_MAX_ACCOUNTS = 256  # push mode by default up to this many accounts; larger epochs are claimed
 PUSH_BATCH = 64          # accounts per claimBatch transaction (about 2M gas)
@@ -83,9 +85,23 @@ def emit_epoch(settings: Settings, deployment: Deployment, epoch_id: int, *, pus
             outcomes.append(runner.run(step))
             if outcomes[-1].state != "done" and step.name in ("fund", "publish"):
                 break  # nothing after them can succeed without them
+        result = EmitResult(epoch_id, "0x" + epoch.root.hex(), epoch.total, tuple(outcomes))
+        if result.ok:
+            _record_on_chain(writer, history, chain.chain_id, deployment.distributor, result)
     finally:
         writer.close()
-    return EmitResult(epoch_id, "0x" + epoch.root.hex(), epoch.total, tuple(outcomes))
+    return result
+
+
+def _record_on_chain(writer: outbox.OutboxWriter, history: list[outbox.Entry], chain_id: int, distributor: str,
+                     result: EmitResult) -> None:
+    """Marks the epoch finished on this distributor, so the due-epoch rule stops resuming it (once)."""
+    record = {"event_id": outbox.derived_id("on-chain", chain_id, distributor.lower(), result.epoch_id,
+                                            result.merkle_root),
+              "epoch_id": result.epoch_id, "chain_id": chain_id, "distributor": distributor.lower(),
+              "merkle_root": result.merkle_root}
+    if not any(e.record.get("event_id") == record["event_id"] for e in history):
+        writer.append(schema.REWARD_EPOCH_ON_CHAIN, [record])
 
 
 def _steps(chain: Chain, deployment: Deployment, epoch: ClosedEpoch, signers: Signers,

@@ -1,9 +1,16 @@
-"""Closing a reward epoch: split, Merkle root, the decision on the log, the epoch's files.
+"""Closing a reward epoch: which runs it pays, split, Merkle root, the decision on the log, the epoch's files.
 
-The log is the truth (invariant 1): ``close_epoch`` writes every allocation and slash request to the
-rewards outbox and then a RewardEpochClosed marker carrying the root; the files under the data directory
-are a projection that ``load_epoch`` rebuilds from the log when they are missing. An epoch id closes once:
-closing it again with inputs that give the same root is a no-op, with other inputs an error.
+The log is the truth (invariant 1): ``close_epoch`` writes every allocation (per account and per
+contribution) and slash request to the rewards outbox and then a RewardEpochClosed marker carrying the
+root and the influence runs it paid; the files under the data directory are a projection that
+``load_epoch`` rebuilds from the log when they are missing.
+
+Exactly once (invariant 4) is decided here, below every caller: an epoch pays only the influence runs no
+other closed epoch paid (``runs.payable_runs``, which also leaves out runs with non-finite scores), so a
+script, the CLI or Dagster closing "the next epoch" on unchanged inputs gets ``NothingToPay`` rather
+than paying the same runs again. Epochs close in order (the previous epoch's remainder carries over). An
+epoch id closes once: closing it again with inputs that give the same root is a no-op, with other
+inputs an error.
 """
 
 from __future__ import annotations
@@ -11,9 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 from payable.settings import Settings
 from pipelines.rewards import outbox, store
 from pipelines.rewards.merkle import build_tree
+from pipelines.rewards.runs import Exclusion, payable_runs
 from pipelines.rewards.split import EpochInputs, EpochParams, SlashRequest, SplitRules, split_rewards
 from schemas import rewards as schema
 
@@ -26,6 +36,15 @@ class EpochNotClosed(LookupError):
     """The outbox has no RewardEpochClosed event for an epoch."""
 
 
+class NothingToPay(LookupError):
+    """No influence run is left for a new epoch to pay: each one is paid already or cannot be paid."""
+
+    def __init__(self, epoch_id: int, excluded: tuple[Exclusion, ...]):
+        self.epoch_id, self.excluded = epoch_id, excluded
+        why = "; ".join(f"{x.run}: {x.reason}" for x in excluded) or "no influence scores yet"
+        super().__init__(f"epoch {epoch_id} has nothing to pay ({why})")
+
+
 @dataclass(frozen=True)
 class EpochResult:
     epoch_id: int
@@ -36,6 +55,7 @@ class EpochResult:
     slash_requests: int
     directory: Path
     already_closed: bool
+    excluded: tuple[Exclusion, ...] = ()  # influence runs of the inputs this epoch does not pay, with why
 
 
 def epoch_dir(settings: Settings, epoch_id: int) -> Path:
@@ -47,42 +67,51 @@ def next_epoch_id(settings: Settings) -> int:
     return max(outbox.closed_epochs(settings.kafka_bootstrap), default=0) + 1
 
 
-def carry_in(settings: Settings, epoch_id: int) -> int:
+def paid_runs(closed: dict[int, dict], *, besides: int) -> dict[str, int]:
+    """influence run -> the closed epoch (other than ``besides``) that paid it, the first if several did."""
+    return {run: epoch_id for epoch_id, record in sorted(closed.items(), reverse=True) if epoch_id != besides
+            for run in record["influence_runs"]}
+
+
+def close_epoch(settings: Settings, epoch_id: int, inputs: EpochInputs, *, pool: int,
+                rules: SplitRules | None = None) -> EpochResult:
+    """Decides epoch ``epoch_id`` from the runs of ``inputs`` no other epoch paid, and records it on the log
+    and under the data directory; raises ``NothingToPay`` rather than close an epoch that pays no run."""
+    rules = rules or SplitRules()
+    closed = outbox.closed_epochs(settings.kafka_bootstrap)
+    inputs, excluded = payable_runs(inputs, paid_runs(closed, besides=epoch_id), rules.method)
+    params = EpochParams(epoch_id, pool, _carry_in(closed, epoch_id), rules)
+    if epoch_id not in closed and inputs.influence.num_rows == 0:
+        raise NothingToPay(epoch_id, excluded)
+    split = split_rewards(inputs, params)
+    tree = build_tree(split.accounts, split.amounts) if split.accounts else None
+    epoch = store.ClosedEpoch(epoch_id, tree.root if tree else store.EMPTY_ROOT, pool, params.carry_in,
+                              split.carry_out, split.accounts, split.amounts, split.slash_requests, tree)
+    directory = epoch_dir(settings, epoch_id)
+    if epoch_id in closed:
+        previous = closed[epoch_id]
+        if previous["merkle_root"] != "0x" + epoch.root.hex() or int(previous["total"]) != epoch.total:
+            raise EpochConflict(f"epoch {epoch_id} was closed with root {previous['merkle_root']}; "
+                                f"these inputs give 0x{epoch.root.hex()}")
+        if not store.exists(directory):
+            store.save(directory, epoch, split.allocations)
+        return _result(epoch, directory, excluded, already_closed=True)
+
+    _write_decision(settings, epoch, split.allocations, inputs, rules)
+    store.save(directory, epoch, split.allocations)
+    return _result(epoch, directory, excluded, already_closed=False)
+
+
+def _carry_in(closed: dict[int, dict], epoch_id: int) -> int:
     """The previous epoch's remainder, from its RewardEpochClosed event; epochs close in order, so no
     remainder can be skipped."""
     if epoch_id < 1:
         raise ValueError("epoch ids start at 1")
     if epoch_id == 1:
         return 0
-    previous = _closed_entry(outbox.read_epoch(settings.kafka_bootstrap, epoch_id - 1))
-    if previous is None:
+    if epoch_id - 1 not in closed:
         raise EpochNotClosed(f"close epoch {epoch_id - 1} before epoch {epoch_id}: its remainder carries over")
-    return int(previous.record["carry_out"])
-
-
-def close_epoch(settings: Settings, epoch_id: int, inputs: EpochInputs, *, pool: int,
-                rules: SplitRules | None = None) -> EpochResult:
-    """Decides epoch ``epoch_id`` from ``inputs`` and records it on the log and under the data directory."""
-    rules = rules or SplitRules()
-    params = EpochParams(epoch_id, pool, carry_in(settings, epoch_id), rules)
-    split = split_rewards(inputs, params)
-    tree = build_tree(split.accounts, split.amounts) if split.accounts else None
-    epoch = store.ClosedEpoch(epoch_id, tree.root if tree else store.EMPTY_ROOT, pool, params.carry_in,
-                              split.carry_out, split.accounts, split.amounts, split.slash_requests, tree)
-    directory = epoch_dir(settings, epoch_id)
-    closed = _closed_entry(outbox.read_epoch(settings.kafka_bootstrap, epoch_id))
-    if closed is not None:
-        previous = closed.record
-        if previous["merkle_root"] != "0x" + epoch.root.hex() or int(previous["total"]) != epoch.total:
-            raise EpochConflict(f"epoch {epoch_id} was closed with root {previous['merkle_root']}; "
-                                f"these inputs give 0x{epoch.root.hex()}")
-        if not store.exists(directory):
-            store.save(directory, epoch, split.allocations)
-        return _result(epoch, directory, already_closed=True)
-
-    _write_decision(settings, epoch, inputs, rules)
-    store.save(directory, epoch, split.allocations)
-    return _result(epoch, directory, already_closed=False)
+    return int(closed[epoch_id - 1]["carry_out"])
 
 
 def load_epoch(settings: Settings, epoch_id: int) -> store.ClosedEpoch:
@@ -103,6 +132,8 @@ def replay_epoch(settings: Settings, epoch_id: int) -> store.ClosedEpoch:
     window = [e for e in entries if closed["first_offset"] <= e.offset < marker.offset]
     allocated = {e.record["account"]: int(e.record["amount"]) for e in window
                  if e.type == schema.REWARD_ALLOCATED.name}
+    contributions = [{name: e.record[name] for name in schema.ALLOCATION.names} for e in window
+                     if e.type == schema.CONTRIBUTION_ALLOCATED.name]
     slashes = {e.record["contribution_id"]: SlashRequest(
         e.record["contribution_id"], e.record["datanet_id"], e.record["contributor"], e.record["reason_code"],
         e.record["reason"]) for e in window if e.type == schema.SLASH_REQUESTED.name}
@@ -115,7 +146,8 @@ def replay_epoch(settings: Settings, epoch_id: int) -> store.ClosedEpoch:
     if "0x" + epoch.root.hex() != closed["merkle_root"] or len(accounts) != closed["accounts"]:
         raise EpochConflict(f"replaying epoch {epoch_id} gives root 0x{epoch.root.hex()}, "
                             f"the log recorded {closed['merkle_root']}")
-    store.save(epoch_dir(settings, epoch_id), epoch)
+    allocations = pa.Table.from_pylist(contributions, schema=schema.ALLOCATION) if contributions else None
+    store.save(epoch_dir(settings, epoch_id), epoch, allocations)
     return epoch
 
 
@@ -124,7 +156,8 @@ def _closed_entry(entries: list[outbox.Entry]) -> outbox.Entry | None:
     return closed[-1] if closed else None
 
 
-def _write_decision(settings: Settings, epoch: store.ClosedEpoch, inputs: EpochInputs, rules: SplitRules) -> None:
+def _write_decision(settings: Settings, epoch: store.ClosedEpoch, allocations: pa.Table, inputs: EpochInputs,
+                    rules: SplitRules) -> None:
     """Allocations and slash requests first, then the closing marker that names where they start."""
     n = epoch.epoch_id
     writer = outbox.OutboxWriter(settings.kafka_bootstrap)  # creates the topic on first use
@@ -133,6 +166,9 @@ def _write_decision(settings: Settings, epoch: store.ClosedEpoch, inputs: EpochI
         writer.append(schema.REWARD_ALLOCATED, [
             {"event_id": outbox.derived_id("allocated", n, a, str(x)), "epoch_id": n, "account": a, "amount": str(x)}
             for a, x in zip(epoch.accounts, epoch.amounts, strict=True)])
+        writer.append(schema.CONTRIBUTION_ALLOCATED, [
+            {"event_id": outbox.derived_id("contribution-allocated", n, row["contribution_id"]), "epoch_id": n, **row}
+            for row in allocations.to_pylist()])
         writer.append(schema.SLASH_REQUESTED, [
             {"event_id": outbox.derived_id("slash-requested", n, r.contribution_id, r.reason_code), "epoch_id": n,
              "contribution_id": r.contribution_id, "datanet_id": r.datanet_id, "contributor": r.contributor,
@@ -149,6 +185,7 @@ def _write_decision(settings: Settings, epoch: store.ClosedEpoch, inputs: EpochI
         writer.close()
 
 
-def _result(epoch: store.ClosedEpoch, directory: Path, *, already_closed: bool) -> EpochResult:
+def _result(epoch: store.ClosedEpoch, directory: Path, excluded: tuple[Exclusion, ...], *,
+            already_closed: bool) -> EpochResult:
     return EpochResult(epoch.epoch_id, "0x" + epoch.root.hex(), epoch.total, epoch.carry_out, len(epoch.accounts),
-                       len(epoch.slash_requests), directory, already_closed)
+                       len(epoch.slash_requests), directory, already_closed, excluded)

@@ -57,13 +57,23 @@ def read_epoch(bootstrap: str, epoch_id: int) -> list[Entry]:
 
 def closed_epochs(bootstrap: str) -> dict[int, dict]:
     """epoch id -> its latest RewardEpochClosed record, over the whole outbox."""
-    closed: dict[int, dict] = {}
-    for partition, end in kafka_log.end_offsets(bootstrap, topics.REWARDS_OUTBOX).items():
+    return {record["epoch_id"]: record for record in _records_of(bootstrap, schema.REWARD_EPOCH_CLOSED)}
+
+
+def epochs_on_chain(bootstrap: str, chain_id: int, distributor: str) -> set[int]:
+    """Ids of the epochs the emitter finished on this chain's ``distributor`` (RewardEpochOnChain)."""
+    return {record["epoch_id"] for record in _records_of(bootstrap, schema.REWARD_EPOCH_ON_CHAIN)
+            if record["chain_id"] == chain_id and record["distributor"] == distributor.lower()}
+
+
+def _records_of(bootstrap: str, event_type: events.EventType) -> list[dict]:
+    """Every record of ``event_type`` on the outbox, partition by partition, in log order."""
+    records = []
+    for partition, end in sorted(kafka_log.end_offsets(bootstrap, topics.REWARDS_OUTBOX).items()):
         for message in kafka_log.read_range(bootstrap, topics.REWARDS_OUTBOX, partition, 0, end):
-            if dict(message.headers).get(topics.HEADER_EVENT_TYPE) == schema.REWARD_EPOCH_CLOSED.name.encode():
-                record = events.decode(message.value, message.headers)[1]
-                closed[record["epoch_id"]] = record
-    return closed
+            if dict(message.headers).get(topics.HEADER_EVENT_TYPE) == event_type.name.encode():
+                records.append(events.decode(message.value, message.headers)[1])
+    return records
 
 
 def end_offset(bootstrap: str, epoch_id: int) -> int:

@@ -47,6 +47,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.rewards.runs import run_names
 from pipelines.validate import reasons
 from schemas import rewards as schema
 
@@ -96,8 +97,7 @@ class EpochInputs:
 
     def influence_runs(self) -> list[str]:
         """The (datanet, dataset version, adapter, method) runs whose scores these inputs pay on."""
-        columns = [self.influence[c].to_pylist() for c in ("datanet_id", "dataset_version", "adapter_id", "method")]
-        return sorted({":".join(map(str, run)) for run in zip(*columns, strict=True)})
+        return sorted(set(run_names(self.influence)))
 
     def digest(self) -> str:
         """A hash of the inputs, recorded with the epoch so a replay can tell it used the same ones."""

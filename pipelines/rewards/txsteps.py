@@ -184,7 +184,7 @@ class TxRunner:
         self._record(step, "sent", nonce=nonce, tx_hash=sent["tx_hash"])
         crash_point(step.name, "after_send")
         deadline = time.monotonic() + RECEIPT_TIMEOUT_S
-        while not self._closed_by_receipt(step, self._open_intents(step), crash_after_receipt=True):
+        while not self._closed_by_receipt(step, self._open_intents(step)):
             if self._closed_by_nonce(step, nonce):
                 return
             if time.monotonic() > deadline:
@@ -220,15 +220,17 @@ class TxRunner:
         tx["maxPriorityFeePerGas"] = int(tx["maxPriorityFeePerGas"] * FEE_BUMP) + 1
         return self._broadcast(step, self._sign_and_record(step, tx), bumps + 1)
 
-    def _closed_by_receipt(self, step: Step, intents: list[dict], *, crash_after_receipt: bool = False) -> bool:
-        """Records the receipt of whichever of ``intents`` was mined; False if none was."""
+    def _closed_by_receipt(self, step: Step, intents: list[dict]) -> bool:
+        """Records the receipt of whichever of ``intents`` was mined; False if none was.
+
+        The one place a receipt is recorded (after the send, when settling an intent found open, and when
+        the nonce moved), so the ``after_receipt`` crash point fires on every one of those paths."""
         for intent in intents:
             try:
                 receipt = rpc(self.w3.eth.get_transaction_receipt, intent["tx_hash"])
             except TransactionNotFound:
                 continue
-            if crash_after_receipt:
-                crash_point(step.name, "after_receipt")
+            crash_point(step.name, "after_receipt")
             state = "confirmed" if receipt["status"] == 1 else "failed"
             self._record(step, state, nonce=intent["nonce"], tx_hash=intent["tx_hash"],
                          block_number=receipt["blockNumber"], detail="" if state == "confirmed" else "reverted")
