@@ -98,6 +98,26 @@ def _emit_with_crash(settings: Settings, deployment: Deployment, epoch_id: int, 
     emit_epoch(settings, deployment, epoch_id, **options)
 
 
+def _emit_with_late_receipts(settings: Settings, deployment: Deployment, epoch_id: int, crash_at: str) -> None:
+    """emit_epoch as if each receipt arrived just after the emitter asked for it the second time (once before
+    sending, once after): the race in which the nonce check, not the receipt check, first sees it mined."""
+    from collections import Counter
+
+    from web3.eth import Eth
+    from web3.exceptions import TransactionNotFound
+
+    real, asked = Eth.get_transaction_receipt, Counter()
+
+    def late(self, transaction_hash):
+        asked[transaction_hash] += 1
+        if asked[transaction_hash] <= 2:
+            raise TransactionNotFound(f"{transaction_hash} not mined yet")
+        return real(self, transaction_hash)
+
+    Eth.get_transaction_receipt = late
+    _emit_with_crash(settings, deployment, epoch_id, crash_at, {"push": False})
+
+
 def logs(chain: Chain, contract, event: str, **filters) -> list:
     return list(getattr(contract.events, event)().get_logs(from_block=0, argument_filters=filters or None))
 
@@ -127,6 +147,19 @@ def test_killed_at_every_step_then_rerun_pays_everyone_exactly_once(stack, chain
     block = chain.w3.eth.block_number
     assert emit_epoch(stack, deployment, 1).ok
     assert chain.w3.eth.block_number == block, "a rerun of a finished epoch sends nothing"
+
+
+def test_after_receipt_crash_point_fires_when_the_nonce_check_sees_the_receipt_first(stack, chain, deployment,
+                                                                                      tmp_path):
+    setup_epoch(stack, chain, deployment, tmp_path, extra_accounts=2)
+    child = emitter_processes().Process(target=_emit_with_late_receipts,
+                                        args=(stack, deployment, 1, "fund:after_receipt"))
+    child.start()
+    child.join(120)
+    assert child.exitcode == -9, "fund:after_receipt was not reached on the late-receipt path"
+    assert emit_epoch(stack, deployment, 1, push=False).ok
+    token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
+    assert len(logs(chain, token, "Transfer", to=deployment.distributor)) == 1
 
 
 def test_intent_whose_nonce_was_taken_is_superseded_not_doubled(stack, chain, deployment, tmp_path):
