@@ -119,7 +119,7 @@ def test_close_epoch_called_directly_pays_no_run_twice(stack):
     write_inputs(stack, EPOCH_1)
     first = close_epoch(stack, 1, load_inputs(stack), pool=POOL)
     assert [(x.run, x.reason) for x in first.excluded] == [(NAN_RUN, "non-finite influence scores (NaN or infinite)")]
-    with pytest.raises(NothingToPay, match="epoch 2 has nothing to pay .*1:1:a:tracin: paid in epoch 1"):
+    with pytest.raises(NothingToPay, match=r"epoch 2 has nothing to pay .*1:1:a:tracin: paid in epoch 1"):
         close_epoch(stack, 2, load_inputs(stack), pool=POOL)
     assert close_epoch(stack, 1, load_inputs(stack), pool=POOL).already_closed, "closing epoch 1 again: a no-op"
 
