@@ -61,8 +61,8 @@ def reconcile(settings: Settings, deployment: Deployment, *, db_path: Path | Non
         con.close()
 
 
-def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict]:
-    cursor = con.execute(sql)
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: tuple = ()) -> list[dict]:
+    cursor = con.execute(sql, params)
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
@@ -91,10 +91,10 @@ def _runs_paid_once(con) -> list[Difference]:
 def _funded_once(con, on_chain: ChainRewards, deployment: Deployment) -> list[Difference]:
     """The treasury's funding of an epoch is one Transfer into the distributor: the epoch's confirmed fund
     transactions (the emitter's outbox) that the chain shows as such transfers."""
-    rows = _rows(con, f"""
+    rows = _rows(con, """
         SELECT epoch_id, list(DISTINCT tx_hash ORDER BY tx_hash) AS txs FROM reward_tx_states
-        WHERE step = 'fund' AND state = 'confirmed' AND distributor = '{deployment.distributor.lower()}'
-        GROUP BY epoch_id ORDER BY epoch_id""")
+        WHERE step = 'fund' AND state = 'confirmed' AND distributor = ?
+        GROUP BY epoch_id ORDER BY epoch_id""", (deployment.distributor.lower(),))
     out = []
     for r in rows:
         funded = [tx for tx in r["txs"] if tx in on_chain.fundings]
