@@ -1,6 +1,7 @@
 """`payable demo`: the main job end to end on the embedded defaults, with the time of every stage.
 
-It starts the local services, deploys the contracts, creates two datanets, submits the planted
+It starts the local services, deploys the contracts, creates two datanets (``recipes`` permissioned: the
+trainer asks for access and the owner grants it, so its adapter is trained under a grant), submits the planted
 contributions of ``demo_corpus`` from several simulated contributors, then materializes the whole asset
 graph through Dagster's own jobs (ingest, validate, train + attribute per datanet, reward epoch on-chain,
 audit), ingests the reward facts back, and prints a summary table (read from the audit database) plus one
@@ -25,6 +26,7 @@ import contracts
 from contracts.deploy import TOKEN_UNIT, deploy
 from orchestration.loop import Loop
 from payable import demo_corpus, services
+from payable.access import grant_access, request_access
 from payable.chain import Chain, Deployment
 from payable.content_store import ContentStore
 from payable.datanets import Submitted, create_datanet
@@ -161,9 +163,12 @@ def run_demo(settings: Settings, fresh: bool = True) -> dict:
         owner, validator = dev_account(Role.DEPLOYER.value), dev_account(Role.VALIDATOR.value).address
         datanet_ids = {
             key: create_datanet(chain, deployment, store, owner, spec, min_stake=TOKEN_UNIT,
-                                max_contribution_size=64_000, validators=[validator])
+                                max_contribution_size=64_000, validators=[validator], permissioned=key == "recipes")
             for key, spec in (("science", demo_corpus.SCIENCE), ("recipes", demo_corpus.RECIPES))
         }
+        trainer = dev_account(Role.TRAINER.value)
+        request_access(chain, deployment, trainer, datanet_ids["recipes"])
+        grant_access(chain, deployment, owner, datanet_ids["recipes"], trainer.address)
     with timer.stage("submit contributions"):
         tmp_dir = settings.data_dir / "demo-inputs"
         tmp_dir.mkdir(parents=True, exist_ok=True)

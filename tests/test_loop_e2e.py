@@ -62,6 +62,21 @@ def test_every_planted_contribution_ends_as_planted(demo):
     assert summary["payout_txs"], "small epochs are pushed on-chain"
 
 
+def test_the_permissioned_datanet_is_trained_under_its_grant(demo):
+    settings, summary = demo
+    con = duckdb.connect(str(settings.audit_db), read_only=True)
+    visibility = dict(con.execute("SELECT datanet_id, permissioned FROM datanets").fetchall())
+    trained = con.execute("SELECT datanet_id, access_grant FROM training_runs ORDER BY datanet_id").fetchall()
+    grants = con.execute("SELECT g.datanet_id, g.event_id, g.requested_event_id IS NOT NULL, g.live, t.adapter_id "
+                         "FROM access_grants g JOIN grant_trainings t ON t.grant_event_id = g.event_id").fetchall()
+    con.close()
+    recipes = summary["datanets"]["recipes"]
+    assert visibility == {summary["datanets"]["science"]: False, recipes: True}
+    ((datanet, grant, asked, live, adapter),) = grants
+    assert (datanet, asked, live) == (recipes, True, True) and adapter is not None
+    assert dict(trained) == {summary["datanets"]["science"]: None, recipes: grant}
+
+
 def test_every_asset_materialized_and_every_check_passed(demo):
     settings, _ = demo
     instance = get_instance(settings)

@@ -85,7 +85,7 @@ def fund(ctx: Context, address: str, amount: int) -> None:
 
 @click.group()
 def datanet() -> None:
-    """Create and inspect datanets."""
+    """Create datanets; request, grant and revoke access to permissioned ones."""
 
 
 @datanet.command("create")
