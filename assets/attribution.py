@@ -8,7 +8,8 @@ from assets.plots import histogram, table_md
 from assets.training import lora_adapters
 from orchestration.resources import DataDirResource, KafkaResource
 from pipelines import log_views
-from pipelines.attribution import attribute
+from pipelines.attribution import Unscorable, attribute
+from pipelines.attribution.counterfactual import Refit
 
 OWNERS = ["team:ml"]
 
@@ -18,12 +19,17 @@ OWNERS = ["team:ml"]
     partitions_def=datanet_partitions,
     description="Influence of each accepted contribution on the adapter's eval loss (DataInf / TracIn / TRAK "
                 "on LoRA gradients), aggregated per contribution and contributor, with the eval queries each "
-                "helped or hurt; harmful contributions are flagged for the penalty stage.",
+                "helped or hurt; harmful contributions are flagged (bootstrap interval below zero, negative at "
+                "every checkpoint, a robust outlier) and refitted without, the evidence the penalty stage needs.",
 )
 def influence_scores(context: dg.AssetExecutionContext, data_dir: DataDirResource) -> dg.MaterializeResult:
     settings = data_dir.settings()
     datanet_id = datanet_id_of(context.partition_key)
-    table = attribute(settings, datanet_id)
+    try:
+        result = attribute(settings, datanet_id)
+    except Unscorable as exc:  # this datanet's partition fails alone; the others are scored and paid
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    table = result.table
     scores = table["score"].to_pylist()
     totals = table.group_by("contributor").aggregate([("score", "sum")]).sort_by([("score_sum", "descending")])
     harmful = table.filter(table["harmful"])
@@ -33,6 +39,9 @@ def influence_scores(context: dg.AssetExecutionContext, data_dir: DataDirResourc
         "adapter_id": table["adapter_id"][0].as_py() if table.num_rows else "",
         "harmful_flagged": harmful.num_rows,
         "harmful_contribution_ids": str(harmful["contribution_id"].to_pylist()),
+        **refit_metadata(result.refit),
+        "harm_evidence": table_md([{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()}
+                                   for r in harmful.select(EVIDENCE_COLUMNS).to_pylist()]),
         "score_min": float(pc.min(table["score"]).as_py()) if scores else 0.0,
         "score_max": float(pc.max(table["score"]).as_py()) if scores else 0.0,
         "influence_distribution": histogram(
@@ -41,6 +50,18 @@ def influence_scores(context: dg.AssetExecutionContext, data_dir: DataDirResourc
         "influence_by_contributor": table_md([{"contributor": r["contributor"], "score": round(r["score_sum"], 6)}
                                               for r in totals.to_pylist()]),
     })
+
+
+EVIDENCE_COLUMNS = ["contribution_id", "contributor", "score", "score_low", "score_high", "robust_z", "refit_delta",
+                    "refit_spread"]
+
+
+def refit_metadata(refit: Refit | None) -> dict:
+    """The counterfactual check in numbers (0 / empty when nothing was flagged, so no refit ran)."""
+    if refit is None:
+        return {"refit_removed": 0, "refit_delta": 0.0, "refit_spread": 0.0, "refit_seconds": 0.0}
+    return {"refit_removed": len(refit.removed), "refit_delta": refit.delta, "refit_spread": refit.spread,
+            "refit_seconds": round(refit.seconds, 2)}
 
 
 @dg.asset_check(asset=influence_scores, description="Every currently accepted contribution of the datanet "

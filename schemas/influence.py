@@ -25,6 +25,18 @@ INFLUENCE = pa.schema([
     pa.field("harmful", pa.bool_(), nullable=False),
     pa.field("helped_queries", _EVIDENCE, nullable=False),
     pa.field("hurt_queries", _EVIDENCE, nullable=False),
+    # the harm evidence (pipelines.attribution.harm, .counterfactual)
+    pa.field("score_low", pa.float64(), nullable=False),
+    pa.field("score_high", pa.float64(), nullable=False),
+    pa.field("checkpoint_scores", pa.list_(pa.float64()), nullable=False),
+    pa.field("robust_z", pa.float64(), nullable=False),
+    pa.field("refit_delta", pa.float64(), nullable=True),
+    pa.field("refit_spread", pa.float64(), nullable=True),
 ])
 """``score`` > 0: the contribution lowered the mean eval loss. ``copies``: identical contributions sharing one
-copy's credit. ``trained``: false for contributions held out as eval queries (scored as if added)."""
+copy's credit. ``trained``: false for contributions held out as eval queries (scored as if added).
+``score_low``/``score_high``: bootstrap interval of ``score`` over the eval queries; ``checkpoint_scores``: its
+terms per checkpoint; ``robust_z``: its median/MAD z-score within the run. ``harmful``: flagged (interval below
+zero, negative at every checkpoint, a low outlier): earns nothing, and is slashed only when the counterfactual
+refit confirms it. ``refit_delta``: eval-loss improvement of the refit without the run's flagged trained
+contributions; ``refit_spread``: seed-to-seed range of the full-data eval loss (both null when not refitted)."""

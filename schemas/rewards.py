@@ -13,7 +13,8 @@ Events on ``payable.rewards.outbox`` (key ``epoch-<n>``, so an epoch's events st
 - ``RewardAllocated``: one per paid account, written when an epoch is closed;
 - ``ContributionAllocated``: one per scored contribution of the epoch (its ``ALLOCATION`` row), so the
   per-contribution audit trail is part of the epoch's record and a replay never has to recompute it;
-- ``SlashRequested``: one per contribution whose stake the validator key must slash;
+- ``SlashRequested``: one per contribution whose stake the validator key must slash, with the evidence of
+  a harm slash (v2; v1 events, written before, carry none);
 - ``RewardEpochClosed``: written last when an epoch is closed, the commit marker of the allocations
   before it (from ``first_offset``); it carries the root the replay must reproduce;
 - ``RewardTxState``: the emitter's outbox, one event per state of one chain transaction step
@@ -67,7 +68,7 @@ REWARD_ALLOCATED = events.register("RewardAllocated", 1, [
     pa.field("amount", AMOUNT, nullable=False),
 ], topics.REWARDS_OUTBOX)
 
-SLASH_REQUESTED = events.register("SlashRequested", 1, [
+_SLASH_REQUEST = [
     pa.field("event_id", pa.string(), nullable=False),
     pa.field("epoch_id", pa.int64(), nullable=False),
     pa.field("contribution_id", pa.int64(), nullable=False),
@@ -75,7 +76,16 @@ SLASH_REQUESTED = events.register("SlashRequested", 1, [
     pa.field("contributor", pa.string(), nullable=False),
     pa.field("reason_code", pa.int64(), nullable=False),
     pa.field("reason", pa.string(), nullable=False),
-], topics.REWARDS_OUTBOX)
+]
+
+# The evidence of a harm slash (reason_code 2, reason harmful_influence; null for a slash on a verdict): the
+# influence score, its bootstrap interval over the eval queries, its robust z-score within the run, and the
+# counterfactual refit's eval-loss improvement against the seed-to-seed spread (pipelines.attribution).
+HARM_EVIDENCE = [pa.field(name, pa.float64(), nullable=True)
+                 for name in ("score", "score_low", "score_high", "robust_z", "refit_delta", "refit_spread")]
+
+SLASH_REQUESTED_V1 = events.register("SlashRequested", 1, _SLASH_REQUEST, topics.REWARDS_OUTBOX)
+SLASH_REQUESTED = events.register("SlashRequested", 2, _SLASH_REQUEST + HARM_EVIDENCE, topics.REWARDS_OUTBOX)
 
 CONTRIBUTION_ALLOCATED = events.register("ContributionAllocated", 1, [
     pa.field("event_id", pa.string(), nullable=False),

@@ -46,14 +46,14 @@ def run(tmp_path_factory: pytest.TempPathFactory):
     write_version(settings, 1, table)
     write_evals(settings, 1, dn.eval_texts)
     record = train_latest(settings, 1, replace(FAST, num_checkpoints=3), show_progress=False)
-    scored = attribute(settings, 1, record.adapter_id, TRACIN)
+    scored = attribute(settings, 1, record.adapter_id, TRACIN).table
     return settings, table, record, scored, first["contribution_id"][0].as_py(), dn
 
 
 def test_table_covers_every_accepted_contribution_exactly_once(run) -> None:
     settings, table, record, scored, _, _ = run
     assert sorted(scored["contribution_id"].to_pylist()) == sorted(table["contribution_id"].to_pylist())
-    again = attribute(settings, 1, record.adapter_id, TRACIN)  # idempotent rewrite
+    again = attribute(settings, 1, record.adapter_id, TRACIN).table  # idempotent rewrite
     stored = lance.dataset(influence_uri(settings.lance_dir)).to_table()
     assert stored.num_rows == table.num_rows
     assert again["score"].to_pylist() == scored["score"].to_pylist()
@@ -76,9 +76,9 @@ def test_exact_duplicate_does_not_double_its_owners_credit(run) -> None:
     assert original["copies"] == copy["copies"] == 2
     assert original["score"] == pytest.approx(copy["score"])
     # pure check: two identical examples split what one of them would get alone
-    alone = contribution_scores(np.array([[2.0, 4.0]]), np.array([0]), ["h"], np.array([-1]), 1.0)
-    both = contribution_scores(np.array([[2.0, 4.0], [2.0, 4.0]]), np.array([0, 1]), ["h", "h"],
-                               np.array([-1, -1]), 1.0)
+    alone = contribution_scores(np.array([[[2.0], [4.0]]]), np.array([0]), ["h"], np.array([-1]))
+    both = contribution_scores(np.array([[[2.0], [4.0]], [[2.0], [4.0]]]), np.array([0, 1]), ["h", "h"],
+                               np.array([-1, -1]))
     assert contributor_totals(["a", "a"], both.score)["a"] == pytest.approx(alone.score[0])
 
 

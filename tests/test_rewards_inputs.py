@@ -8,6 +8,7 @@ import pyarrow as pa
 
 from payable import kafka_log
 from pipelines.rewards.inputs import INFLUENCE_TABLE, INFLUENCE_WITH_HARM, load_inputs
+from pipelines.rewards.split import HarmEvidence
 from schemas import events, topics
 from schemas.verdicts import CONTRIBUTION_VERDICT
 from tests.test_rewards_emitter import run_cli
@@ -49,7 +50,8 @@ def test_loaders_take_latest_verdicts_unretracted_slashes_and_the_newest_dataset
     producer.close()
     import lance  # here, not at collection: lance's threads make later forks unsafe
 
-    row = {"contributor": ALICE, "datanet_id": 1, "adapter_id": "a", "method": "m", "rank": 0}
+    row = {"contributor": ALICE, "datanet_id": 1, "adapter_id": "a", "method": "m", "rank": 0, "score_low": -1.0,
+           "score_high": -0.5, "robust_z": -4.0, "refit_delta": None, "refit_spread": None}
     lance.write_dataset(pa.Table.from_pylist([
         {**row, "contribution_id": 1, "dataset_version": 1, "score": 100.0, "harmful": False},
         {**row, "contribution_id": 1, "dataset_version": 2, "score": 1.0, "harmful": False},
@@ -65,7 +67,7 @@ def test_loaders_take_latest_verdicts_unretracted_slashes_and_the_newest_dataset
     ]
     assert inputs.slashed == frozenset({5}), "the retracted slash of 4 does not count"
     assert inputs.influence.column("score").to_pylist() == [1.0, -9.0], "only the newest dataset version"
-    assert inputs.harmful == frozenset({7}), "attribution's harm flags of the newest version only"
+    assert inputs.harmful == {7: HarmEvidence(-9.0, -1.0, -0.5, -4.0)}, "attribution's harm evidence, newest version"
 
     result = run_cli(stack, "reward", "--pool", "1000")
     assert result.returncode == 0, result.stderr

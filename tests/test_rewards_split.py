@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.rewards.split import EpochInputs, EpochParams, SlashReason, SplitRules, split_rewards
+from pipelines.rewards.split import (
+    EpochInputs,
+    EpochParams,
+    HarmEvidence,
+    SlashReason,
+    SlashRequest,
+    SplitRules,
+    split_rewards,
+)
 from schemas import rewards as schema
 
 
@@ -47,10 +56,30 @@ def test_pool_split_in_proportion_to_positive_influence():
     assert outcomes[3] == "no_positive_influence"
 
 
-def test_a_contribution_attribution_flagged_harmful_earns_nothing_and_is_slashed():
+CONFIRMED = HarmEvidence(score=-4.0, score_low=-6.0, score_high=-2.0, robust_z=-8.0, refit_delta=0.3,
+                         refit_spread=0.05)
+
+
+@pytest.mark.parametrize(("evidence", "why"), [
+    (replace(CONFIRMED, refit_delta=None, refit_spread=None), "no counterfactual refit"),
+    (replace(CONFIRMED, refit_delta=0.04), "the refit's improvement is inside the seed-to-seed spread"),
+    (replace(CONFIRMED, refit_delta=-0.1), "the refit got worse without it"),
+    (replace(CONFIRMED, score_high=0.5), "the bootstrap interval reaches above zero"),
+])
+def test_a_flag_without_confirmed_evidence_earns_nothing_and_keeps_its_stake(evidence, why):
     base = inputs([influence_row(1, 1, 2.0), influence_row(2, 2, 1.0), influence_row(3, 2, -4.0)],
                   [verdict_row(1, 1), verdict_row(2, 2), verdict_row(3, 2)])
-    flagged = EpochInputs(base.influence, base.verdicts, base.slashed, harmful=frozenset({3}))
+    split = split_rewards(replace(base, harmful={3: evidence}), EpochParams(epoch_id=1, pool=3_000))
+    assert not split.slash_requests, why
+    outcomes = dict(zip(split.allocations["contribution_id"].to_pylist(), split.allocations["outcome"].to_pylist(),
+                        strict=True))
+    assert outcomes[3] == "harmful_unconfirmed"
+
+
+def test_a_confirmed_harmful_contribution_earns_nothing_and_is_slashed_with_its_evidence():
+    base = inputs([influence_row(1, 1, 2.0), influence_row(2, 2, 1.0), influence_row(3, 2, -4.0)],
+                  [verdict_row(1, 1), verdict_row(2, 2), verdict_row(3, 2)])
+    flagged = replace(base, harmful={3: CONFIRMED})
     params = EpochParams(epoch_id=1, pool=3_000)
     unflagged = split_rewards(base, params)
     assert not unflagged.slash_requests, "negative influence alone is not a penalty"
@@ -59,8 +88,14 @@ def test_a_contribution_attribution_flagged_harmful_earns_nothing_and_is_slashed
     outcomes = dict(zip(split.allocations["contribution_id"].to_pylist(), split.allocations["outcome"].to_pylist(),
                         strict=True))
     assert outcomes[3] == "harmful_influence"
-    assert [(r.contribution_id, r.reason_code) for r in split.slash_requests] == [(3, SlashReason.HARMFUL)]
-    assert flagged.digest() != base.digest(), "the harm flags are part of what the epoch was decided from"
+    (request,) = split.slash_requests
+    assert (request.contribution_id, request.reason_code) == (3, SlashReason.HARMFUL)
+    assert (request.score_high, request.refit_delta, request.refit_spread) == (-2.0, 0.3, 0.05)
+    assert SlashRequest.from_record(request.record()) == request, "the evidence survives the event round trip"
+    stricter = split_rewards(flagged, replace(params, rules=SplitRules(refit_margin=10.0)))
+    assert not stricter.slash_requests, "the margin over the spread is the rule's, recorded with the epoch"
+    assert flagged.digest() != base.digest(), "the harm evidence is part of what the epoch was decided from"
+    assert flagged.digest() != replace(base, harmful={3: replace(CONFIRMED, refit_delta=0.2)}).digest()
 
 
 def test_reputation_weights_contributors_with_rejected_history_down():
@@ -81,8 +116,8 @@ def test_redundant_and_harmful_contributions_earn_nothing_and_are_slashed_once()
                 verdict_row(5, 5)]
     influence = [influence_row(1, 1, 1.0), influence_row(2, 2, 9.0), influence_row(3, 3, 9.0),
                  influence_row(5, 5, -2.0)]
-    split = split_rewards(inputs(influence, verdicts, slashed={4}),
-                          EpochParams(epoch_id=1, pool=1000, rules=SplitRules(harmful_score_below=-1.0)))
+    split = split_rewards(replace(inputs(influence, verdicts, slashed={4}), harmful={5: CONFIRMED}),
+                          EpochParams(epoch_id=1, pool=1000))
     assert split.accounts == (account(1),) and split.amounts == (1000,)
     requests = {(r.contribution_id, r.reason_code, r.reason) for r in split.slash_requests}
     assert requests == {(2, SlashReason.REDUNDANT, "near_duplicate"), (3, SlashReason.HARMFUL, "harmful"),

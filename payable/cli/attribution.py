@@ -39,7 +39,10 @@ def train(ctx: Context, datanet_id: int, seed: int, epochs: int) -> None:
               help="Score as a Beam pipeline (batches of examples) instead of in one process.")
 @pass_context
 def attribute(ctx: Context, datanet_id: int, adapter_id: str | None, method: str | None, use_beam: bool) -> None:
-    """Score every accepted contribution's influence on the adapter's eval loss; writes the influence table."""
+    """Score every accepted contribution's influence on the adapter's eval loss; writes the influence table.
+
+    One JSON line per contribution, best first, with the harm evidence (interval, robust z, refit delta and the
+    seed spread it must beat); a datanet that cannot be scored fails with the reason."""
     from dataclasses import replace
 
     from pipelines.attribution import ScoreArguments
@@ -47,8 +50,10 @@ def attribute(ctx: Context, datanet_id: int, adapter_id: str | None, method: str
 
     try:
         args = ScoreArguments() if method is None else replace(ScoreArguments(), method=method)
-        table = score(ctx.settings, datanet_id, adapter_id, args, use_beam=use_beam)
+        table = score(ctx.settings, datanet_id, adapter_id, args, use_beam=use_beam).table
     except (LookupError, ValueError) as exc:
         fail(str(exc))
-    for row in table.sort_by("rank").select(["contribution_id", "contributor", "score", "rank", "harmful"]).to_pylist():
-        click.echo(json.dumps(row))
+    columns = ["contribution_id", "contributor", "score", "rank", "harmful", "score_low", "score_high", "robust_z",
+               "refit_delta", "refit_spread"]
+    for row in table.sort_by("rank").select(columns).to_pylist():
+        click.echo(json.dumps(row, allow_nan=False))

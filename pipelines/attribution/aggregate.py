@@ -1,4 +1,4 @@
-"""From example-by-query scores to contributions and contributors, with evidence and harm flags.
+"""From example-by-query scores to contributions and contributors, with the evidence behind each score.
 
 - A contribution's score per query is the sum over its examples (a long text is cut into several).
 - Identical contributions (same content hash) share ONE copy's credit, split equally: a duplicate adds
@@ -17,36 +17,40 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ContributionScores:
-    """Per contribution (in input order): score, copies sharing its credit, evidence, harm flag."""
+    """Per contribution (in input order): score, copies sharing its credit, its influence per query and per
+    checkpoint (the evidence ``harm.py`` tests)."""
 
     score: np.ndarray
     copies: np.ndarray
     per_query: np.ndarray
     """(contributions, queries) credited influence; NaN where a query is the contribution itself."""
-    harmful: np.ndarray
+    per_checkpoint: np.ndarray
+    """(contributions, checkpoints) mean credited influence over the queries at each checkpoint (sums to score)."""
 
 
 def contribution_scores(example_scores: np.ndarray, owner: np.ndarray, content_hashes: list[str],
-                        self_query: np.ndarray, harm_margin: float) -> ContributionScores:
-    """``owner[i]`` is the contribution of example i; ``self_query[c]`` the query index of contribution c or -1."""
+                        self_query: np.ndarray) -> ContributionScores:
+    """``example_scores`` is (examples, queries, checkpoints); ``owner[i]`` the contribution of example i;
+    ``self_query[c]`` the query index of contribution c or -1. Every contribution needs a query other than
+    itself (``attribute`` refuses a run where one has none)."""
     n = len(content_hashes)
-    per_query = np.zeros((n, example_scores.shape[1]))
-    np.add.at(per_query, owner, example_scores)
+    by_checkpoint = np.zeros((n, *example_scores.shape[1:]))
+    np.add.at(by_checkpoint, owner, example_scores)
     groups: dict[str, list[int]] = {}
     for i, h in enumerate(content_hashes):
         groups.setdefault(h, []).append(i)
     copies = np.ones(n, dtype=np.int32)
     for members in groups.values():
         if len(members) > 1:
-            shared = per_query[members].mean(axis=0) / len(members)
-            per_query[members] = shared
+            by_checkpoint[members] = by_checkpoint[members].mean(axis=0) / len(members)
             copies[members] = len(members)
     has_self = self_query >= 0
-    per_query[np.flatnonzero(has_self), self_query[has_self]] = np.nan
-    score = np.nanmean(per_query, axis=1) if per_query.shape[1] else np.zeros(n)
-    scale = float(np.median(np.abs(score))) if n else 0.0
-    harmful = score < -harm_margin * scale
-    return ContributionScores(score=score, copies=copies, per_query=per_query, harmful=harmful)
+    by_checkpoint[np.flatnonzero(has_self), self_query[has_self]] = np.nan
+    per_query = by_checkpoint.sum(axis=2)
+    counted = np.maximum((~np.isnan(per_query)).sum(axis=1), 1)
+    per_checkpoint = np.where(np.isnan(by_checkpoint), 0.0, by_checkpoint).sum(axis=1) / counted[:, None]
+    return ContributionScores(score=per_checkpoint.sum(axis=1), copies=copies, per_query=per_query,
+                              per_checkpoint=per_checkpoint)
 
 
 def ranks(score: np.ndarray) -> np.ndarray:

@@ -2,9 +2,41 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 METHODS = ("datainf", "influence", "tracin", "trak")
+
+
+@dataclass(frozen=True)
+class HarmArguments:
+    """When a negative score is evidence of harm rather than noise (``harm.py``), and how it is confirmed
+    (``counterfactual.py``). A flag alone slashes nobody: the reward split slashes only what the refit confirms."""
+
+    bootstrap_samples: int = 2000
+    """Resamples of the eval queries for the interval of a contribution's mean score."""
+    confidence: float = 0.95
+    """Two-sided level of that interval; a flag needs the whole interval below zero."""
+    min_queries: int = 5
+    """Fewer eval queries (other than the contribution itself) than this: the interval means nothing, no flag."""
+    checkpoint_weight: float = 0.25
+    """A flag needs a negative term at every checkpoint that carries weight: at least this fraction of the largest
+    term's magnitude (late checkpoints of a converging fit have tiny gradients whose sign is noise)."""
+    outlier_z: float = 3.5
+    """A flag needs the robust z-score (median / MAD of the datanet's scores) below ``-outlier_z``
+    (Iglewicz and Hoaglin's cut-off for outliers)."""
+    refit: bool = True
+    """Refit the adapter without the flagged contributions to confirm them; without it nothing is confirmed."""
+    spread_seeds: tuple[int, ...] = (1, 2)
+    """Seeds of the extra full-data fits that measure the seed-to-seed spread of the eval loss (the adapter's own
+    seed is the third); the refit must improve the eval loss by more than that spread."""
+
+    def __post_init__(self) -> None:
+        if not 0.5 < self.confidence < 1:
+            raise ValueError(f"confidence must be in (0.5, 1), got {self.confidence}")
+        if self.bootstrap_samples < 100 or self.min_queries < 2:
+            raise ValueError("bootstrap_samples must be at least 100 and min_queries at least 2")
+        if not self.spread_seeds:
+            raise ValueError("spread_seeds needs at least one seed besides the adapter's")
 
 
 @dataclass(frozen=True)
@@ -34,8 +66,8 @@ class ScoreArguments:
     """Seeds the random projections."""
     top_queries: int = 3
     """Evidence: how many eval queries each contribution helped and hurt most are reported."""
-    harm_margin: float = 0.1
-    """A contribution is flagged harmful when its score is below ``-harm_margin`` times the median |score|."""
+    harm: HarmArguments = field(default_factory=HarmArguments)
+    """When a contribution is flagged harmful and how the flag is confirmed."""
     num_threads: int = 1
 
     def __post_init__(self) -> None:

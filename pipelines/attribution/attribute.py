@@ -2,30 +2,75 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 
 from payable.settings import Settings
-from pipelines.attribution.aggregate import contribution_scores, evidence, ranks
+from pipelines.attribution.aggregate import ContributionScores, contribution_scores, evidence, ranks
 from pipelines.attribution.arguments import ScoreArguments
+from pipelines.attribution.counterfactual import Refit, refit_without
+from pipelines.attribution.harm import NoiseEvidence, noise_evidence
 from pipelines.attribution.scoring import score_examples
 from pipelines.attribution.table import INFLUENCE, write_influence
 from pipelines.attribution.task import LoRALanguageModelTask
 from pipelines.training.arguments import TrainingArguments
 from pipelines.training.base_model import build_tokenizer
-from pipelines.training.data import Examples, fingerprint, read_version, split_train_eval, tokenize
-from pipelines.training.registry import AdapterRecord, AdapterRegistry
+from pipelines.training.data import (
+    Examples,
+    fingerprint,
+    fingerprint_queries,
+    read_version,
+    split_train_eval,
+    tokenize,
+)
+from pipelines.training.registry import AdapterRecord, AdapterRegistry, adapter_id
 from pipelines.training.train import load_adapter
 
 
-def influence_rows(record: AdapterRecord, contributions: pa.Table, query_ids: list[str], trained: np.ndarray,
-                   example_scores: np.ndarray, examples: Examples, args: ScoreArguments) -> pa.Table:
-    """The influence table of one run from its example-by-query scores (pure: no model, no I/O)."""
+class Unscorable(ValueError):
+    """A datanet's run cannot be scored (no eval queries, no training rows, a contribution with no query but
+    itself): it fails alone, with this reason, rather than writing scores that mean nothing."""
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """One run's influence table and, when contributions were flagged, the counterfactual refit behind it."""
+
+    table: pa.Table
+    refit: Refit | None
+
+
+@dataclass(frozen=True)
+class RunScores:
+    """A run's contribution scores and the noise tests on them (pure: no model, no I/O)."""
+
+    scores: ContributionScores
+    noise: NoiseEvidence
+
+
+def run_scores(contributions: pa.Table, query_ids: list[str], example_scores: np.ndarray, examples: Examples,
+               args: ScoreArguments) -> RunScores:
+    """Contribution scores and harm flags from (examples, queries, checkpoints) scores."""
     cids = contributions["contribution_id"].to_pylist()
     query_index = {q: j for j, q in enumerate(query_ids)}
     self_query = np.array([query_index.get(f"c{cid}", -1) for cid in cids], dtype=np.int64)
+    alone = [cid for cid, q in zip(cids, self_query, strict=True) if q >= 0 and len(query_ids) == 1]
+    if alone:
+        raise Unscorable(f"contribution {alone[0]} is the datanet's only eval query, so nothing can score it: "
+                         "add eval queries to the datanet's spec")
     agg = contribution_scores(example_scores, examples.owner.numpy(), contributions["content_hash"].to_pylist(),
-                              self_query, args.harm_margin)
+                              self_query)
+    return RunScores(agg, noise_evidence(agg.score, agg.per_query, agg.per_checkpoint, args.harm, args.seed))
+
+
+def influence_rows(record: AdapterRecord, contributions: pa.Table, query_ids: list[str], trained: np.ndarray,
+                   run: RunScores, refit: Refit | None, args: ScoreArguments) -> pa.Table:
+    """The influence table of one run (pure: no model, no I/O)."""
+    agg, noise = run.scores, run.noise
+    cids = contributions["contribution_id"].to_pylist()
+    refitted = set(refit.removed) if refit else set()
     helped, hurt = evidence(agg.per_query, query_ids, args.top_queries)
     n = len(cids)
     return pa.table({
@@ -33,20 +78,28 @@ def influence_rows(record: AdapterRecord, contributions: pa.Table, query_ids: li
         "datanet_id": contributions["datanet_id"], "dataset_version": [record.dataset_version] * n,
         "adapter_id": [record.adapter_id] * n, "method": [args.method] * n,
         "content_hash": contributions["content_hash"], "score": agg.score, "rank": ranks(agg.score),
-        "copies": agg.copies, "trained": trained, "harmful": agg.harmful,
+        "copies": agg.copies, "trained": trained, "harmful": noise.flagged,
         "helped_queries": helped, "hurt_queries": hurt,
+        "score_low": noise.low, "score_high": noise.high, "checkpoint_scores": noise.checkpoint_scores.tolist(),
+        "robust_z": noise.robust_z,
+        "refit_delta": [refit.delta if c in refitted else None for c in cids],
+        "refit_spread": [refit.spread if c in refitted else None for c in cids],
     }, schema=INFLUENCE)
 
 
 def attribute_record(registry: AdapterRegistry, settings: Settings, record: AdapterRecord, args: ScoreArguments,
-                     use_beam: bool = False) -> pa.Table:
-    """Scores every contribution of the adapter's dataset version (held-out ones too) against its eval queries."""
+                     use_beam: bool = False) -> Attribution:
+    """Scores every contribution of the adapter's dataset version (held-out ones too) against its eval queries,
+    then refits without the flagged ones to confirm them (``counterfactual.py``)."""
     dataset = read_version(record.dataset_uri, record.dataset_version)
     if fingerprint(dataset.table) != record.dataset_fingerprint:
         raise ValueError(f"{record.dataset_uri}@{record.dataset_version} no longer matches {record.adapter_id}")
     train_args = TrainingArguments.from_dict(record.training_arguments)
     train_rows, queries = split_train_eval(dataset.table, settings.lance_dir, record.datanet_id,
                                            train_args.eval_holdout_mod)
+    if queries.num_rows == 0 or train_rows.num_rows == 0:
+        raise Unscorable(f"datanet {record.datanet_id} has {queries.num_rows} eval queries and "
+                         f"{train_rows.num_rows} training rows: both are needed to score influence")
     tokenizer = build_tokenizer(train_args.base.vocab_size)
     examples = tokenize(dataset.table["text"].to_pylist(), tokenizer, train_args.max_length)
     query_examples = tokenize(queries["text"].to_pylist(), tokenizer, train_args.max_length)
@@ -55,27 +108,45 @@ def attribute_record(registry: AdapterRegistry, settings: Settings, record: Adap
     if use_beam:
         from pipelines.attribution.beam import score_examples_beam
 
-        scores = score_examples_beam(LoRALanguageModelTask(model), checkpoints, lrs, examples, query_examples, args)
+        scores = score_examples_beam(LoRALanguageModelTask(model), checkpoints, lrs, examples, query_examples, args,
+                                     by_checkpoint=True)
     else:
         scores = score_examples(LoRALanguageModelTask(model), checkpoints, lrs, examples.batch(slice(None)),
-                                query_examples.batch(slice(None)), args)
+                                query_examples.batch(slice(None)), args, by_checkpoint=True)
     # a query longer than max_length is several examples: its loss influence is their sum
-    query_scores = np.zeros((scores.shape[0], queries.num_rows))
-    np.add.at(query_scores.T, query_examples.owner.numpy(), scores.T)
+    query_scores = np.zeros((scores.shape[0], queries.num_rows, scores.shape[2]))
+    np.add.at(query_scores.transpose(1, 0, 2), query_examples.owner.numpy(), scores.transpose(1, 0, 2))
     trained_ids = set(train_rows["contribution_id"].to_pylist())
-    trained = np.array([c in trained_ids for c in dataset.table["contribution_id"].to_pylist()])
-    return influence_rows(record, dataset.table, queries["query_id"].to_pylist(), trained, query_scores, examples,
-                          args)
+    cids = dataset.table["contribution_id"].to_pylist()
+    trained = np.array([c in trained_ids for c in cids])
+    run = run_scores(dataset.table, queries["query_id"].to_pylist(), query_scores, examples, args)
+    suspects = [c for c, flagged, t in zip(cids, run.noise.flagged, trained, strict=True) if flagged and t]
+    refit = None
+    if suspects and args.harm.refit and len(suspects) < train_rows.num_rows:
+        refit = refit_without(train_rows, queries["text"].to_pylist(), suspects, train_args, args.harm.spread_seeds,
+                              full_loss=_registered_eval_loss(record, train_rows, queries, train_args))
+    table = influence_rows(record, dataset.table, queries["query_id"].to_pylist(), trained, run, refit, args)
+    return Attribution(table, refit)
+
+
+def _registered_eval_loss(record: AdapterRecord, train_rows: pa.Table, queries: pa.Table,
+                          args: TrainingArguments) -> float | None:
+    """The adapter's own eval loss when it was fitted on exactly these rows and queries (its id says so): the
+    refit's full-data fit at the adapter's seed, already done."""
+    same = adapter_id(record.base_model["hash"], record.datanet_id, fingerprint(train_rows),
+                      fingerprint_queries(queries), args.to_dict()) == record.adapter_id
+    return record.metrics["eval_loss"] if same else None
 
 
 def attribute(settings: Settings, datanet_id: int, adapter_id: str | None = None,
-              args: ScoreArguments | None = None, use_beam: bool = False) -> pa.Table:
-    """Scores the adapter (latest of the datanet if ``None``), writes ``<lance_dir>/influence.lance``, returns rows."""
+              args: ScoreArguments | None = None, use_beam: bool = False) -> Attribution:
+    """Scores the adapter (latest of the datanet if ``None``), writes ``<lance_dir>/influence.lance``; the one
+    entry point of the CLI and the Dagster asset. Raises ``Unscorable`` for a datanet that cannot be scored."""
     args = args or ScoreArguments()
     registry = AdapterRegistry(settings.adapters_dir)
     record = registry.record(datanet_id, adapter_id) if adapter_id else registry.latest(datanet_id)
     if record is None:
         raise LookupError(f"datanet {datanet_id} has no trained adapter")
-    table = attribute_record(registry, settings, record, args, use_beam=use_beam)
-    write_influence(settings.lance_dir, table)
-    return table
+    result = attribute_record(registry, settings, record, args, use_beam=use_beam)
+    write_influence(settings.lance_dir, result.table)
+    return result

@@ -83,8 +83,10 @@ def _batches(examples: Examples, size: int) -> list[Batch]:
 
 
 def build(p: beam.Pipeline, make_task: Callable[[], Task], checkpoints: list[Params], lrs: list[float],
-          train: Examples, queries: Examples, args: ScoreArguments, slices: list[slice]) -> beam.PCollection:
-    """Adds the scoring transforms to ``p``; returns a PCollection of (start, (b, m) scores) per train batch."""
+          train: Examples, queries: Examples, args: ScoreArguments, slices: list[slice],
+          by_checkpoint: bool = False) -> beam.PCollection:
+    """Adds the scoring transforms to ``p``; returns a PCollection of (start, (b, m) scores) per train batch
+    ((b, m, C) with ``by_checkpoint``)."""
     query_grads = (p | "QueryBatches" >> beam.Create(_batches(queries, args.batch_size))
                    | "QueryGradients" >> beam.ParDo(Gradients(make_task, checkpoints, lrs, args, query=True))
                    | "ListQueries" >> beam.combiners.ToList() | "StackQueries" >> beam.Map(_stack))
@@ -103,7 +105,8 @@ def build(p: beam.Pipeline, make_task: Callable[[], Task], checkpoints: list[Par
     pre = (query_grads | "Precondition" >> beam.Map(
         lambda q, s, c=None: precondition(q, s, args, slices, lrs_used(args, lrs), c),
         beam.pvalue.AsSingleton(stats), *([corr] if corr is not None else [])))
-    return grads | "Score" >> beam.Map(lambda e, pq: (e[0], scores(e[1], pq)), beam.pvalue.AsSingleton(pre))
+    return grads | "Score" >> beam.Map(lambda e, pq: (e[0], scores(e[1], pq, by_checkpoint)),
+                                       beam.pvalue.AsSingleton(pre))
 
 
 def _merge(parts: Iterable[Moments]) -> Moments:
@@ -124,16 +127,18 @@ def _write(scores: np.ndarray, path: str) -> None:
 
 def score_examples_beam(task: Task, checkpoints: list[Params], lrs: list[float], train: Examples,
                         queries: Examples, args: ScoreArguments, options: PipelineOptions | None = None,
-                        make_task: Callable[[], Task] | None = None, output: str | None = None) -> np.ndarray:
-    """Runs the pipeline and returns (n_train, n_queries) scores, written through ``output`` (any Beam filesystem
-    path; a temporary local file by default). The runner comes from ``options`` (in-process by default)."""
+                        make_task: Callable[[], Task] | None = None, output: str | None = None,
+                        by_checkpoint: bool = False) -> np.ndarray:
+    """Runs the pipeline and returns (n_train, n_queries) scores ((n_train, n_queries, C) with ``by_checkpoint``),
+    written through ``output`` (any Beam filesystem path; a temporary local file by default). The runner comes
+    from ``options`` (in-process by default)."""
     slices = setup(task, checkpoints, lrs, args).slices
     make_task = make_task or (lambda: task)
     options = options or PipelineOptions(runner="DirectRunner", direct_running_mode="in_memory")
     with tempfile.TemporaryDirectory() as tmp:
         path = output or f"{tmp}/scores.npy"
         with beam.Pipeline(options=options) as p:
-            out = build(p, make_task, checkpoints, lrs, train, queries, args, slices)
+            out = build(p, make_task, checkpoints, lrs, train, queries, args, slices, by_checkpoint)
             _ = (out | "Collect" >> beam.combiners.ToList() | "StackScores" >> beam.Map(_stack)
                  | "Write" >> beam.Map(_write, path))
         with FileSystems.open(path) as f:

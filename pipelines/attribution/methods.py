@@ -101,7 +101,9 @@ def precondition(queries: np.ndarray, stats: Moments, args: ScoreArguments, slic
     return out
 
 
-def scores(grads: np.ndarray, preconditioned: np.ndarray) -> np.ndarray:
-    """(b, m) influence of each train example in the batch on each query."""
+def scores(grads: np.ndarray, preconditioned: np.ndarray, by_checkpoint: bool = False) -> np.ndarray:
+    """(b, m) influence of each train example in the batch on each query; (b, m, C) with ``by_checkpoint``,
+    each checkpoint's term apart (the harm evidence asks whether the sign holds at every checkpoint)."""
     g = grads.astype(np.float64)
-    return sum(g[:, c] @ preconditioned[:, c].T for c in range(g.shape[1]))
+    terms = np.stack([g[:, c] @ preconditioned[:, c].T for c in range(g.shape[1])], axis=-1)
+    return terms if by_checkpoint else terms.sum(axis=-1)

@@ -71,18 +71,19 @@ def fisher_gradients(task: Task, prepared: Setup, examples: Example, args: Score
 
 
 def score_examples(task: Task, checkpoints: list[Params], learning_rates: list[float], train: Example,
-                   queries: Example, args: ScoreArguments) -> np.ndarray:
-    """(n_train, n_queries) influence matrix of every train example on every query."""
+                   queries: Example, args: ScoreArguments, by_checkpoint: bool = False) -> np.ndarray:
+    """(n_train, n_queries) influence matrix of every train example on every query; with ``by_checkpoint``
+    (n_train, n_queries, checkpoints used), each checkpoint's term apart."""
     with deterministic(args.num_threads), torch.no_grad():
         prepared = setup(task, checkpoints, learning_rates, args)
         q = gradients(task, prepared, queries, args, query=True, label="query gradients")
         g = gradients(task, prepared, train, args, label=f"{args.method} gradients")
         sampled = fisher_gradients(task, prepared, train, args) if args.method == "influence" else None
-        return score_gradients(g, q, prepared, args, sampled)
+        return score_gradients(g, q, prepared, args, sampled, by_checkpoint)
 
 
 def score_gradients(g: np.ndarray, q: np.ndarray, prepared: Setup, args: ScoreArguments,
-                    sampled: np.ndarray | None = None) -> np.ndarray:
+                    sampled: np.ndarray | None = None, by_checkpoint: bool = False) -> np.ndarray:
     """The method applied to precomputed projected gradients (both passes over ``g``; ``sampled`` for
     ``influence``)."""
     stats = Moments()
@@ -95,4 +96,4 @@ def score_gradients(g: np.ndarray, q: np.ndarray, prepared: Setup, args: ScoreAr
         correction = sum(datainf_correction(g[i:i + args.batch_size], q, lam, prepared.slices)
                          for i in range(0, len(g), args.batch_size))
     p = precondition(q, stats, args, prepared.slices, prepared.learning_rates, correction)
-    return scores(g, p)
+    return scores(g, p, by_checkpoint)

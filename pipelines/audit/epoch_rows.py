@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from pipelines.audit.shares import apportion
 from pipelines.log_views import LogView, retracted_ids
+from pipelines.rewards.split import SlashRequest
 from schemas import events
 from schemas import rewards as schema
 
@@ -58,10 +59,9 @@ def epoch_rows(outbox: LogView, facts: LogView, influence: pa.Table | None,
         out.reward_epochs.append(_epoch_row(closed, published.get(epoch_id), source))
         out.account_payouts += accounts
         out.payouts += _payout_rows(epoch_id, allocations, accounts, influence, closed, contribution_events)
-        out.slash_requests += [{"epoch_id": epoch_id, "contribution_id": r["contribution_id"],
-                                "datanet_id": r["datanet_id"], "contributor": r["contributor"].lower(),
-                                "reason_code": r["reason_code"], "reason": r["reason"],
-                                "requested_event_id": r["event_id"]} for r in requested]
+        out.slash_requests += [{**SlashRequest.from_record(r).record(), "epoch_id": epoch_id,
+                                "contributor": r["contributor"].lower(), "requested_event_id": r["event_id"]}
+                               for r in requested]
     return out
 
 

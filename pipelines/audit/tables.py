@@ -60,6 +60,8 @@ TABLES: dict[str, str] = {
         trained BOOLEAN NOT NULL, harmful BOOLEAN NOT NULL,
         helped_queries STRUCT(query_id VARCHAR, score DOUBLE)[] NOT NULL,
         hurt_queries STRUCT(query_id VARCHAR, score DOUBLE)[] NOT NULL,
+        score_low DOUBLE NOT NULL, score_high DOUBLE NOT NULL, checkpoint_scores DOUBLE[] NOT NULL,
+        robust_z DOUBLE NOT NULL, refit_delta DOUBLE, refit_spread DOUBLE,
         PRIMARY KEY (contribution_id, adapter_id, method)""",
     "reward_epochs": f"""
         epoch_id BIGINT PRIMARY KEY, merkle_root VARCHAR NOT NULL, total {AMOUNT} NOT NULL,
@@ -83,7 +85,8 @@ TABLES: dict[str, str] = {
     "slash_requests": """
         epoch_id BIGINT NOT NULL, contribution_id BIGINT NOT NULL, datanet_id BIGINT NOT NULL,
         contributor VARCHAR NOT NULL, reason_code BIGINT NOT NULL, reason VARCHAR NOT NULL,
-        requested_event_id VARCHAR NOT NULL, PRIMARY KEY (epoch_id, contribution_id)""",
+        requested_event_id VARCHAR NOT NULL, score DOUBLE, score_low DOUBLE, score_high DOUBLE, robust_z DOUBLE,
+        refit_delta DOUBLE, refit_spread DOUBLE, PRIMARY KEY (epoch_id, contribution_id)""",
     "reward_tx_states": """
         event_id VARCHAR PRIMARY KEY, epoch_id BIGINT NOT NULL, chain_id BIGINT NOT NULL,
         distributor VARCHAR NOT NULL, step VARCHAR NOT NULL, state VARCHAR NOT NULL, sender VARCHAR,
@@ -100,7 +103,7 @@ VIEWS: dict[str, str] = {
         SELECT coalesce(e.contribution_id, r.contribution_id) AS contribution_id,
                coalesce(e.datanet_id, r.datanet_id) AS datanet_id, r.epoch_id, r.reason_code AS requested_reason_code,
                r.reason AS requested_reason, r.requested_event_id, e.event_id, e.tx_hash, e.block_number,
-               e.account AS validator, e.amount, e.retracted
+               e.account AS validator, e.amount, e.retracted, r.score, r.score_high, r.refit_delta, r.refit_spread
         FROM slash_requests r
         FULL OUTER JOIN (SELECT * FROM chain_events WHERE event_type = 'StakeSlashed') e
           ON e.contribution_id = r.contribution_id""",

@@ -134,9 +134,8 @@ def replay_epoch(settings: Settings, epoch_id: int) -> store.ClosedEpoch:
                  if e.type == schema.REWARD_ALLOCATED.name}
     contributions = [{name: e.record[name] for name in schema.ALLOCATION.names} for e in window
                      if e.type == schema.CONTRIBUTION_ALLOCATED.name]
-    slashes = {e.record["contribution_id"]: SlashRequest(
-        e.record["contribution_id"], e.record["datanet_id"], e.record["contributor"], e.record["reason_code"],
-        e.record["reason"]) for e in window if e.type == schema.SLASH_REQUESTED.name}
+    slashes = {e.record["contribution_id"]: SlashRequest.from_record(e.record)
+               for e in window if e.type == schema.SLASH_REQUESTED.name}
     accounts = tuple(sorted(allocated))
     amounts = tuple(allocated[a] for a in accounts)
     tree = build_tree(accounts, amounts) if accounts else None
@@ -171,8 +170,7 @@ def _write_decision(settings: Settings, epoch: store.ClosedEpoch, allocations: p
             for row in allocations.to_pylist()])
         writer.append(schema.SLASH_REQUESTED, [
             {"event_id": outbox.derived_id("slash-requested", n, r.contribution_id, r.reason_code), "epoch_id": n,
-             "contribution_id": r.contribution_id, "datanet_id": r.datanet_id, "contributor": r.contributor,
-             "reason_code": int(r.reason_code), "reason": r.reason} for r in epoch.slash_requests])
+             **r.record()} for r in epoch.slash_requests])
         root = "0x" + epoch.root.hex()
         writer.append(schema.REWARD_EPOCH_CLOSED, [{
             "event_id": outbox.derived_id("closed", n, root, inputs.digest()), "epoch_id": n, "merkle_root": root,

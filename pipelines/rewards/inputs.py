@@ -9,28 +9,41 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pyarrow as pa
 
 from payable import kafka_log
 from payable.settings import Settings
-from pipelines.rewards.split import EpochInputs
+from pipelines.rewards.split import EpochInputs, HarmEvidence
 from schemas import events, influence, topics
 from schemas import rewards as schema
 from schemas import verdicts as _verdict_events  # noqa: F401 - registers ContributionVerdict for decoding
 
 INFLUENCE_TABLE = "influence.lance"
-INFLUENCE_WITH_HARM = schema.INFLUENCE.append(influence.INFLUENCE.field("harmful"))
+EVIDENCE = [f.name for f in fields(HarmEvidence)]
+INFLUENCE_WITH_HARM = pa.schema([*schema.INFLUENCE, *(influence.INFLUENCE.field(name) for name in (
+    "harmful", *(name for name in EVIDENCE if name not in schema.INFLUENCE.names)))])
 
 
 def load_inputs(settings: Settings) -> EpochInputs:
     influence = load_influence(settings)
-    harmful = frozenset(influence.filter(influence["harmful"])["contribution_id"].to_pylist())
     return EpochInputs(influence.select(schema.INFLUENCE.names), load_verdicts(settings.kafka_bootstrap),
-                       load_slashed(settings.kafka_bootstrap), harmful)
+                       load_slashed(settings.kafka_bootstrap), harm_evidence(influence))
+
+
+def harm_evidence(influence: pa.Table) -> dict[int, HarmEvidence]:
+    """Flagged contribution id -> its evidence; of several flagged rows (methods, adapters), the first by
+    (adapter, method), so the choice does not depend on the table's row order."""
+    flagged = influence.filter(influence["harmful"]).sort_by([("adapter_id", "ascending"), ("method", "ascending")])
+    out: dict[int, HarmEvidence] = {}
+    for row in flagged.select(["contribution_id", *EVIDENCE]).to_pylist():
+        out.setdefault(row.pop("contribution_id"), HarmEvidence(**row))
+    return out
 
 
 def load_influence(settings: Settings) -> pa.Table:
-    """The newest dataset version's scores of every datanet, with attribution's ``harmful`` flag."""
+    """The newest dataset version's scores of every datanet, with attribution's ``harmful`` flag and evidence."""
     import lance
 
     path = settings.lance_dir / INFLUENCE_TABLE

@@ -5,10 +5,9 @@ log gives the same payouts to the token unit.
 
 Formula, for epoch e with pool P_e and the previous epoch's undistributed remainder C_{e-1}:
 
-1. Eligible contribution c: its verdict is ``accepted``, its stake has not been slashed, the attribution
-   stage did not flag it harmful (its influence clearly raises the eval loss, see
-   ``pipelines.attribution``), and (when ``harmful_score_below`` is set) its influence is not below that
-   threshold. Everything else earns 0.
+1. Eligible contribution c: its verdict is ``accepted``, its stake has not been slashed, and the attribution
+   stage did not flag it harmful (its influence raises the eval loss beyond the noise of the estimate, see
+   ``pipelines.attribution.harm``). Everything else earns 0.
 2. Influence s_c = mean of c's scores for the epoch's method (one row per adapter / dataset version it
    was measured in; the mean, so re-materializing a contribution in several versions is not counted
    twice); the sum is exactly rounded (math.fsum), so row order cannot change it.
@@ -26,11 +25,15 @@ Formula, for epoch e with pool P_e and the previous epoch's undistributed remain
 
 Penalties: a contribution rejected for a redundant reason (``pipelines.validate.reasons.PENALIZED``:
 ``duplicate``, ``duplicate_normalized``, ``near_duplicate``) or a harmful one (``harmful``,
-``adversarial``, ``poisoned``), or accepted but flagged harmful by attribution (or with influence below
-``harmful_score_below``), earns
-nothing and yields a slash request (reason code 1 = redundant, 2 = harmful) for the datanet's validator
-key, unless its stake is already slashed. Other rejections (e.g. ``hash_mismatch``) earn nothing and keep
-their stake.
+``adversarial``, ``poisoned``) earns nothing and yields a slash request (reason code 1 = redundant,
+2 = harmful) for the datanet's validator key, unless its stake is already slashed. Other rejections (e.g.
+``hash_mismatch``) earn nothing and keep their stake.
+
+An accepted contribution flagged harmful by attribution earns nothing; its stake is slashed (reason 2) only
+on confirmed evidence (invariant 7): the bootstrap interval of its score lies below zero, and the refit of the
+adapter without the flagged contributions lowered the eval loss by more than ``refit_margin`` times the
+seed-to-seed spread of the full-data fit (``HarmEvidence.confirmed``). A flag without that confirmation
+(``harmful_unconfirmed``) keeps its stake. The evidence travels with the slash request.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -70,7 +73,8 @@ class SplitRules:
     prior_rejected: int = 1    # beta of the reputation prior
     redundant_reasons: tuple[str, ...] = tuple(sorted(reasons.PENALIZED))
     harmful_reasons: tuple[str, ...] = ("harmful", "adversarial", "poisoned")
-    harmful_score_below: float | None = None
+    refit_margin: float = 1.0
+    """A harm slash needs the refit's eval-loss improvement above this many seed-to-seed spreads."""
     # Rejections that are no fault of the contributor (a reorg dropped the fact) and do not lower reputation.
     neutral_reasons: tuple[str, ...] = (reasons.RETRACTED,)
 
@@ -87,13 +91,35 @@ class EpochParams:
 
 
 @dataclass(frozen=True)
+class HarmEvidence:
+    """Why attribution flagged an accepted contribution harmful (the influence table's evidence columns)."""
+
+    score: float
+    score_low: float
+    score_high: float
+    robust_z: float
+    refit_delta: float | None = None
+    """Eval-loss improvement of the refit without the flagged contributions (None: no refit was run)."""
+    refit_spread: float | None = None
+    """Seed-to-seed range of the full-data fit's eval loss."""
+
+    def confirmed(self, rules: SplitRules) -> bool:
+        """The money rule: the whole interval below zero, and the refit beat the seed noise."""
+        if self.refit_delta is None or self.refit_spread is None:
+            return False
+        beats_noise = self.refit_delta > max(rules.refit_margin * self.refit_spread, 0.0)
+        return self.score_high < 0 and beats_noise
+
+
+@dataclass(frozen=True)
 class EpochInputs:
     """What an epoch is decided from: tables with the columns of ``schemas.rewards``."""
 
     influence: pa.Table      # INFLUENCE columns: this epoch's scores
     verdicts: pa.Table       # VERDICT columns: each contribution's latest verdict up to the epoch's cut-off
     slashed: frozenset[int]  # contribution ids whose stake is already slashed on-chain
-    harmful: frozenset[int] = frozenset()  # contribution ids the attribution stage flagged as harmful
+    # contribution id -> evidence, for the contributions the attribution stage flagged as harmful
+    harmful: Mapping[int, HarmEvidence] = field(default_factory=dict)
 
     def influence_runs(self) -> list[str]:
         """The (datanet, dataset version, adapter, method) runs whose scores these inputs pay on."""
@@ -114,17 +140,35 @@ class EpochInputs:
                 else:
                     h.update(json.dumps(column.to_pylist()).encode())
         h.update(json.dumps(sorted(self.slashed)).encode())
-        h.update(json.dumps(sorted(self.harmful)).encode())
+        h.update(json.dumps([[cid, dataclasses.asdict(self.harmful[cid])] for cid in sorted(self.harmful)]).encode())
         return "0x" + h.hexdigest()
 
 
 @dataclass(frozen=True)
 class SlashRequest:
+    """One stake to slash and why; a harm slash carries its evidence (``HarmEvidence``'s fields), a
+    redundancy slash none (its evidence is the verdict)."""
+
     contribution_id: int
     datanet_id: int
     contributor: str
     reason_code: int
     reason: str
+    score: float | None = None
+    score_low: float | None = None
+    score_high: float | None = None
+    robust_z: float | None = None
+    refit_delta: float | None = None
+    refit_spread: float | None = None
+
+    def record(self) -> dict:
+        """The SlashRequested event's fields (besides its id and epoch)."""
+        return {**dataclasses.asdict(self), "reason_code": int(self.reason_code)}
+
+    @classmethod
+    def from_record(cls, record: dict) -> SlashRequest:
+        """Inverse of :meth:`record`, from a SlashRequested event (v1 events carry no evidence)."""
+        return cls(**{f.name: record.get(f.name) for f in dataclasses.fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -163,7 +207,7 @@ def split_rewards(inputs: EpochInputs, params: EpochParams) -> Split:
         status, reason, verdict_contributor, _ = verdicts.get(cid, ("missing", None, contributor, datanet_id))
         if verdict_contributor != contributor:
             raise ValueError(f"contribution {cid}: influence names {contributor}, its verdict {verdict_contributor}")
-        outcome = _outcome(cid, status, reason, score, inputs, rules)
+        outcome = _outcome(cid, status, reason, inputs, rules)
         if outcome == "harmful_influence":
             harmful_ids.add(cid)
         if outcome == "paid" and exact > 0:
@@ -184,7 +228,7 @@ def split_rewards(inputs: EpochInputs, params: EpochParams) -> Split:
         distributable=distributable,
         accounts=accounts,
         amounts=tuple(paid[a] for a in accounts),
-        slash_requests=_slash_requests(verdicts, harmful_ids, inputs.slashed, rules),
+        slash_requests=_slash_requests(verdicts, {c: inputs.harmful[c] for c in harmful_ids}, inputs.slashed, rules),
         allocations=allocations,
     )
 
@@ -256,28 +300,29 @@ def _exact_integers(values: list[float]) -> list[int]:
     return [m << (e - low) if m else 0 for m, e in parts]
 
 
-def _outcome(cid: int, status: str, reason: str | None, score: float, inputs: EpochInputs,
-             rules: SplitRules) -> str:
+def _outcome(cid: int, status: str, reason: str | None, inputs: EpochInputs, rules: SplitRules) -> str:
     if status == "missing":
         return "no_verdict"
     if status == "rejected":
         return f"rejected:{reason or 'unspecified'}"
     if cid in inputs.slashed:
         return "slashed"
-    if cid in inputs.harmful or (rules.harmful_score_below is not None and score < rules.harmful_score_below):
-        return "harmful_influence"
+    if cid in inputs.harmful:
+        return "harmful_influence" if inputs.harmful[cid].confirmed(rules) else "harmful_unconfirmed"
     return "paid"
 
 
-def _slash_requests(verdicts: dict[int, tuple[str, str | None, str, int]], harmful_ids: set[int],
+def _slash_requests(verdicts: dict[int, tuple[str, str | None, str, int]], harmful: dict[int, HarmEvidence],
                     slashed: frozenset[int], rules: SplitRules) -> tuple[SlashRequest, ...]:
+    """Confirmed harm (with its evidence), and redundant or harmful rejections (the verdict is the evidence)."""
     requests = []
-    for cid in sorted(set(verdicts) | harmful_ids):
+    for cid in sorted(set(verdicts) | set(harmful)):
         if cid in slashed:
             continue
         status, reason, contributor, datanet_id = verdicts[cid]
-        if cid in harmful_ids:
-            requests.append(SlashRequest(cid, datanet_id, contributor, SlashReason.HARMFUL, "harmful_influence"))
+        if cid in harmful:
+            requests.append(SlashRequest(cid, datanet_id, contributor, SlashReason.HARMFUL, "harmful_influence",
+                                         **dataclasses.asdict(harmful[cid])))
         elif status == "rejected" and reason in rules.redundant_reasons:
             requests.append(SlashRequest(cid, datanet_id, contributor, SlashReason.REDUNDANT, reason))
         elif status == "rejected" and reason in rules.harmful_reasons:

@@ -1,0 +1,74 @@
+"""The counterfactual check behind every harm slash: does the model really get better without them?
+
+An influence score predicts what removing a contribution would do to the eval loss; the check does it.
+The adapter is refitted without the flagged contributions, with the same seed and hyperparameters, and the
+eval loss compared with the full-data fit at that seed: ``delta = full - refit`` (> 0: removing them helped).
+The same full-data fit repeated with other seeds measures how much the eval loss moves on its own
+(``spread``: max - min over the seeds). The reward split slashes only when ``delta`` beats ``spread``; a
+delta inside the seed-to-seed noise proves nothing, and the stake is kept.
+
+The flagged contributions are removed together (one refit, however many are flagged): their joint effect is
+what one training run can resolve above the noise; each is confirmed by the group it was flagged with.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.training.arguments import TrainingArguments
+from pipelines.training.base_model import build_base_model, build_tokenizer
+from pipelines.training.data import tokenize
+from pipelines.training.lora import train_lora
+
+
+@dataclass(frozen=True)
+class Refit:
+    """The counterfactual fit's outcome for one attribution run."""
+
+    removed: tuple[int, ...]
+    """Contribution ids left out of the refit."""
+    full_losses: dict[int, float]
+    """Eval loss of the full-data fit per seed (the adapter's own seed first)."""
+    refit_loss: float
+    seconds: float
+    """Wall time of the fits this check ran (the cost of confirming)."""
+
+    @property
+    def delta(self) -> float:
+        """Eval-loss improvement from leaving the flagged contributions out, at the adapter's seed."""
+        return next(iter(self.full_losses.values())) - self.refit_loss
+
+    @property
+    def spread(self) -> float:
+        """Seed-to-seed range of the full-data eval loss."""
+        return max(self.full_losses.values()) - min(self.full_losses.values())
+
+
+def eval_loss(train_texts: list[str], query_texts: list[str], args: TrainingArguments) -> float:
+    """Eval loss of a LoRA adapter fitted to ``train_texts`` with ``args`` (what the registry's fit measures)."""
+    tokenizer = build_tokenizer(args.base.vocab_size)
+    train = tokenize(train_texts, tokenizer, args.max_length)
+    queries = tokenize(query_texts, tokenizer, args.max_length)
+    return train_lora(build_base_model(args.base), train, queries, args, show_progress=False).metrics["eval_loss"]
+
+
+def refit_without(train_rows: pa.Table, query_texts: list[str], removed: list[int], args: TrainingArguments,
+                  spread_seeds: tuple[int, ...], full_loss: float | None = None) -> Refit:
+    """Refits without contributions ``removed`` (ids in ``train_rows``) and measures the seed spread.
+
+    ``full_loss`` is the full-data fit's eval loss at ``args.seed`` when already known (the registered adapter's
+    own metric, from the identical deterministic fit); otherwise it is fitted here too."""
+    started = time.perf_counter()
+    texts = train_rows["text"].to_pylist()
+    full = {args.seed: full_loss if full_loss is not None else eval_loss(texts, query_texts, args)}
+    for seed in spread_seeds:
+        if seed not in full:
+            full[seed] = eval_loss(texts, query_texts, replace(args, seed=seed))
+    kept = train_rows.filter(pc.invert(pc.is_in(train_rows["contribution_id"], pa.array(removed, pa.int64()))))
+    refit = eval_loss(kept["text"].to_pylist(), query_texts, args)
+    return Refit(removed=tuple(sorted(removed)), full_losses=full, refit_loss=refit,
+                 seconds=time.perf_counter() - started)
