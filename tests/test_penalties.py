@@ -11,11 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from payable import demo_corpus, kafka_log
+from payable import kafka_log
 from pipelines.attribution import INFLUENCE, ScoreArguments, attribute
 from pipelines.attribution.arguments import HarmArguments
 from pipelines.attribution.harm import noise_evidence, signs_agree
-from pipelines.attribution.synthetic import contribution_text, make_datanet, rows
+from pipelines.attribution.synthetic import contribution_text, labelled_datanet, make_datanet, rows
 from pipelines.audit.build import build_audit_db
 from pipelines.rewards import outbox
 from pipelines.rewards.epochs import close_epoch
@@ -38,17 +38,17 @@ def all_accepted(table: pa.Table) -> pa.Table:
                      "duplicate_of": pa.nulls(table.num_rows, pa.int64())}, schema=schema.VERDICT)
 
 
-def test_ordinary_prose_is_slashed_nowhere_where_the_old_rule_flagged_honest_stakes(tmp_path):
-    """60 well-formed notes, one contributor each: yesterday's rule (score < -0.1 median |score|) flagged some."""
+def test_honest_contributions_scoring_below_zero_are_slashed_nowhere(tmp_path):
+    """60 well-formed records, one contributor each: some score below zero on noise alone (the old rule, score <
+    -0.1 median |score| on one estimate, slashed such stakes); none is flagged, none slashed."""
     settings = settings_in(tmp_path)
-    rng = random.Random(5)
-    notes = rows(1, [(f"0x{i + 1:040x}", demo_corpus.science_note(rng, sentences=3)) for i in range(60)])
-    write_version(settings, 1, notes)
-    write_evals(settings, 1, list(demo_corpus.eval_queries()["science"]) * 2)
-    record = train_latest(settings, 1, FAST, show_progress=False)
+    dn = labelled_datanet(datanet_id=1, good=60, flipped=0, lines=1)
+    write_version(settings, 1, dn.table)
+    write_evals(settings, 1, dn.eval_texts)
+    record = train_latest(settings, 1, replace(FAST, epochs=8), show_progress=False)
     table = attribute(settings, 1, record.adapter_id, TRACIN).table
-    scores = np.array(table["score"].to_pylist())
-    assert (scores < -0.1 * np.median(np.abs(scores))).any(), "the old rule would slash someone here"
+    assert (np.array(table["score"].to_pylist()) < 0).any(), "noise puts some honest scores below zero"
+    assert not any(table["harmful"].to_pylist())
     inputs = EpochInputs(table.select(schema.INFLUENCE.names), all_accepted(table), frozenset(),
                          harm_evidence(table))
     split = split_rewards(inputs, EpochParams(epoch_id=1, pool=10**18))
