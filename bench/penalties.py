@@ -65,7 +65,8 @@ def run(name: str, datanet_id: int, dn: PlantedDatanet, train_args: TrainingArgu
     scores = np.array(table["score"].to_pylist())
     old = set(np.array(table["contribution_id"].to_pylist())[scores < -0.1 * np.median(np.abs(scores))].tolist())
     planted, honest = set(dn.planted), set(table["contribution_id"].to_pylist()) - set(dn.planted)
-    oracle = refit_without(dn.table, dn.eval_texts, sorted(planted), train_args, (1, 2), record.metrics["eval_loss"])
+    known = result.refit.full_losses if result.refit else {train_args.seed: record.metrics["eval_loss"]}
+    oracle = refit_without(dn.table, dn.eval_texts, sorted(planted), train_args, (1, 2), known)
     kinds = sorted(set(dn.planted.values()))
     return {
         "datanet": name, "honest": len(honest), "planted": len(planted),

@@ -60,13 +60,18 @@ def test_table_covers_every_accepted_contribution_exactly_once(run) -> None:
     assert set(scored["rank"].to_pylist()) == set(range(1, table.num_rows + 1))
 
 
-def test_planted_harmful_contribution_ranks_last_and_is_flagged_with_evidence(run) -> None:
+def test_planted_harmful_contribution_ranks_last_as_an_outlier_with_its_evidence(run) -> None:
+    """Whether it is also flagged is the interval's call: with 8 eval queries it may reach above zero (the old
+    rule flagged any score below -0.1 median |score|, which also flagged honest contributions)."""
     _, _, _, scored, _, _ = run
     bottom = scored.sort_by("rank").slice(scored.num_rows - 1).to_pylist()[0]
     assert bottom["contributor"] == BAD and bottom["score"] < 0
+    assert bottom["robust_z"] < -3.5 and len(bottom["hurt_queries"]) > 0
+    assert bottom["score_low"] <= bottom["score"] <= bottom["score_high"]
+    assert sum(bottom["checkpoint_scores"]) == pytest.approx(bottom["score"])
     flagged = harmful_contributions(scored)
-    assert BAD in flagged["contributor"].to_pylist()
-    assert bottom["harmful"] and len(bottom["hurt_queries"]) > 0
+    assert set(flagged["contributor"].to_pylist()) <= {BAD}, "nothing honest is flagged"
+    assert bottom["harmful"] == (bottom["score_high"] < 0)
 
 
 def test_exact_duplicate_does_not_double_its_owners_credit(run) -> None:

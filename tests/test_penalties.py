@@ -6,14 +6,18 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+import dagster as dg
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from assets.attribution import influence_scores
+from orchestration.resources import DataDirResource
 from payable import kafka_log
 from pipelines.attribution import INFLUENCE, ScoreArguments, attribute
 from pipelines.attribution.arguments import HarmArguments
+from pipelines.attribution.counterfactual import eval_loss
 from pipelines.attribution.harm import noise_evidence, signs_agree
 from pipelines.attribution.synthetic import contribution_text, labelled_datanet, make_datanet, rows
 from pipelines.audit.build import build_audit_db
@@ -70,6 +74,9 @@ def test_a_flagged_contribution_is_refitted_without_and_the_evidence_is_recorded
     assert flagged and set(flagged) <= {500, 501}, "only the planted random text is flagged"
     assert result.refit is not None and result.refit.removed == tuple(sorted(flagged))
     assert len(result.refit.full_losses) == 3, "the adapter's seed and two more measure the spread"
+    fitted = eval_loss(pa.concat_tables([dn.table, planted])["text"].to_pylist(), dn.eval_texts,
+                       replace(FAST, num_checkpoints=3))
+    assert result.refit.full_losses[0] == fitted == record.metrics["eval_loss"], "the adapter's own fit is reused"
     for cid in flagged:
         row = rows_[cid]
         assert row["score_high"] < 0 and row["robust_z"] < -3.5
@@ -139,3 +146,12 @@ def test_a_datanet_whose_only_eval_query_is_held_out_fails_alone_without_nan(sta
     assert result.returncode == 1
     assert "NaN" not in result.stdout and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "only eval query" in result.stderr
+
+    # the Dagster asset goes through the same function: that partition fails alone, with the reason
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("datanet", ["dn-3"])
+    run = dg.materialize([influence_scores], partition_key="dn-3", instance=instance, raise_on_error=False,
+                         resources={"data_dir": DataDirResource(path=str(stack.data_dir))})
+    assert not run.success
+    (failure,) = [e for e in run.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "only eval query" in failure.step_failure_data.user_failure_data.description

@@ -124,18 +124,18 @@ def attribute_record(registry: AdapterRegistry, settings: Settings, record: Adap
     refit = None
     if suspects and args.harm.refit and len(suspects) < train_rows.num_rows:
         refit = refit_without(train_rows, queries["text"].to_pylist(), suspects, train_args, args.harm.spread_seeds,
-                              full_loss=_registered_eval_loss(record, train_rows, queries, train_args))
+                              known=_registered_eval_loss(record, train_rows, queries, train_args))
     table = influence_rows(record, dataset.table, queries["query_id"].to_pylist(), trained, run, refit, args)
     return Attribution(table, refit)
 
 
 def _registered_eval_loss(record: AdapterRecord, train_rows: pa.Table, queries: pa.Table,
-                          args: TrainingArguments) -> float | None:
-    """The adapter's own eval loss when it was fitted on exactly these rows and queries (its id says so): the
-    refit's full-data fit at the adapter's seed, already done."""
+                          args: TrainingArguments) -> dict[int, float]:
+    """The adapter's own eval loss, by its seed, when it was fitted on exactly these rows and queries (its id says
+    so): the refit's full-data fit at the adapter's seed, already done."""
     same = adapter_id(record.base_model["hash"], record.datanet_id, fingerprint(train_rows),
                       fingerprint_queries(queries), args.to_dict()) == record.adapter_id
-    return record.metrics["eval_loss"] if same else None
+    return {args.seed: record.metrics["eval_loss"]} if same else {}
 
 
 def attribute(settings: Settings, datanet_id: int, adapter_id: str | None = None,

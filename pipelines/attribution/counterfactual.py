@@ -57,17 +57,16 @@ def eval_loss(train_texts: list[str], query_texts: list[str], args: TrainingArgu
 
 
 def refit_without(train_rows: pa.Table, query_texts: list[str], removed: list[int], args: TrainingArguments,
-                  spread_seeds: tuple[int, ...], full_loss: float | None = None) -> Refit:
+                  spread_seeds: tuple[int, ...], known: dict[int, float] | None = None) -> Refit:
     """Refits without contributions ``removed`` (ids in ``train_rows``) and measures the seed spread.
 
-    ``full_loss`` is the full-data fit's eval loss at ``args.seed`` when already known (the registered adapter's
-    own metric, from the identical deterministic fit); otherwise it is fitted here too."""
+    ``known`` holds full-data eval losses already measured on these rows and queries, by seed (the registered
+    adapter's own metric comes from the identical deterministic fit); only the missing seeds are fitted."""
     started = time.perf_counter()
     texts = train_rows["text"].to_pylist()
-    full = {args.seed: full_loss if full_loss is not None else eval_loss(texts, query_texts, args)}
-    for seed in spread_seeds:
-        if seed not in full:
-            full[seed] = eval_loss(texts, query_texts, replace(args, seed=seed))
+    known = known or {}
+    full = {seed: known[seed] if seed in known else eval_loss(texts, query_texts, replace(args, seed=seed))
+            for seed in dict.fromkeys((args.seed, *spread_seeds))}
     kept = train_rows.filter(pc.invert(pc.is_in(train_rows["contribution_id"], pa.array(removed, pa.int64()))))
     refit = eval_loss(kept["text"].to_pylist(), query_texts, args)
     return Refit(removed=tuple(sorted(removed)), full_losses=full, refit_loss=refit,
