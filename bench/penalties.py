@@ -95,7 +95,7 @@ def main() -> None:
                       str(r["honest_flagged"]), str(r["old_rule_honest_flagged"]), str(r["planted_flagged"]),
                       f"{r['recall']:.2f}", f"{r['oracle_refit_delta']:+.4f} / {r['oracle_refit_spread']:.4f}",
                       f"{r['counterfactual_s']:.1f}", f"{r['oracle_refit_s']:.1f}")
-    Console().print(table)
+    Console(width=200).print(table)
     OUT.mkdir(exist_ok=True)
     (OUT / "penalties.json").write_text(json.dumps(results, indent=2) + "\n")
 
