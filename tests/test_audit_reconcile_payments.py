@@ -41,7 +41,8 @@ def paid_epoch(stack, chain, deployment) -> int:
     lance.write_dataset(pa.Table.from_pylist([  # every column the attribution stage writes
         {"contribution_id": c, "contributor": who, "datanet_id": datanet, "dataset_version": 1, "adapter_id": "a",
          "method": "tracin", "content_hash": f"0x{c:064x}", "score": float(c), "rank": c, "copies": 1,
-         "trained": True, "harmful": False, "helped_queries": [], "hurt_queries": []} for c in (1, 2, 3)],
+         "trained": True, "harmful": False, "helped_queries": [], "hurt_queries": [], "score_low": float(c),
+         "score_high": float(c), "checkpoint_scores": [float(c)], "robust_z": 0.0} for c in (1, 2, 3)],
         schema=influence.INFLUENCE), str(stack.lance_dir / INFLUENCE_TABLE))
     due, _ = close_due_epoch(stack, deployment, pool=POOL)
     assert due.epoch_id == 1 and emit_epoch(stack, deployment, 1).ok

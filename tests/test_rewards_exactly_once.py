@@ -49,7 +49,8 @@ def write_inputs(settings, rows) -> None:
 
     table = pa.Table.from_pylist([
         {"contribution_id": cid, "contributor": who, "datanet_id": d, "dataset_version": v, "adapter_id": "a",
-         "method": "tracin", "score": score, "rank": 0, "harmful": False} for cid, who, d, v, score in rows],
+         "method": "tracin", "score": score, "rank": 0, "harmful": False, "score_low": score, "score_high": score,
+         "robust_z": 0.0} for cid, who, d, v, score in rows],
         schema=INFLUENCE_WITH_HARM)
     path = settings.lance_dir / INFLUENCE_TABLE
     lance.write_dataset(table, str(path), mode="append" if path.exists() else "create")

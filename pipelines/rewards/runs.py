@@ -67,6 +67,7 @@ def payable_runs(inputs: EpochInputs, paid: Mapping[str, int],
     keep = pa.array([name not in reasons for name in names], type=pa.bool_())
     influence = inputs.influence.filter(keep)
     scored = set(influence.column("contribution_id").to_pylist())
-    kept = dataclasses.replace(inputs, influence=influence, harmful=frozenset(inputs.harmful & scored))
+    kept = dataclasses.replace(inputs, influence=influence,
+                               harmful={c: e for c, e in inputs.harmful.items() if c in scored})
     return kept, tuple(Exclusion(run, reason) for run, reason in sorted(reasons.items()))
 
