@@ -2,10 +2,11 @@
 
 - ``leave_one_out``: w_i = log p(full) - log p(without i); n + 1 passes; the classic reference.
 - ``contextcite-<m>``: the surrogate fitted on m random half-ablations (ContextCite's estimator).
-- ``loo+random-<m>``: the surrogate fitted jointly on the leave-one-out masks and m random ablations.
-  Leave-one-out pins each source's effect next to the full context (where the answer was produced); the
-  random masks add the interactions a half-ablated context shows. With m = n + 1 it spends
-  2(n + 1) passes: for the 4-8 chunks a RAG answer cites, 10-18 passes against ContextCite-64's 64.
+- ``factorial`` (the default): the surrogate fitted on a folded-over two-level orthogonal design
+  (``ablations.factorial_masks``): every source kept in half the ablations, main effects orthogonal to each
+  other and to all two-source interactions. It estimates the same weights ContextCite converges to (the
+  best linear fit over uniformly random subsets) without sampling noise, in 16 passes for up to 7 sources
+  (32 up to 15): a quarter of ContextCite-64's passes for the handful of chunks a RAG answer cites.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.context_attribution.ablations import leave_one_out_masks, random_masks
+from pipelines.context_attribution.ablations import factorial_masks, leave_one_out_masks, random_masks
 from pipelines.context_attribution.scorer import AnswerScorer
 from pipelines.context_attribution.surrogate import fit_surrogate
 
-DEFAULT_METHOD = "loo+random"
+DEFAULT_METHOD = "factorial"
 
 
 @dataclass(frozen=True)
@@ -42,16 +43,14 @@ def context_cite(scorer: AnswerScorer, n_sources: int, seed: int = 0, ablations:
     return ContextAttribution(f"contextcite-{ablations}", weights, ablations)
 
 
-def loo_plus_random(scorer: AnswerScorer, n_sources: int, seed: int = 0,
-                    ablations: int | None = None) -> ContextAttribution:
-    extra = n_sources + 1 if ablations is None else ablations
-    masks = np.vstack([leave_one_out_masks(n_sources), random_masks(n_sources, extra, seed)])
-    weights, _ = fit_surrogate(masks, scorer.log_prob(masks))
+def factorial(scorer: AnswerScorer, n_sources: int, seed: int = 0) -> ContextAttribution:
+    masks = factorial_masks(n_sources)
+    weights, _ = fit_surrogate(masks, scorer.log_prob(masks), ridge=0.0)
     return ContextAttribution(DEFAULT_METHOD, weights, len(masks))
 
 
 METHODS: dict[str, Callable[..., ContextAttribution]] = {
-    "leave_one_out": leave_one_out, "contextcite": context_cite, DEFAULT_METHOD: loo_plus_random}
+    "leave_one_out": leave_one_out, "contextcite": context_cite, DEFAULT_METHOD: factorial}
 
 
 def attribute(scorer: AnswerScorer, n_sources: int, method: str = DEFAULT_METHOD, seed: int = 0,
