@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 
 import click
 
 from payable.cli import Context, fail, pass_context
+from payable.cli.params import ADDRESS, UIntType
 
 DEFAULT_POOL = 10_000 * 10**18  # OPEN wei per epoch unless --pool or PAYABLE_EPOCH_POOL says otherwise
 
 
 @click.command()
-@click.option("--epoch", "epoch_id", type=int,
+@click.option("--epoch", "epoch_id", type=UIntType(256, 0, "epoch id"),
               help="Epoch id; refused unless it is the due one (default: the due epoch, if any).")
-@click.option("--pool", type=int, default=lambda: int(os.environ.get("PAYABLE_EPOCH_POOL", DEFAULT_POOL)),
+@click.option("--pool", type=UIntType(256, 0, "pool in wei"), envvar="PAYABLE_EPOCH_POOL", default=DEFAULT_POOL,
               show_default="10000 OPEN, env PAYABLE_EPOCH_POOL", help="OPEN wei to distribute this epoch.")
 @click.option("--method", help="Influence method to pay on (needed when several are scored).")
 @click.option("--push/--no-push", default=None, help="Pay every account with claimBatch (default: small epochs).")
@@ -56,8 +56,8 @@ def reward(ctx: Context, epoch_id: int | None, pool: int, method: str | None, pu
 
 
 @click.command()
-@click.option("--epoch", "epoch_id", type=int, required=True, help="Epoch id.")
-@click.option("--account", help="Claim for this address (default: the contributor key's own).")
+@click.option("--epoch", "epoch_id", type=UIntType(256, 1, "epoch id"), required=True, help="Epoch id.")
+@click.option("--account", type=ADDRESS, help="Claim for this address (default: the contributor key's own).")
 @pass_context
 def claim(ctx: Context, epoch_id: int, account: str | None) -> None:
     """Claim a reward epoch's payout with its Merkle proof (the contributor key pays the gas)."""
