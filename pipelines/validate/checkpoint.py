@@ -2,7 +2,8 @@
 
 Two small JSON files under ``<data_dir>/validate``, each replaced atomically (write, fsync, rename):
 
-* ``checkpoint.json``, the commit point of a run: next offset per partition, datanets, segments;
+* ``checkpoint.json``, the commit point of a run: next offset per partition, datanets, segments, and
+  the sketch fingerprint the segments were made with (``ValidateConfig.sketch_fingerprint``);
 * ``pending.json``, the intent of the run in flight (its exact offset ranges, and whether its verdicts
   were already produced), written before anything leaves the run and removed after the checkpoint.
 
@@ -35,6 +36,7 @@ class Checkpoint:
     offsets: dict[int, int] = field(default_factory=dict)  # partition -> next offset to process
     datanets: dict[int, DatanetInfo] = field(default_factory=dict)
     segments: dict[int, list[str]] = field(default_factory=dict)  # datanet -> history segment paths
+    sketches: str | None = None  # sketch fingerprint of every segment; None: unknown (written before it)
 
 
 @dataclass
@@ -61,11 +63,12 @@ def load(root: Path) -> Checkpoint:
         offsets={int(p): o for p, o in doc["offsets"].items()},
         datanets={int(d): DatanetInfo.from_json(info) for d, info in doc["datanets"].items()},
         segments={int(d): paths for d, paths in doc["segments"].items()},
+        sketches=doc.get("sketches"),
     )
 
 
 def save(root: Path, checkpoint: Checkpoint) -> None:
-    doc = {"offsets": checkpoint.offsets, "segments": checkpoint.segments,
+    doc = {"offsets": checkpoint.offsets, "segments": checkpoint.segments, "sketches": checkpoint.sketches,
            "datanets": {d: info.to_json() for d, info in checkpoint.datanets.items()}}
     _atomic_write(root / CHECKPOINT, doc)
 

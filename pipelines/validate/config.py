@@ -1,7 +1,7 @@
 """Tunable parameters of the validate stage, in one typed value passed whole.
 
-The rules version and every parameter that changes a decision are hashed into each verdict id, so a
-changed threshold yields new verdict ids instead of silently rewriting old decisions.
+The rules version, the text normalization and every parameter that changes a decision are hashed into
+each verdict id, so a changed threshold yields new verdict ids instead of silently rewriting old decisions.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from functools import cached_property
+
+from pipelines.validate import normalize
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class ValidateConfig:
     min_words: int = 5
     max_size_cap: int = 16 * 1024 * 1024
     chunk_offsets: int = 2000
-    rules_version: str = "validate-1"
+    rules_version: str = "validate-2"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.near_threshold <= 1.0:
@@ -46,7 +48,16 @@ class ValidateConfig:
 
     @cached_property
     def fingerprint(self) -> str:
-        """A short stable hash of every decision-changing parameter (chunking excluded)."""
-        doc = asdict(self)
+        """A short stable hash of every decision-changing parameter (chunking excluded), normalization too."""
+        doc = asdict(self) | {"normalization": normalize.VERSION}
         doc.pop("chunk_offsets")
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+    @cached_property
+    def sketch_fingerprint(self) -> str:
+        """A short stable hash of what the stored dedupe keys depend on: normalization, shingles, MinHash.
+
+        History sketched under another one cannot be compared with new sketches; it is rebuilt instead.
+        """
+        doc = [normalize.VERSION, self.shingle_words, self.bins, self.bands]
+        return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]

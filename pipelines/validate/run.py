@@ -7,6 +7,8 @@ One run = one bounded set of offset ranges, in this order, each step safe to rep
 4. commit one Lance version per changed datanet (skipped where the latest version has this run id);
 5. advance the checkpoint atomically and drop the intent.
 Rebuilding the dedupe history from the log is the same pipeline over offsets from zero, publishing nothing.
+A history sketched under another normalization or MinHash shape (the checkpoint records its sketch
+fingerprint) is rebuilt so before anything new is decided: new keys are never compared with old ones.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class ValidateReport:
     dead_letters: int = 0
     runs: list[str] = field(default_factory=list)
     resumed: bool = False
+    rebuilt: bool = False  # the history was sketched differently and was rebuilt from the log first
 
     @property
     def submitted(self) -> int:
@@ -81,6 +84,9 @@ def validate_new_offsets(settings: Settings, config: ValidateConfig | None = Non
     with checkpoint.locked(root):
         kafka_log.ensure_topics(settings.kafka_bootstrap)
         ends = kafka_log.end_offsets(settings.kafka_bootstrap, topics.CHAIN_FACTS)
+        if _stale_sketches(checkpoint.load(root), config):
+            _rebuild(settings, config, root, pipeline_args or [])
+            report.rebuilt = True
         total = _pending_offsets(checkpoint.load(root), ends, checkpoint.load_intent(root))
         done = 0
         while True:
@@ -106,12 +112,21 @@ def rebuild_state(settings: Settings, config: ValidateConfig | None = None, *,
     config = config or ValidateConfig()
     root = validate_dir(settings)
     with checkpoint.locked(root):
-        state = checkpoint.load(root)
-        ranges = {p: (0, end) for p, end in state.offsets.items() if end > 0}
-        run_dir = str(root / "runs" / f"rebuild-{checkpoint.run_id(ranges, config)}")
-        _pipeline(settings, config, Checkpoint(), ranges, run_dir, pipeline_args or [])
-        segments = {d: [staging.join(run_dir, f"dn-{d}", "segment.arrow")] for d in _decided(run_dir)}
-        checkpoint.save(root, Checkpoint(state.offsets, _datanets(run_dir), segments))
+        _rebuild(settings, config, root, pipeline_args or [])
+
+
+def _rebuild(settings: Settings, config: ValidateConfig, root: Path, pipeline_args: list[str]) -> None:
+    state = checkpoint.load(root)
+    ranges = {p: (0, end) for p, end in state.offsets.items() if end > 0}
+    run_dir = str(root / "runs" / f"rebuild-{checkpoint.run_id(ranges, config)}")
+    _pipeline(settings, config, Checkpoint(), ranges, run_dir, pipeline_args)
+    segments = {d: [staging.join(run_dir, f"dn-{d}", "segment.arrow")] for d in _decided(run_dir)}
+    checkpoint.save(root, Checkpoint(state.offsets, _datanets(run_dir), segments, config.sketch_fingerprint))
+
+
+def _stale_sketches(state: Checkpoint, config: ValidateConfig) -> bool:
+    """History exists but was sketched under another normalization or MinHash shape (or before it was recorded)."""
+    return bool(state.segments) and state.sketches != config.sketch_fingerprint
 
 
 def _pending_offsets(state: Checkpoint, ends: dict[int, int], intent: Intent | None) -> int:
@@ -160,7 +175,7 @@ def _run(settings: Settings, config: ValidateConfig, state: Checkpoint, intent: 
     for datanet_id in decided:
         segments.setdefault(datanet_id, []).append(staging.join(run_dir, f"dn-{datanet_id}", "segment.arrow"))
     offsets = dict(state.offsets) | {p: hi for p, (_, hi) in intent.ranges.items()}
-    checkpoint.save(root, Checkpoint(offsets, state.datanets | datanets, segments))
+    checkpoint.save(root, Checkpoint(offsets, state.datanets | datanets, segments, config.sketch_fingerprint))
     checkpoint.clear_intent(root)
     for partition, (lo, hi) in intent.ranges.items():
         start = report.ranges.get(partition, (lo, hi))[0]

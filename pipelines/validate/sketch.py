@@ -2,9 +2,10 @@
 
 A whole chunk of texts is processed as one UTF-8 byte buffer with numpy, never word by word in Python:
 
-* normalization: NFKC + lower case (Python, per text, a fast path for ASCII), then every byte that is
-  not an ASCII letter/digit or part of a non-ASCII character is a separator, so whitespace, case and
-  punctuation changes vanish;
+* normalization: each text's dedupe key (``normalize``: compatibility forms, marks, invisible
+  characters, case and TR39 confusables folded away, one table gather for the whole chunk), in which
+  every byte that is not an ASCII letter/digit or part of a non-ASCII letter is a separator, so
+  whitespace, case, punctuation and look-alike-character changes vanish;
 * word hashes: a polynomial hash mod 2^64 over byte spans, from one prefix sum (``cumsum`` of
   ``byte * B^i``) and the inverse powers of the odd base B, then a splitmix64 finalizer;
 * shingles: hashes of ``shingle_words`` consecutive words of the same text;
@@ -18,14 +19,13 @@ A whole chunk of texts is processed as one UTF-8 byte buffer with numpy, never w
 from __future__ import annotations
 
 import hashlib
-import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from pipelines.validate.config import ValidateConfig
+from pipelines.validate.normalize import keys
 
 U64 = np.uint64
 EMPTY = np.iinfo(np.uint64).max
@@ -34,10 +34,9 @@ _BASE_INV = U64(pow(int(_BASE), -1, 1 << 64))
 _SHINGLE_MULT = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
                           0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x27D4EB2F165667C5, 0x85EBCA77C2B2AE63],
                          dtype=U64)
-_NON_WORD = re.compile(r"[\W_]+")
 _WORD_BYTE = np.zeros(256, dtype=bool)
 _WORD_BYTE[[ord(c) for c in "abcdefghijklmnopqrstuvwxyz0123456789"]] = True
-_WORD_BYTE[0x80:] = True  # bytes of non-ASCII characters; non-word ones were mapped to spaces first
+_WORD_BYTE[0x80:] = True  # bytes of non-ASCII characters: the dedupe key made every separator a space
 _DENSIFY_ROUNDS = 256
 
 
@@ -84,36 +83,26 @@ class _Powers:
 _POWERS = _Powers()
 
 
-def prepare(text: str) -> str:
-    """NFKC + lower case; non-ASCII punctuation and symbols become spaces (ASCII ones are bytes-level)."""
-    if text.isascii():
-        return text.lower()
-    text = unicodedata.normalize("NFKC", text).lower()
-    return _NON_WORD.sub(" ", text)
-
-
 def sketch(texts: Sequence[str], config: ValidateConfig) -> Sketches:
     """Normalized hashes, shingles, MinHash signatures and LSH band keys of ``texts``, vectorised."""
     if not texts:
         empty = np.empty(0, dtype=U64)
         return Sketches(np.empty(0, dtype=np.int64), [], np.zeros(1, dtype=np.int64), empty,
                         np.empty((0, config.bins), dtype=U64), np.empty((0, config.bands), dtype=U64))
-    prepared = [prepare(text) for text in texts]
-    lengths = np.fromiter((len(t) if t.isascii() else len(t.encode()) for t in prepared), dtype=np.int64,
-                          count=len(prepared))
-    doc_starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]]).astype(np.int64)
-    data = np.frombuffer("\n".join(prepared).encode(), dtype=np.uint8)
+    normalized = keys(texts)
+    doc_starts = normalized.starts[:-1]
+    data = np.frombuffer(normalized.data, dtype=np.uint8)
     is_word = _WORD_BYTE[data]
 
     padded = np.concatenate([[False], is_word, [False]])
     starts, ends = np.flatnonzero(padded[1:] & ~padded[:-1]), np.flatnonzero(~padded[1:] & padded[:-1])
     word_doc = np.searchsorted(doc_starts, starts, side="right") - 1
-    word_counts = np.bincount(word_doc, minlength=len(prepared)).astype(np.int64)
+    word_counts = np.bincount(word_doc, minlength=len(texts)).astype(np.int64)
     word_hashes = _word_hashes(data, starts, ends)
     shingles, shingle_doc = _shingles(word_hashes, word_doc, config.shingle_words)
-    counts = np.bincount(shingle_doc, minlength=len(prepared))
+    counts = np.bincount(shingle_doc, minlength=len(texts))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    signatures = one_permutation_minhash(shingles, shingle_doc, len(prepared), config.bins)
+    signatures = one_permutation_minhash(shingles, shingle_doc, len(texts), config.bins)
     return Sketches(
         word_counts=word_counts,
         norm_hashes=_normalized_hashes(data, is_word, doc_starts),

@@ -1,0 +1,194 @@
+"""The duplicate-detection key of a text: what two texts that look the same to a reader have in common.
+
+A paid-for copy must not escape deduplication by changing how the text is encoded rather than what
+it says. The key of each character is the fixed point of these steps:
+
+1. compatibility decomposition (NFKD): fullwidth, ligature, superscript and other compatibility
+   forms become their plain letters, and accented letters split into base letter + combining marks;
+2. combining marks (Mn, Me) and format characters (Cf: zero-width spaces and joiners, bidi controls,
+   soft hyphen, byte order mark, tags) are dropped, so added, stripped or invisible characters vanish;
+3. full case folding, so case changes vanish;
+4. Unicode TR39 confusable prototypes (the skeleton data of ``confusables.txt``, as bundled by
+   ``confusable-homoglyphs``): Cyrillic а, Greek ο, mathematical bold letters, ... become the Latin
+   letters they imitate;
+5. punctuation, symbols, spaces and control characters become spaces (word separators).
+
+The confusables data is case-sensitive (Cyrillic Н imitates H but its lower case н only imitates
+small-capital ʜ, and capital I imitates l), so folding first would miss capital look-alikes and
+mapping first would make "THIS" and "this" differ. A letter therefore takes the key of its lower case
+when that lands on plain ASCII, else the key reached through its upper case when that does (н -> Н -> H
+-> h), else the key of its lower case. Capital I keeps the key i: an I-for-l swap is caught only as a
+near-duplicate.
+
+Every step maps one character independently of its neighbours, so the key of a whole chunk is one
+gather through a precomputed code-point table (numpy, no Python per character), built once per process
+on first use. The key is only ever hashed and shingled for deduplication; stored text never changes.
+It collapses some distinct letters of other scripts onto one prototype (Greek η and Latin n, Cyrillic
+г and r) and drops the vowel signs of Indic scripts, which only ever makes two texts *more* alike:
+genuinely different texts still differ in most of their words (bench/dedupe.py measures it).
+
+``VERSION`` names everything the keys depend on. The dedupe history records it, and history built
+under another version is rebuilt from the log instead of being compared with keys made differently.
+"""
+
+from __future__ import annotations
+
+import functools
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.metadata import version
+
+import numpy as np
+
+VERSION = (f"key-2:nfkd,drop-Mn-Me-Cf,casefold,tr39/confusable-homoglyphs-{version('confusable-homoglyphs')}"
+           f",non-word-space/unicode-{unicodedata.unidata_version}")
+_DROPPED = frozenset({"Mn", "Me", "Cf"})
+_SEPARATORS = frozenset({"Zs", "Zl", "Zp", "Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So", "Cc"})
+_LRM = "\u200e"  # the bundled data wraps right-to-left characters in LEFT-TO-RIGHT MARKs for display
+_PLANES = (range(0x30000), range(0xE0000, 0xE1000))  # planes 0-2 and 14; 3-13, 15-16: no forms, case or marks
+_CODE_POINTS = 0x110000
+_MAX_ROUNDS = 8
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The keys of a sequence of texts as one UTF-8 buffer; text i is ``data[starts[i]:starts[i + 1] - 1]``."""
+
+    data: bytes  # keys joined by one space each
+    starts: np.ndarray  # (n + 1,) int64 byte offsets of each key; the last is len(data) + 1
+
+
+def dedupe_key(text: str) -> str:
+    """The duplicate-detection key of one text (see the module docstring)."""
+    return keys([text]).data.decode()
+
+
+def keys(texts: Sequence[str]) -> Keys:
+    """The keys of ``texts``, computed for the whole sequence at once."""
+    table = _table()
+    code_points = np.frombuffer(("\n".join(texts) + "\n").encode("utf-32-le"), dtype=np.uint32)
+    lengths = table.length[code_points]
+    out = np.repeat(table.single[code_points], lengths)  # right where each key is one character
+    multi = np.flatnonzero(lengths > 1)
+    if multi.size:
+        counts = lengths[multi].astype(np.int64)
+        out_start = (np.cumsum(lengths, dtype=np.int64) - lengths)[multi]
+        within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        out[np.repeat(out_start, counts) + within] = table.extra[
+            np.repeat(table.extra_start[code_points[multi]], counts) + within]
+    text_start = np.concatenate([[0], np.cumsum([len(text) + 1 for text in texts])[:-1]]).astype(np.int64)
+    key_bytes = np.add.reduceat(table.utf8[code_points].astype(np.int64), text_start)  # + its separator
+    data = out.tobytes().decode("utf-32-le").encode()[:-1]
+    return Keys(data, np.concatenate([[0], np.cumsum(key_bytes)]).astype(np.int64))
+
+
+@dataclass(frozen=True)
+class _Table:
+    """Code point c maps to ``length[c]`` code points: ``single[c]`` if one, else ``extra[extra_start[c]:]``."""
+
+    length: np.ndarray  # (0x110000,) uint8
+    utf8: np.ndarray  # (0x110000,) uint8: UTF-8 bytes of the key
+    single: np.ndarray  # (0x110000,) uint32
+    extra_start: np.ndarray  # (0x110000,) int32
+    extra: np.ndarray  # uint32
+
+
+@functools.cache
+def _table() -> _Table:
+    keys_of = _char_keys()
+    length = np.ones(_CODE_POINTS, dtype=np.uint8)
+    utf8 = np.array([1] * 0x80 + [2] * (0x800 - 0x80) + [3] * (0x10000 - 0x800) + [4] * (_CODE_POINTS - 0x10000),
+                    dtype=np.uint8)
+    single = np.arange(_CODE_POINTS, dtype=np.uint32)
+    extra_start = np.zeros(_CODE_POINTS, dtype=np.int32)
+    extra: list[int] = []
+    for cp, key in keys_of.items():
+        length[cp], utf8[cp] = len(key), len(key.encode())
+        if len(key) == 1:
+            single[cp] = ord(key)
+        elif key:
+            extra_start[cp] = len(extra)
+            extra.extend(map(ord, key))
+    return _Table(length, utf8, single, extra_start, np.array(extra, dtype=np.uint32))
+
+
+def _char_keys() -> dict[int, str]:
+    """Code point -> key for every character whose key is not itself, closed so that keys are keys."""
+    prototypes = prototypes_table()
+    changed = {char for plane in _PLANES for char in map(chr, plane) if _may_change(char, prototypes)}
+    found = {ord(char): _key(char, prototypes) for char in sorted(changed | set(prototypes))}
+    for _ in range(_MAX_ROUNDS):  # a key's own characters may have keys of their own (п -> π -> ...)
+        closed = {cp: key.translate(found) for cp, key in found.items()}
+        if closed == found:
+            return {cp: key for cp, key in found.items() if key != chr(cp)}
+        found = closed
+    raise RuntimeError("dedupe keys do not converge")
+
+
+def _key(char: str, prototypes: dict[str, str]) -> str:
+    """The first key that is plain ASCII letters and digits, of: the lower case's, the character's own
+    prototype's (TR39 order: before decomposition), the upper case's; else the lower case's.
+
+    Punctuation and symbols stay separators unless their compatibility decomposition holds letters (⒲,
+    ⾧) or they imitate one ASCII letter or digit (⍺ -> a; but the em dash, whose prototype is the
+    katakana length mark ー, is no word).
+    """
+    lower = _settle(char, prototypes)
+    if unicodedata.category(char) in _SEPARATORS and unicodedata.is_normalized("NFKD", char):
+        return lower if len(lower) == 1 and lower.isascii() and lower.isalnum() else " "
+    candidates = [lower, _settle(prototypes.get(char, char), prototypes)]
+    upper = char.casefold().upper()
+    if len(upper) == 1 and upper != char.casefold():
+        candidates.append(_settle(prototypes.get(upper, upper), prototypes))
+    return next((key for key in candidates if key.isascii() and key.isalnum()), lower)
+
+
+def _may_change(char: str, prototypes: dict[str, str]) -> bool:
+    """A cheap test that ``_step`` changes ``char`` (most code points fail it at once)."""
+    category = unicodedata.category(char)
+    return (category in _DROPPED or (category in _SEPARATORS and char != " ") or char in prototypes
+            or char.casefold() != char or char.upper() != char or not unicodedata.is_normalized("NFKD", char))
+
+
+def _decompose(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if unicodedata.category(c) not in _DROPPED)
+
+
+def _step(text: str, prototypes: dict[str, str]) -> str:
+    """NFKD, drop marks and format characters, fold case, map to prototypes, separators to spaces."""
+    mapped = "".join(prototypes.get(c, c) for c in _decompose(text).casefold())
+    return "".join(" " if unicodedata.category(c) in _SEPARATORS else c for c in mapped)
+
+
+def _settle(text: str, prototypes: dict[str, str]) -> str:
+    """Steps repeated until nothing changes (a prototype may be upper case or carry a mark)."""
+    for _ in range(_MAX_ROUNDS):
+        following = _step(text, prototypes)
+        if following == text:
+            return text
+        text = following
+    raise RuntimeError(f"dedupe key of {text!r} does not converge")
+
+
+@functools.cache
+def prototypes_table() -> dict[str, str]:
+    """Source character -> TR39 prototype, recovered from the library's symmetric confusables table.
+
+    The library stores each ``source -> prototype`` line of confusables.txt in both directions. In that
+    file a source is one code point that is never itself a prototype, so a character with exactly one
+    partner is a source whose prototype is that partner, unless the partner also has only this one
+    partner: then the pair is its own class, and the lower code point stands for it.
+    """
+    from confusable_homoglyphs import confusables  # here: importing it parses a 900 KB table
+
+    partners = {key.replace(_LRM, ""): [entry["c"].replace(_LRM, "") for entry in entries]
+                for key, entries in confusables.confusables_data.items()}
+    prototypes = {}
+    for char, found in partners.items():
+        if len(char) != 1 or len(found) != 1:
+            continue
+        (partner,) = found
+        if len(partner) > 1 or len(partners.get(partner, ())) > 1 or ord(partner) < ord(char):
+            prototypes[char] = partner
+    return prototypes
