@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from payable.content_store import ContentStore
-from pipelines.validate import reasons
+from pipelines.validate import disguises, reasons
 from pipelines.validate.candidates import check_chunk
 from pipelines.validate.config import ValidateConfig
 from pipelines.validate.dedupe import Decision, decide_datanet
@@ -132,3 +132,63 @@ def test_one_run_or_many_runs_decide_the_same(store):
         removed for p in parts for removed in p.removed}
     assert sorted(whole.rows.column("verdict_id").to_pylist()) == sorted(live)
     assert len({v["reason"] for v in whole.verdicts}) >= 4, "the sample exercises several outcomes"
+
+
+# The incident: Latin letters of an accepted text retyped as the Cyrillic letters that look the same.
+CYRILLIC_LOOK_ALIKES = str.maketrans("aceopxyiTHBKM", "асеорхуіТНВКМ")  # right: CYRILLIC letters
+SENTENCE = ("The researchers measured the pressure of the gas at room temperature and compared it with "
+            "earlier experiments on heat capacity. They found that the pressure rose steadily as the "
+            "temperature increased, which matches the ideal gas law within the error of the instrument. ")
+DISGUISES = {
+    "homoglyph, hand-typed": lambda t, rng: t.translate(CYRILLIC_LOOK_ALIKES),
+    "homoglyph, confusables data": lambda t, rng: disguises.homoglyphs(t, rng),
+    "zero-width and bidi controls": lambda t, rng: disguises.invisible(t, rng, per_word=1.0),
+    "fullwidth and compatibility forms": lambda t, rng: disguises.compatibility(t, rng, per_word=1.0),
+    "diacritics added": lambda t, rng: disguises.add_diacritics(t, rng),
+    "all at once, case changed": disguises.combined,
+}
+
+
+@pytest.mark.parametrize("form", sorted(DISGUISES))
+def test_a_disguised_copy_of_an_earlier_runs_text_is_a_normalized_duplicate(store, form):
+    original = SENTENCE * 2
+    first = _decide(store, [submitted(1, 1, store, original.encode())])
+    copy = DISGUISES[form](original, random.Random(5))
+    assert copy != original and copy.encode() != original.encode()
+    later = _decide(store, [submitted(2, 1, store, copy.encode(), offset=10)], DedupeState(first.segment))
+    assert _outcomes(later) == {2: (reasons.DUPLICATE_NORMALIZED, 1)}
+    assert later.verdicts[0]["penalize"] and later.rows.num_rows == 0
+
+
+def test_stripping_the_accents_of_an_accepted_text_is_a_normalized_duplicate(store):
+    original = ("Le café où nous déjeunâmes était célèbre pour sa crème brûlée et ses crêpes à la châtaigne. "
+                "Ærøskøbing, Łódź and São Tomé appear on the menu's façade, naïvely spelt. ")
+    first = _decide(store, [submitted(1, 1, store, original.encode())])
+    stripped = disguises.strip_diacritics(original)
+    assert stripped.isascii() is False and "cafe" in stripped
+    later = _decide(store, [submitted(2, 1, store, stripped.encode(), offset=10)], DedupeState(first.segment))
+    assert _outcomes(later) == {2: (reasons.DUPLICATE_NORMALIZED, 1)}
+
+
+def test_a_disguised_copy_with_words_changed_is_a_near_duplicate_across_runs(store):
+    original = text(1, 120)
+    first = _decide(store, [submitted(1, 1, store, original.encode())])
+    copy = disguises.combined(mutate(original, 4), random.Random(2))
+    later = _decide(store, [submitted(2, 1, store, copy.encode(), offset=10)], DedupeState(first.segment))
+    assert _outcomes(later) == {2: (reasons.NEAR_DUPLICATE, 1)}
+
+
+def test_distinct_greek_and_cyrillic_texts_are_not_collapsed(store):
+    russian = ["Кошка спит на тёплом окне и смотрит на птиц во дворе, пока хозяйка варит суп на кухне.",
+               "Собака бежит по снегу и лает на прохожих у ворот, а мальчик зовёт её домой ужинать.",
+               "Учёные измерили давление газа при комнатной температуре и сравнили его с прежними опытами."]
+    greek = ["Ο ήλιος λάμπει πάνω από τη θάλασσα το πρωί και οι ψαράδες βγαίνουν με τις βάρκες τους.",
+             "Η βροχή πέφτει στα βουνά όλη τη νύχτα και τα ποτάμια γεμίζουν νερό μέχρι την αυγή.",
+             "Οι επιστήμονες μέτρησαν την πίεση του αερίου σε θερμοκρασία δωματίου και τη σύγκριναν."]
+    facts = [submitted(i, 1, store, t.encode()) for i, t in enumerate(russian + greek, start=1)]
+    upper = submitted(7, 1, store, russian[0].upper().encode())  # the same Russian text in capitals
+    decision = _decide(store, [*facts, upper])
+    assert _outcomes(decision) == {**{i: (None, None) for i in range(1, 7)}, 7: (reasons.DUPLICATE_NORMALIZED, 1)}
+    stored = dict(zip(decision.rows.column("contribution_id").to_pylist(),
+                      decision.rows.column("text").to_pylist(), strict=True))
+    assert stored[1] == russian[0] and stored[4] == greek[0], "the key is for deduplication only"

@@ -6,6 +6,7 @@ import shutil
 from collections import Counter
 
 import lance
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
@@ -13,7 +14,7 @@ from payable import kafka_log
 from payable.cli import main
 from payable.content_store import ContentStore
 from payable.datanets import DatanetSpec
-from pipelines.validate import checkpoint, materialize, reasons
+from pipelines.validate import checkpoint, materialize, reasons, staging
 from pipelines.validate.run import rebuild_state, validate_dir, validate_new_offsets
 from schemas import events, topics
 from schemas.verdicts import CONTRIBUTION_VERDICT
@@ -184,3 +185,31 @@ def test_crash_between_side_effects_is_resumed_without_duplicates_or_gaps(settin
     assert checkpoint.load_intent(validate_dir(settings)) is None
     assert validate_new_offsets(settings).runs == []
     assert CONTRIBUTION_VERDICT.to_batch(verdicts).num_rows == 5
+
+
+def test_history_sketched_under_an_older_normalization_is_rebuilt_before_a_disguised_copy_is_decided(settings):
+    store = ContentStore(settings.content_dir)
+    original = text(1, 120)
+    produce_facts(settings, events.DATANET_CREATED, [created(1, store)])
+    produce_facts(settings, events.CONTRIBUTION_SUBMITTED, [submitted(1, 1, store, original.encode())])
+    assert validate_new_offsets(settings).datanets[1].accepted == 1
+    # Make the stored history look like one written before this normalization: other keys, no fingerprint.
+    root = validate_dir(settings)
+    state = checkpoint.load(root)
+    (segment,) = state.segments[1]
+    old = staging.read_table(segment)
+    old = old.set_column(old.schema.get_field_index("norm_hash"), "norm_hash",
+                         pa.array(["0" * 32] * old.num_rows, type=pa.string()))
+    staging.write_table(segment, old)
+    state.sketches = None
+    checkpoint.save(root, state)
+
+    copy = original.translate(str.maketrans("aeiopkm", "аеіорkм"))  # Cyrillic look-alikes, one edit: k stays
+    produce_facts(settings, events.CONTRIBUTION_SUBMITTED, [submitted(2, 1, store, copy.encode())])
+    report = validate_new_offsets(settings)
+    assert report.rebuilt and not validate_new_offsets(settings).rebuilt
+    latest = {v["contribution_id"]: v for v in _read_topic(settings, topics.VERDICTS)}
+    assert (latest[2]["reason"], latest[2]["duplicate_of"]) == (reasons.DUPLICATE_NORMALIZED, 1)
+    assert len([v for v in _read_topic(settings, topics.VERDICTS) if v["contribution_id"] == 1]) == 1, \
+        "the rebuild published nothing"
+    assert [row[0] for row in _rows(settings, 1)] == [1]

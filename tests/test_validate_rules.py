@@ -11,7 +11,7 @@ import pytest
 from payable import services
 from payable.content_store import ContentStore
 from payable.datanets import DatanetSpec
-from pipelines.validate import reasons
+from pipelines.validate import normalize, reasons
 from pipelines.validate.candidates import check_chunk
 from pipelines.validate.config import ValidateConfig
 from pipelines.validate.datanet_info import DatanetInfo, resolve
@@ -104,6 +104,36 @@ def test_normalized_hash_ignores_whitespace_case_and_punctuation():
     hashes = sketch(variants, CONFIG).norm_hashes
     assert len(set(hashes)) == 1
     assert sketch(["the quick brown fox jumped"], CONFIG).norm_hashes[0] != hashes[0]
+
+
+def test_dedupe_key_folds_look_alikes_invisibles_compatibility_forms_accents_and_case():
+    key = normalize.dedupe_key
+    assert key("Pаypаl") == key("paypal"), "Cyrillic а"
+    assert key("\u03a1\u0391\u0423\u03a1\u0391L") == key("paypal") == key("PAYPAL"), "Greek Ρ Α, Cyrillic У; case"
+    assert key("pay\u200bpal\u202e \u2066x\u2069") == key("paypal x"), "zero-width and bidi controls vanish"
+    assert key("ｐａｙｐａｌ 𝐩𝐚𝐲 ﬁne") == key("paypal pay fine"), "fullwidth, mathematical bold, ligature"
+    assert key("café naïve") == key("cafe naive") == key("cafe\u0301 nai\u0308ve"), "accents, either form"
+    assert key("heIIo") == key("hello"), "capital I looks like l"
+    assert key("a — b, c!").split() == ["a", "b", "c"], "punctuation separates, whatever its prototype"
+
+
+def test_dedupe_key_keeps_distinct_greek_and_cyrillic_words_distinct():
+    russian = ["дом", "дым", "дам", "дум", "мир", "мор", "мер", "кот", "кит", "кто", "сон", "сын", "сан",
+               "лес", "лис", "лук", "лак"]
+    greek = ["λόγος", "λύκος", "νόμος", "νότος", "φως", "φύση", "ψυχή", "ψάρι", "χώρα", "χορός", "καιρός", "κόσμος"]
+    for words in (russian, greek):
+        keys = [normalize.dedupe_key(w) for w in words]
+        assert len(set(keys)) == len(words), dict(zip(words, keys, strict=True))
+    assert normalize.dedupe_key("ПРИВЕТ МИР") == normalize.dedupe_key("привет мир")
+
+
+def test_normalization_version_changes_verdict_ids_and_marks_the_stored_sketches(monkeypatch):
+    before = ValidateConfig().fingerprint, ValidateConfig().sketch_fingerprint
+    monkeypatch.setattr(normalize, "VERSION", normalize.VERSION + "-next")
+    after = ValidateConfig()
+    assert after.fingerprint != before[0] and after.sketch_fingerprint != before[1]
+    assert ValidateConfig(near_threshold=0.9).sketch_fingerprint == after.sketch_fingerprint, \
+        "only what shapes the stored sketches"
 
 
 def test_minhash_agreement_estimates_jaccard():

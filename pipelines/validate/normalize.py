@@ -15,10 +15,11 @@ it says. The key of each character is the fixed point of these steps:
 
 The confusables data is case-sensitive (Cyrillic Н imitates H but its lower case н only imitates
 small-capital ʜ, and capital I imitates l), so folding first would miss capital look-alikes and
-mapping first would make "THIS" and "this" differ. A letter therefore takes the key of its lower case
-when that lands on plain ASCII, else the key reached through its upper case when that does (н -> Н -> H
--> h), else the key of its lower case. Capital I keeps the key i: an I-for-l swap is caught only as a
-near-duplicate.
+mapping first would make "THIS" and "this" differ. Both cases of a letter therefore share one key:
+its lower case's or the one reached through its upper case (н -> Н -> H -> h; i -> I -> l), whichever
+is the closer look-alike of plain ASCII (``_key``). Where the two cases imitate two different Latin
+letters one of them loses: Greek ν/Ν look like v/N and υ/Υ like u/Y (lower case wins), η/Η like n/H
+and β/Β like ß/B (upper case wins), so those swaps are caught only as near-duplicates.
 
 Every step maps one character independently of its neighbours, so the key of a whole chunk is one
 gather through a precomputed code-point table (numpy, no Python per character), built once per process
@@ -127,21 +128,30 @@ def _char_keys() -> dict[int, str]:
 
 
 def _key(char: str, prototypes: dict[str, str]) -> str:
-    """The first key that is plain ASCII letters and digits, of: the lower case's, the character's own
-    prototype's (TR39 order: before decomposition), the upper case's; else the lower case's.
+    """One key for both cases of a letter: its lower case's or the one reached through its upper case.
+
+    Preferred, in order: a TR39 skeleton that is already plain ASCII (Β -> B rather than β -> ß -> ss,
+    Н -> H rather than н -> ʜ), then one that becomes plain ASCII after folding, else the lower case's.
+    Between two candidates of one rank the lower case's goes first, unless the letter has no prototype
+    of its own (i -> I -> l, as capital I and l look the same).
 
     Punctuation and symbols stay separators unless their compatibility decomposition holds letters (⒲,
     ⾧) or they imitate one ASCII letter or digit (⍺ -> a; but the em dash, whose prototype is the
     katakana length mark ー, is no word).
     """
-    lower = _settle(char, prototypes)
+    folded = char.casefold()
+    own = _settle(_skeleton(folded, prototypes), prototypes)
     if unicodedata.category(char) in _SEPARATORS and unicodedata.is_normalized("NFKD", char):
-        return lower if len(lower) == 1 and lower.isascii() and lower.isalnum() else " "
-    candidates = [lower, _settle(prototypes.get(char, char), prototypes)]
-    upper = char.casefold().upper()
-    if len(upper) == 1 and upper != char.casefold():
-        candidates.append(_settle(prototypes.get(upper, upper), prototypes))
-    return next((key for key in candidates if key.isascii() and key.isalnum()), lower)
+        return own if len(own) == 1 and own.isascii() and own.isalnum() else " "
+    skeletons = [_skeleton(folded, prototypes), _skeleton(folded.upper(), prototypes)]
+    if skeletons[0] == folded and unicodedata.is_normalized("NFKD", folded):
+        skeletons.reverse()
+    ranked = [_settle(s, prototypes) for s in skeletons if _plain(s)] + [_settle(s, prototypes) for s in skeletons]
+    return next((key for key in ranked if _plain(key)), own)
+
+
+def _plain(text: str) -> bool:
+    return text.isascii() and text.isalnum()
 
 
 def _may_change(char: str, prototypes: dict[str, str]) -> bool:
@@ -149,6 +159,13 @@ def _may_change(char: str, prototypes: dict[str, str]) -> bool:
     category = unicodedata.category(char)
     return (category in _DROPPED or (category in _SEPARATORS and char != " ") or char in prototypes
             or char.casefold() != char or char.upper() != char or not unicodedata.is_normalized("NFKD", char))
+
+
+def _skeleton(text: str, prototypes: dict[str, str]) -> str:
+    """TR39's own order: canonical decomposition (NFD, marks dropped), then prototypes (ϲ -> c before
+    NFKD would make it σ)."""
+    decomposed = unicodedata.normalize("NFD", text)
+    return "".join(prototypes.get(c, c) for c in decomposed if unicodedata.category(c) not in _DROPPED)
 
 
 def _decompose(text: str) -> str:
