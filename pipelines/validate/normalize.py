@@ -66,8 +66,20 @@ def dedupe_key(text: str) -> str:
 
 
 def keys(texts: Sequence[str]) -> Keys:
-    """The keys of ``texts``, computed for the whole sequence at once."""
+    """The keys of ``texts``: ASCII texts by two byte-level passes each, the others in one numpy gather."""
     table = _table()
+    parts: list[bytes] = [table.ascii_key(text) if text.isascii() else b"" for text in texts]
+    others = [i for i, text in enumerate(texts) if not text.isascii()]
+    if others:
+        gathered = _gather([texts[i] for i in others], table)
+        for j, i in enumerate(others):
+            parts[i] = gathered.data[gathered.starts[j]:gathered.starts[j + 1] - 1]
+    lengths = np.fromiter((len(part) + 1 for part in parts), dtype=np.int64, count=len(parts))
+    return Keys(b" ".join(parts), np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+
+
+def _gather(texts: Sequence[str], table: _Table) -> Keys:
+    """The keys of ``texts`` through the code-point table, all at once."""
     code_points = np.frombuffer(("\n".join(texts) + "\n").encode("utf-32-le"), dtype=np.uint32)
     lengths = table.length[code_points]
     out = np.repeat(table.single[code_points], lengths)  # right where each key is one character
@@ -93,6 +105,15 @@ class _Table:
     single: np.ndarray  # (0x110000,) uint32
     extra_start: np.ndarray  # (0x110000,) int32
     extra: np.ndarray  # uint32
+    ascii_bytes: bytes  # bytes.translate table of the ASCII characters whose key is one character
+    ascii_multi: tuple[tuple[str, str], ...]  # ASCII characters whose key is longer (m -> rn)
+
+    def ascii_key(self, text: str) -> bytes:
+        """The key of an ASCII text: longer keys spliced in first, then one byte translation (keys are
+        closed under the table, so translating a spliced-in key leaves it as it is)."""
+        for char, key in self.ascii_multi:
+            text = text.replace(char, key)
+        return text.encode().translate(self.ascii_bytes)
 
 
 @functools.cache
@@ -111,7 +132,10 @@ def _table() -> _Table:
         elif key:
             extra_start[cp] = len(extra)
             extra.extend(map(ord, key))
-    return _Table(length, utf8, single, extra_start, np.array(extra, dtype=np.uint32))
+    ascii_keys = [keys_of.get(cp, chr(cp)) for cp in range(0x80)]
+    ascii_bytes = bytes([*(ord(key) if len(key) == 1 else cp for cp, key in enumerate(ascii_keys)), *range(0x80, 256)])
+    ascii_multi = tuple((chr(cp), key) for cp, key in enumerate(ascii_keys) if len(key) != 1)
+    return _Table(length, utf8, single, extra_start, np.array(extra, dtype=np.uint32), ascii_bytes, ascii_multi)
 
 
 def _char_keys() -> dict[int, str]:
