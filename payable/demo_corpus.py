@@ -1,9 +1,9 @@
 """The demo's embedded data: two datanets and contributions from simulated contributors.
 
 Deterministic (seeded), generated rather than downloaded. It plants every case the pipeline must handle:
-good on-topic data, an exact duplicate, a near-duplicate (case/punctuation/whitespace changes), corrupted
-text, invalid UTF-8, a JSONL record missing a required field, and a contribution whose on-chain hash does
-not match its bytes.
+good on-topic data, an exact duplicate, a near-duplicate (case/punctuation/whitespace changes), a homoglyph
+copy (Latin letters swapped for Cyrillic and Greek look-alikes), corrupted text, invalid UTF-8, a JSONL
+record missing a required field, and a contribution whose on-chain hash does not match its bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass
 
 from payable.datanets import DatanetSpec
+from pipelines.validate import disguises
 
 
 def eval_queries(seed: int = 99, per_datanet: int = 6) -> dict[str, tuple[str, ...]]:
@@ -95,6 +96,9 @@ def plan(seed: int = 7, notes_per_contributor: int = 4) -> list[DemoContribution
         DemoContribution(7, "recipes", json.dumps({"title": "mystery"}).encode() + b"\n", "JSONL missing field",
                          "missing_fields"),
         DemoContribution(8, "science", science_note(rng).encode(), "wrong hash", "hash_mismatch", wrong_hash=True),
+        # Last, with its own generator, so that every other submission and figure stays as it was.
+        DemoContribution(6, "science", disguises.homoglyphs(planned[1].content.decode(), random.Random(seed)).encode(),
+                         "homoglyph copy", "duplicate_normalized"),
     ]
     return planned
 

@@ -25,7 +25,7 @@ from payable.chain import Chain, Deployment
 from payable.demo import read_outcome, run_demo
 from pipelines.audit.reconcile import reconcile
 from pipelines.rewards import outbox
-from pipelines.validate import materialize
+from pipelines.validate import materialize, reasons
 from tests.conftest import make_settings
 from tests.test_cli import run
 
@@ -52,7 +52,7 @@ def test_every_planted_contribution_ends_as_planted(demo):
     corrupted = [i for i, item in enumerate(planned, start=1) if item.planted == "corrupted text"]
     assert all(outcome[i]["score"] < 0 and outcome[i]["paid"] == 0 for i in corrupted), "harmful data earns nothing"
     assert sum(summary["rejected_by_reason"].values()) + summary["accepted"] == summary["contributions"]
-    redundant = {i: 1 for i, item in enumerate(planned, start=1) if item.expect in ("duplicate", "near_duplicate")}
+    redundant = {i: 1 for i, item in enumerate(planned, start=1) if item.expect in reasons.PENALIZED}
     con = duckdb.connect(str(settings.audit_db), read_only=True)
     slashed = dict(con.execute("SELECT contribution_id, requested_reason_code FROM slashes "
                                "WHERE event_id IS NOT NULL AND NOT retracted").fetchall())

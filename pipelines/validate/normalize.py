@@ -1,16 +1,17 @@
 """The duplicate-detection key of a text: what two texts that look the same to a reader have in common.
 
 A paid-for copy must not escape deduplication by changing how the text is encoded rather than what
-it says. The key of each character is the fixed point of these steps:
+it says. The key of a character starts from its Unicode TR39 skeleton (canonical decomposition, then
+the prototypes of ``confusables.txt`` as bundled by ``confusable-homoglyphs``: Cyrillic а, Greek ο,
+mathematical bold letters, ... become the Latin letters they imitate) and repeats these steps until
+nothing changes:
 
 1. compatibility decomposition (NFKD): fullwidth, ligature, superscript and other compatibility
    forms become their plain letters, and accented letters split into base letter + combining marks;
 2. combining marks (Mn, Me) and format characters (Cf: zero-width spaces and joiners, bidi controls,
    soft hyphen, byte order mark, tags) are dropped, so added, stripped or invisible characters vanish;
 3. full case folding, so case changes vanish;
-4. Unicode TR39 confusable prototypes (the skeleton data of ``confusables.txt``, as bundled by
-   ``confusable-homoglyphs``): Cyrillic а, Greek ο, mathematical bold letters, ... become the Latin
-   letters they imitate;
+4. TR39 prototypes again (a prototype may be upper case or decompose further);
 5. punctuation, symbols, spaces and control characters become spaces (word separators).
 
 The confusables data is case-sensitive (Cyrillic Н imitates H but its lower case н only imitates
@@ -120,8 +121,8 @@ class _Table:
 def _table() -> _Table:
     keys_of = _char_keys()
     length = np.ones(_CODE_POINTS, dtype=np.uint8)
-    utf8 = np.array([1] * 0x80 + [2] * (0x800 - 0x80) + [3] * (0x10000 - 0x800) + [4] * (_CODE_POINTS - 0x10000),
-                    dtype=np.uint8)
+    utf8 = np.repeat(np.array([1, 2, 3, 4], dtype=np.uint8), [0x80, 0x800 - 0x80, 0x10000 - 0x800,
+                                                              _CODE_POINTS - 0x10000])
     single = np.arange(_CODE_POINTS, dtype=np.uint32)
     extra_start = np.zeros(_CODE_POINTS, dtype=np.int32)
     extra: list[int] = []
@@ -164,10 +165,10 @@ def _key(char: str, prototypes: dict[str, str]) -> str:
     katakana length mark ー, is no word).
     """
     folded = char.casefold()
-    own = _settle(_skeleton(folded, prototypes), prototypes)
-    if unicodedata.category(char) in _SEPARATORS and unicodedata.is_normalized("NFKD", char):
-        return own if len(own) == 1 and own.isascii() and own.isalnum() else " "
     skeletons = [_skeleton(folded, prototypes), _skeleton(folded.upper(), prototypes)]
+    own = _settle(skeletons[0], prototypes)
+    if unicodedata.category(char) in _SEPARATORS and unicodedata.is_normalized("NFKD", char):
+        return own if len(own) == 1 and _plain(own) else " "
     if skeletons[0] == folded and unicodedata.is_normalized("NFKD", folded):
         skeletons.reverse()
     ranked = [_settle(s, prototypes) for s in skeletons if _plain(s)] + [_settle(s, prototypes) for s in skeletons]
@@ -179,7 +180,7 @@ def _plain(text: str) -> bool:
 
 
 def _may_change(char: str, prototypes: dict[str, str]) -> bool:
-    """A cheap test that ``_step`` changes ``char`` (most code points fail it at once)."""
+    """A cheap test that the key of ``char`` may not be ``char`` (most code points fail it at once)."""
     category = unicodedata.category(char)
     return (category in _DROPPED or (category in _SEPARATORS and char != " ") or char in prototypes
             or char.casefold() != char or char.upper() != char or not unicodedata.is_normalized("NFKD", char))
