@@ -67,8 +67,11 @@ FORMS = {
     "fullwidth / compatibility forms": lambda t, rng: disguises.compatibility(t, rng),
     "diacritics stripped": lambda t, rng: disguises.strip_diacritics(t),  # of an accented original
     "diacritics added": lambda t, rng: disguises.add_diacritics(t, rng),
+    "combined, case kept": lambda t, rng: disguises.combined(t, rng, title=False),
     "combined, title case": disguises.combined,
-    "combined + 3 words changed": lambda t, rng: disguises.combined(_replace_words(t, 3, rng), rng),
+    "combined, case kept, + 3 words changed": lambda t, rng: disguises.combined(_replace_words(t, 3, rng), rng,
+                                                                                 title=False),
+    "combined, title case, + 3 words changed": lambda t, rng: disguises.combined(_replace_words(t, 3, rng), rng),
 }
 
 
@@ -363,7 +366,7 @@ def normalization_costs(sample: list[str], seed: int) -> dict:
     scripts = {"ASCII (the corpus)": sample,
                "Cyrillic (distinct texts)": distinct_texts(np.random.default_rng(seed), make_vocabulary(
                    np.random.default_rng(seed), ALPHABETS["cyrillic"]), len(sample)),
-               "disguised (combined)": [disguises.combined(text, rng) for text in sample]}
+               "disguised (combined, title case)": [disguises.combined(text, rng) for text in sample]}
     for name, texts in scripts.items():
         kb = sum(len(text.encode()) for text in texts) / 1024
         costs[name] = (_best_of(lambda t=texts: normalize.keys(t)) / kb * 1e6,

@@ -57,9 +57,10 @@ def strip_diacritics(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c))
 
 
-def combined(text: str, rng: random.Random) -> str:
-    """Every disguise at once, with the case changed: the hardest exact copy."""
-    return invisible(compatibility(add_diacritics(homoglyphs(text.title(), rng, 0.5), rng), rng), rng)
+def combined(text: str, rng: random.Random, title: bool = True) -> str:
+    """Every disguise at once (half the look-alike letters swapped), in title case unless ``title`` is False."""
+    return invisible(compatibility(add_diacritics(homoglyphs(text.title() if title else text, rng, 0.5), rng),
+                                   rng), rng)
 
 
 def _fullwidth(word: str) -> str:
