@@ -257,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
         np.random.default_rng(args.seed + 4), ALPHABETS["latin"]), args.per_form)
     accented = [disguises.add_diacritics(text, rng) for text in fresh]
     first_texts = corpus.texts + accented  # accented originals: the "diacritics stripped" form copies them
+    normalize.keys(["build the code-point table"])  # once per process; timed on its own below
     with tempfile.TemporaryDirectory(prefix="dedupe-bench-") as tmp:
         facts = store_texts(first_texts, Path(tmp))
         cpu = cpu_seconds()
