@@ -12,6 +12,7 @@
 | payable.verdicts          | datanet id                  | ContributionVerdict             | validate stage        |
 | payable.verdicts.dlq      | datanet id                  | DeadLetter                      | validate stage        |
 | payable.rewards.outbox    | epoch ("epoch-<n>")         | emitter states of an epoch      | reward emitter        |
+| payable.usage             | usage event id              | UsageEvent (one served request) | payable serve         |
 
 Every message carries the headers ``event-type`` (e.g. b"ContributionSubmitted") and
 ``schema-version`` (e.g. b"1"); values are UTF-8 JSON objects validated against the pyarrow schema
@@ -27,8 +28,9 @@ ALERTS = "payable.alerts"
 VERDICTS = "payable.verdicts"
 VERDICTS_DLQ = "payable.verdicts.dlq"
 REWARDS_OUTBOX = "payable.rewards.outbox"
+USAGE = "payable.usage"
 
-ALL_TOPICS = (CHAIN_FACTS, CHAIN_CHECKPOINTS, CHAIN_DLQ, ALERTS, VERDICTS, VERDICTS_DLQ, REWARDS_OUTBOX)
+ALL_TOPICS = (CHAIN_FACTS, CHAIN_CHECKPOINTS, CHAIN_DLQ, ALERTS, VERDICTS, VERDICTS_DLQ, REWARDS_OUTBOX, USAGE)
 
 HEADER_EVENT_TYPE = "event-type"
 HEADER_SCHEMA_VERSION = "schema-version"

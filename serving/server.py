@@ -1,0 +1,126 @@
+"""Assembling and running the server: engine + usage writer + app under uvicorn, on 127.0.0.1 by default.
+
+``payable serve`` runs :func:`serve` in the foreground; tests and the benchmark run the same app in a
+thread with :class:`ServerThread`. A running server leaves ``<data_dir>/run/serve.json`` (pid, host, port)
+so that ``payable serve --status`` finds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import uvicorn
+from fastapi import FastAPI
+
+from payable.settings import Settings
+from serving.adapter_source import AdapterSource
+from serving.api import create_app
+from serving.cache import AdapterCache
+from serving.engine import Engine, ServedBase
+from serving.usage import UsageWriter
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch: int = 16
+    """Rows of the running batch (and of the KV cache)."""
+    max_adapters: int = 1024
+    max_adapter_bytes: int = 512 << 20
+    pin: tuple[str, ...] = ()
+    """Model names (ids, aliases, ensembles) loaded at start and never evicted."""
+    threads: int = 1
+    """Torch threads of the batcher: one by default, as on the shared 2-core machines."""
+    usage_topic: str | None = None
+
+
+@dataclass
+class Service:
+    """The parts of one running server, started and stopped together."""
+
+    engine: Engine
+    usage: UsageWriter
+    app: FastAPI = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.app = create_app(self.engine, self.usage)
+
+    def start(self, pin: tuple[str, ...] = ()) -> None:
+        self.usage.start()
+        self.engine.start()
+        for name in pin:
+            resolved = self.engine.resolve(name)
+            for entry, _ in resolved.parts:
+                self.engine.cache.load_now(entry.adapter_id, lambda e=entry: self.engine.load(e))
+                self.engine.cache.pin(entry.adapter_id)
+
+    def stop(self) -> None:
+        self.engine.stop()
+        self.usage.stop()
+
+
+def build(settings: Settings, options: ServeOptions, base: ServedBase | None = None) -> Service:
+    """A service over the data directory's adapters, writing usage events to the configured Kafka."""
+    torch.set_num_threads(options.threads)
+    base = base or ServedBase.tiny(max_batch=options.max_batch)
+    cache = AdapterCache(options.max_adapters, options.max_adapter_bytes)
+    kwargs = {"topic": options.usage_topic} if options.usage_topic else {}
+    usage = UsageWriter(settings.kafka_bootstrap, **kwargs)
+    return Service(Engine(base, AdapterSource(settings.adapters_dir), cache, usage), usage)
+
+
+def state_file(settings: Settings) -> Path:
+    return settings.run_dir / "serve.json"
+
+
+def serve(settings: Settings, options: ServeOptions) -> None:
+    """Runs until interrupted; the state file lives exactly as long as the server."""
+    service = build(settings, options)
+    service.start(options.pin)
+    config = uvicorn.Config(service.app, host=options.host, port=options.port, log_level="warning")
+    path = state_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": os.getpid(), "host": options.host, "port": options.port}))
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        path.unlink(missing_ok=True)
+        service.stop()
+
+
+class ServerThread:
+    """The app under a real uvicorn server on its own thread (tests, benchmark)."""
+
+    def __init__(self, service: Service, host: str = "127.0.0.1", port: int = 0) -> None:
+        from payable.services import free_port
+
+        self.service = service
+        self.host, self.port = host, port or free_port()
+        self._server = uvicorn.Server(uvicorn.Config(service.app, host=self.host, port=self.port, log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, name="uvicorn", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        self.service.start()
+        self._thread.start()
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("uvicorn exited during start-up")
+            self._thread.join(timeout=0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        with contextlib.suppress(Exception):
+            self.service.stop()

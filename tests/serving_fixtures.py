@@ -1,0 +1,42 @@
+"""Adapters for the serving tests: PEFT folders written by peft itself on the seeded tiny base.
+
+Each adapter gets random (non-zero) A and B from its own seed, so different adapters really produce
+different outputs, plus the ``lineage.json`` the registry writes beside the PEFT files.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model
+
+from pipelines.training.arguments import BaseModelSpec
+from pipelines.training.base_model import base_model_hash, build_base_model
+
+
+def write_adapter(root: Path, datanet_id: int, dataset_version: int, seed: int, r: int = 8,
+                  spec: BaseModelSpec | None = None, target_modules: tuple[str, ...] = ("c_attn", "c_proj")) -> str:
+    """Saves a PEFT LoRA adapter under ``root/dn-<datanet>/<adapter id>/``; returns the adapter id."""
+    spec = spec or BaseModelSpec()
+    adapter_id = f"ad-test-{datanet_id}-{dataset_version}-{seed}"
+    folder = Path(root) / f"dn-{datanet_id}" / adapter_id
+    rng = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(target_modules), lora_dropout=0.0,
+                        fan_in_fan_out=True, bias="none", init_lora_weights=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = get_peft_model(build_base_model(spec), config)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # peft's random init is small; scale so adapters visibly differ
+            param.data.mul_(20.0)
+    torch.random.set_rng_state(rng)
+    model.save_pretrained(str(folder))
+    (folder / "lineage.json").write_text(json.dumps({
+        "adapter_id": adapter_id, "datanet_id": datanet_id, "dataset_version": dataset_version,
+        "base_model": {"name": "tiny-gpt2", "hash": base_model_hash(spec)},
+    }))
+    return adapter_id
