@@ -32,7 +32,7 @@ def write_adapter(root: Path, datanet_id: int, dataset_version: int, seed: int, 
         model = get_peft_model(build_base_model(spec), config)
     for name, param in model.named_parameters():
         if "lora_B" in name:  # peft's random init is small; scale so adapters visibly differ
-            param.data.mul_(20.0)
+            param.data.mul_(4.0)
     torch.random.set_rng_state(rng)
     model.save_pretrained(str(folder))
     (folder / "lineage.json").write_text(json.dumps({
@@ -40,3 +40,25 @@ def write_adapter(root: Path, datanet_id: int, dataset_version: int, seed: int, 
         "base_model": {"name": "tiny-gpt2", "hash": base_model_hash(spec)},
     }))
     return adapter_id
+
+
+class RecordingUsage:
+    """A usage sink that keeps the events (for tests that are not about Kafka)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def record(self, event: dict) -> None:
+        self.events.append(event)
+
+
+def make_engine(adapters_dir: Path, max_batch: int = 8, max_adapters: int = 64, max_bytes: int = 1 << 30):
+    """An engine over the tiny base and ``adapters_dir``, its batcher started (call ``engine.stop()``)."""
+    from serving.adapter_source import AdapterSource
+    from serving.cache import AdapterCache
+    from serving.engine import Engine, ServedBase
+
+    engine = Engine(ServedBase.tiny(max_batch=max_batch), AdapterSource(adapters_dir, refresh_s=0.0),
+                    AdapterCache(max_adapters, max_bytes), RecordingUsage())
+    engine.start()
+    return engine

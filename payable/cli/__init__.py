@@ -38,6 +38,7 @@ COMMANDS = {
     "claim": "payable.cli.rewards:claim",
     "audit": "payable.cli.audit:audit",
     "reconcile": "payable.cli.audit:reconcile",
+    "serve": "payable.cli.serve:serve",
 }
 
 
