@@ -7,9 +7,10 @@ so that ``payable serve --status`` finds it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import signal
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,9 +62,10 @@ class Service:
                 self.engine.cache.load_now(entry.adapter_id, lambda e=entry: self.engine.load(e))
                 self.engine.cache.pin(entry.adapter_id)
 
-    def stop(self) -> None:
+    def stop(self, usage_timeout_s: float = 10.0) -> None:
+        """Stops generating, then gives the usage writer ``usage_timeout_s`` to deliver what is buffered."""
         self.engine.stop()
-        self.usage.stop()
+        self.usage.stop(usage_timeout_s)
 
 
 def build(settings: Settings, options: ServeOptions, base: ServedBase | None = None) -> Service:
@@ -77,6 +79,7 @@ def build(settings: Settings, options: ServeOptions, base: ServedBase | None = N
 
 
 def state_file(settings: Settings) -> Path:
+    """Where a running server says where it listens (``payable serve --status`` reads the same path)."""
     return settings.run_dir / "serve.json"
 
 
@@ -88,6 +91,8 @@ def serve(settings: Settings, options: ServeOptions) -> None:
     path = state_file(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"pid": os.getpid(), "host": options.host, "port": options.port}))
+    # uvicorn re-raises SIGTERM after its graceful shutdown; as an exception here, the cleanup below runs
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.Server(config).run()
     finally:
@@ -98,10 +103,11 @@ def serve(settings: Settings, options: ServeOptions) -> None:
 class ServerThread:
     """The app under a real uvicorn server on its own thread (tests, benchmark)."""
 
-    def __init__(self, service: Service, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, service: Service, host: str = "127.0.0.1", port: int = 0,
+                 usage_timeout_s: float = 10.0) -> None:
         from payable.services import free_port
 
-        self.service = service
+        self.service, self.usage_timeout_s = service, usage_timeout_s
         self.host, self.port = host, port or free_port()
         self._server = uvicorn.Server(uvicorn.Config(service.app, host=self.host, port=self.port, log_level="warning"))
         self._thread = threading.Thread(target=self._server.run, name="uvicorn", daemon=True)
@@ -122,5 +128,4 @@ class ServerThread:
     def __exit__(self, *exc) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
-        with contextlib.suppress(Exception):
-            self.service.stop()
+        self.service.stop(self.usage_timeout_s)

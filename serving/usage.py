@@ -153,6 +153,11 @@ class UsageWriter:
                 log.debug("closing the usage producer failed", exc_info=True)
             self._producer = None
 
+    def buffered(self) -> list[dict]:
+        """The events not yet acknowledged by the broker (a copy)."""
+        with self._cond:
+            return list(self._buffer)
+
     def state(self) -> dict:
         with self._cond:
             return {**asdict(self.counters), "pending": len(self._buffer), "last_error": self.last_error}

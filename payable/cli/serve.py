@@ -10,19 +10,25 @@ import click
 
 from payable.cli import Context, fail, pass_context
 
+PREFIX = "payable_serve_"
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Metric name -> value from Prometheus' text format (no labels in payable's /metrics)."""
+    return {name: float(value) for name, _, value in
+            (line.rpartition(" ") for line in text.splitlines() if line and not line.startswith("#"))}
+
 
 def _status(ctx: Context) -> None:
-    from serving.api.metrics import PREFIX, parse
-    from serving.server import state_file
-
-    path = state_file(ctx.settings)
+    """Reads the running server's /metrics and /v1/models (imports nothing heavy: no torch for a status line)."""
+    path = ctx.settings.run_dir / "serve.json"
     if not path.exists():
         fail(f"no server is running for {ctx.settings.data_dir} (no {path}); start one with `payable serve`")
     where = json.loads(path.read_text())
     url = f"http://{where['host']}:{where['port']}"
     try:
         with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
-            metrics = parse(response.read().decode())
+            metrics = parse_metrics(response.read().decode())
         with urllib.request.urlopen(f"{url}/v1/models", timeout=5) as response:
             models = [m["id"] for m in json.loads(response.read())["data"]]
     except (urllib.error.URLError, OSError, ValueError) as exc:

@@ -60,16 +60,6 @@ def render(engine: Engine, usage: UsageWriter | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse(text: str) -> dict[str, float]:
-    """Metric name -> value from the exposition text (what ``payable serve --status`` reads back)."""
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
-
-
 @router.get("/metrics")
 async def metrics(request: Request) -> PlainTextResponse:
     return PlainTextResponse(render(request.app.state.engine, request.app.state.usage),
