@@ -1,8 +1,8 @@
 """Assembling and running the server: engine + usage writer + app under uvicorn, on 127.0.0.1 by default.
 
 ``payable serve`` runs :func:`serve` in the foreground; tests and the benchmark run the same app in a
-thread with :class:`ServerThread`. A running server leaves ``<data_dir>/run/serve.json`` (pid, host, port)
-so that ``payable serve --status`` finds it.
+thread with :class:`ServerThread`. A running server leaves its state file (``serving.status``: pid, host,
+port) so that ``payable serve --status`` and Dagster find it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import uvicorn
@@ -24,6 +23,7 @@ from serving.adapter_source import AdapterSource
 from serving.api import create_app
 from serving.cache import AdapterCache
 from serving.engine import Engine, ServedBase
+from serving.status import state_file
 from serving.usage import UsageWriter
 
 
@@ -76,11 +76,6 @@ def build(settings: Settings, options: ServeOptions, base: ServedBase | None = N
     kwargs = {"topic": options.usage_topic} if options.usage_topic else {}
     usage = UsageWriter(settings.kafka_bootstrap, **kwargs)
     return Service(Engine(base, AdapterSource(settings.adapters_dir), cache, usage), usage)
-
-
-def state_file(settings: Settings) -> Path:
-    """Where a running server says where it listens (``payable serve --status`` reads the same path)."""
-    return settings.run_dir / "serve.json"
 
 
 def serve(settings: Settings, options: ServeOptions) -> None:

@@ -19,9 +19,9 @@ import openai
 import pytest
 
 from payable import services
-from payable.cli.serve import parse_metrics
 from payable.settings import Settings
 from serving.server import ServeOptions, ServerThread, build
+from serving.status import parse_metrics
 from serving.usage import usage_id
 from tests.serving_fixtures import write_adapter
 

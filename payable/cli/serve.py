@@ -2,40 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
-
 import click
 
 from payable.cli import Context, fail, pass_context
 
-PREFIX = "payable_serve_"
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Metric name -> value from Prometheus' text format (no labels in payable's /metrics)."""
-    return {name: float(value) for name, _, value in
-            (line.rpartition(" ") for line in text.splitlines() if line and not line.startswith("#"))}
-
 
 def _status(ctx: Context) -> None:
-    """Reads the running server's /metrics and /v1/models (imports nothing heavy: no torch for a status line)."""
-    path = ctx.settings.run_dir / "serve.json"
-    if not path.exists():
-        fail(f"no server is running for {ctx.settings.data_dir} (no {path}); start one with `payable serve`")
-    where = json.loads(path.read_text())
-    url = f"http://{where['host']}:{where['port']}"
+    from serving.status import NotServing, read_status
+
     try:
-        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
-            metrics = parse_metrics(response.read().decode())
-        with urllib.request.urlopen(f"{url}/v1/models", timeout=5) as response:
-            models = [m["id"] for m in json.loads(response.read())["data"]]
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        fail(f"the server at {url} (pid {where['pid']}) does not answer: {exc}")
-    click.echo(f"payable serve at {url} (pid {where['pid']}): {len(models)} models")
-    for name, value in metrics.items():
-        click.echo(f"  {name.removeprefix(PREFIX):36} {value:g}")
+        status = read_status(ctx.settings)
+    except NotServing as exc:
+        fail(str(exc))
+    click.echo(f"payable serve at {status.url} (pid {status.pid}): {len(status.models)} models")
+    for name, value in status.metrics.items():
+        click.echo(f"  {name:36} {value:g}")
 
 
 @click.command()
@@ -59,13 +40,14 @@ def serve(ctx: Context, host: str, port: int, max_batch: int, max_adapters: int,
         _status(ctx)
         return
     from payable.services import port_open
+
+    if port_open(port, host):
+        fail(f"{host}:{port} is already in use; choose another --port")
     from serving.errors import ServingError
     from serving.lora import AdapterLoadError
     from serving.server import ServeOptions
     from serving.server import serve as run
 
-    if port_open(port, host):
-        fail(f"{host}:{port} is already in use; choose another --port")
     options = ServeOptions(host=host, port=port, max_batch=max_batch, max_adapters=max_adapters,
                            max_adapter_bytes=max_adapter_mb << 20, pin=pin, threads=threads)
     click.echo(f"payable serve on http://{host}:{port}/v1 (adapters {ctx.settings.adapters_dir}, "
