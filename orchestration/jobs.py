@@ -25,6 +25,13 @@ datanet_job = dg.define_asset_job(
     description="For one datanet: record its dataset version, train its LoRA adapter, score every contribution.",
 )
 
+serving_job = dg.define_asset_job(
+    "refresh_served_models",
+    selection=dg.AssetSelection.assets("served_models"),
+    description="What `payable serve` offers (every adapter, each datanet's alias) and a running server's cache.",
+    tags={"payable/stage": "serving"},
+)
+
 rewards_job = dg.define_asset_job(
     "close_reward_epoch",
     selection=dg.AssetSelection.assets("reward_epochs", "onchain_payouts", "audit_tables"),

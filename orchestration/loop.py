@@ -44,7 +44,7 @@ class Loop:
         return keys
 
     def run_all(self, stage: Stage = lambda name: nullcontext()) -> None:
-        """ingest -> validate -> (per datanet) train + attribute -> reward epoch + payouts + audit."""
+        """ingest -> validate -> (per datanet) train + attribute -> served models -> reward epoch + payouts + audit."""
         with stage("ingest chain facts"):
             self.run("ingest_chain_facts")
         with stage("validate + deduplicate (Beam)"):
@@ -52,5 +52,7 @@ class Loop:
         for key in self.datanet_keys():
             with stage(f"train LoRA + attribute {key}"):
                 self.run("train_and_attribute_datanet", partition_key=key)
+        with stage("served models"):
+            self.run("refresh_served_models")
         with stage("reward epoch on-chain + audit"):
             self.run("close_reward_epoch")
