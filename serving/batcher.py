@@ -186,9 +186,9 @@ class Batcher:
         logits = self.runner.prefill(first, [r.gen.prompt for r in rows], self.slots, slot_ids)
         self._rows.extend(rows)
         self.stats.prefills += 1
-        for row, row_logits in zip(rows, logits, strict=True):
+        for row, row_logits, greedy in zip(rows, logits, logits.argmax(-1).tolist(), strict=True):
             row.length = len(row.gen.prompt)
-            self._emit(row, row_logits)
+            self._emit(row, row_logits, greedy)
 
     def _decode(self, rows: list[_Row]) -> None:
         device = self.runner.device
@@ -198,13 +198,13 @@ class Batcher:
         logits = self.runner.decode(tokens, lengths, self.slots, slot_ids)
         self.stats.steps += 1
         self.stats.rows_stepped += len(rows)
-        for row, row_logits in zip(rows, logits, strict=True):
+        for row, row_logits, greedy in zip(rows, logits, logits.argmax(-1).tolist(), strict=True):
             row.length += 1
-            self._emit(row, row_logits)
+            self._emit(row, row_logits, greedy)
 
-    def _emit(self, row: _Row, logits: torch.Tensor) -> None:
+    def _emit(self, row: _Row, logits: torch.Tensor, greedy: int) -> None:
         params = row.gen.params
-        token = _sample(logits, params, row.generator)
+        token = greedy if row.generator is None else _sample(logits, params, row.generator)
         row.last = token
         row.generated += 1
         self.stats.tokens += 1
@@ -236,10 +236,8 @@ class Batcher:
             self.slots.release(row.slot)
 
 
-def _sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
-    """Greedy at temperature 0, else nucleus sampling from the row's own seeded generator."""
-    if params.temperature <= 0 or generator is None:
-        return int(torch.argmax(logits))
+def _sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
+    """Nucleus sampling at the row's temperature from its own seeded generator (greedy rows never get here)."""
     probs = torch.softmax(logits.float() / params.temperature, dim=-1)
     if params.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
