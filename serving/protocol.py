@@ -30,6 +30,10 @@ class _Request(BaseModel):
     user: str | None = None
     stream_options: StreamOptions | None = None
 
+    def include_usage(self) -> bool:
+        """A streamed response ends with a chunk holding the token counts (``stream_options``)."""
+        return bool(self.stream_options and self.stream_options.include_usage)
+
     def stop_list(self) -> list[str]:
         if self.stop is None:
             return []
@@ -101,13 +105,20 @@ class CompletionChoice(BaseModel):
     logprobs: Logprobs | None = None
 
 
-class CompletionResponse(BaseModel):
+class _Completion(BaseModel):
+    """What every completion response and stream chunk carries."""
+
     id: str
-    object: Literal["text_completion"] = "text_completion"
     created: int = Field(default_factory=lambda: int(time.time()))
     model: str
-    choices: list[CompletionChoice]
     usage: Usage | None = None
+
+
+class CompletionResponse(_Completion):
+    """A whole completion, and also each chunk of a streamed one (OpenAI uses one shape for both)."""
+
+    object: Literal["text_completion"] = "text_completion"
+    choices: list[CompletionChoice]
 
 
 class AssistantMessage(BaseModel):
@@ -122,13 +133,9 @@ class ChatChoice(BaseModel):
     logprobs: None = None
 
 
-class ChatCompletionResponse(BaseModel):
-    id: str
+class ChatCompletionResponse(_Completion):
     object: Literal["chat.completion"] = "chat.completion"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
     choices: list[ChatChoice]
-    usage: Usage
 
 
 class ChatDelta(BaseModel):
@@ -143,13 +150,9 @@ class ChatChunkChoice(BaseModel):
     logprobs: None = None
 
 
-class ChatCompletionChunk(BaseModel):
-    id: str
+class ChatCompletionChunk(_Completion):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
     choices: list[ChatChunkChoice]
-    usage: Usage | None = None
 
 
 class ModelCard(BaseModel):

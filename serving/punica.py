@@ -9,7 +9,8 @@ distinct adapters, where peft's ``adapter_names`` loops over the adapters presen
 below r_max, a module an adapter lacks, slot 0 for base-model rows) contributes exact zeros.
 
 Slots are shared by rows of the same adapter (reference counted) and freed when its last row leaves,
-so a table of ``max_batch + 1`` slots never runs out. Swapping this torch code for a fused kernel is a
+so a table of ``max_batch + 1`` slots never runs out. A module gets stacks once some adapter targets
+it (the padded rank grows with the largest adapter seen). Swapping this torch code for a fused kernel is a
 change to this file only.
 """
 
@@ -31,24 +32,34 @@ class LoraSlots:
         self.shapes = dict(shapes)
         self.num_slots = num_slots
         self.dtype, self.device = dtype, torch.device(device)
-        self.rank = 0
+        self.rank = rank
         self.a: dict[str, torch.Tensor] = {}
         self.b: dict[str, torch.Tensor] = {}
-        self._grow(rank)
         self._slot_of: dict[str, int] = {}
         self._refs = [0] * num_slots
         self._free = list(range(num_slots - 1, BASE_SLOT, -1))
 
-    def _grow(self, rank: int) -> None:
-        """Reallocates the stacks at a larger padded rank, keeping the resident factors."""
-        for module, (fan_in, fan_out) in self.shapes.items():
-            a = torch.zeros(self.num_slots, rank, fan_in, dtype=self.dtype, device=self.device)
-            b = torch.zeros(self.num_slots, fan_out, rank, dtype=self.dtype, device=self.device)
-            if self.rank:
-                a[:, :self.rank] = self.a[module]
-                b[:, :, :self.rank] = self.b[module]
-            self.a[module], self.b[module] = a, b
-        self.rank = rank
+    def _stack(self, module: str, rank: int) -> None:
+        """(Re)allocates one module's stacks at padded rank ``rank``, keeping the resident factors."""
+        fan_in, fan_out = self.shapes[module]
+        a = torch.zeros(self.num_slots, rank, fan_in, dtype=self.dtype, device=self.device)
+        b = torch.zeros(self.num_slots, fan_out, rank, dtype=self.dtype, device=self.device)
+        if module in self.a:
+            kept = self.a[module].shape[1]
+            a[:, :kept] = self.a[module]
+            b[:, :, :kept] = self.b[module]
+        self.a[module], self.b[module] = a, b
+
+    def _fit(self, adapter: LoraAdapter) -> None:
+        """Stacks exist for every module the adapter targets (a module no adapter targets costs nothing),
+        all at a padded rank no smaller than the adapter's."""
+        if adapter.rank > self.rank:
+            self.rank = adapter.rank
+            for module in list(self.a):
+                self._stack(module, self.rank)
+        for module in adapter.factors:
+            if module not in self.a:
+                self._stack(module, self.rank)
 
     def acquire(self, adapter: LoraAdapter | None) -> int:
         """The slot holding ``adapter`` (copied in if not resident); ``None`` means the base model."""
@@ -59,15 +70,16 @@ class LoraSlots:
             if not self._free:
                 raise RuntimeError("no free LoRA slot: more distinct adapters than slots in one batch")
             slot = self._free.pop()
-            if adapter.rank > self.rank:
-                self._grow(adapter.rank)
-            for module in self.shapes:
-                self.a[module][slot].zero_()
-                self.b[module][slot].zero_()
-            for module, (a, b) in adapter.factors.items():
-                r = a.shape[0]
-                self.a[module][slot, :r].copy_(a)
-                self.b[module][slot, :, :r].copy_(b)
+            self._fit(adapter)
+            for module in self.a:  # copy what the adapter has, zero only what it lacks (rank tail, modules)
+                a, b = adapter.factors.get(module, (None, None))
+                r = 0 if a is None else a.shape[0]
+                if r:
+                    self.a[module][slot, :r].copy_(a)
+                    self.b[module][slot, :, :r].copy_(b)
+                if r < self.rank:
+                    self.a[module][slot, r:].zero_()
+                    self.b[module][slot, :, r:].zero_()
             self._slot_of[adapter.key] = slot
         self._refs[slot] += 1
         return slot

@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from serving.api.common import caller, request_id, sse
-from serving.api.completions import _usage
+from serving.api.common import caller, request_id, sse, usage
 from serving.engine import Delta, Engine, GenerateRequest
 from serving.protocol import (
     AssistantMessage,
@@ -16,6 +15,7 @@ from serving.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     ChatDelta,
+    Usage,
 )
 
 router = APIRouter()
@@ -40,12 +40,10 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request):
             return ChatCompletionChunk(id=rid, model=body.model, choices=[ChatChunkChoice(
                 delta=ChatDelta(role=role, content=delta.text), finish_reason=delta.finish_reason)])
 
-        def usage(delta: Delta) -> BaseModel | None:
-            if not (body.stream_options and body.stream_options.include_usage):
-                return None
-            return ChatCompletionChunk(id=rid, model=body.model, choices=[], usage=_usage(delta))
+        def usage_chunk(counts: Usage) -> BaseModel:
+            return ChatCompletionChunk(id=rid, model=body.model, choices=[], usage=counts)
 
-        return sse(deltas, chunk, usage)
+        return sse(deltas, chunk, usage_chunk if body.include_usage() else None)
     parts = [delta async for delta in deltas]
-    return ChatCompletionResponse(id=rid, model=body.model, usage=_usage(parts[-1]), choices=[ChatChoice(
+    return ChatCompletionResponse(id=rid, model=body.model, usage=usage(parts[-1]), choices=[ChatChoice(
         message=AssistantMessage(content="".join(d.text for d in parts)), finish_reason=parts[-1].finish_reason)])

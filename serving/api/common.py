@@ -13,7 +13,7 @@ from sse_starlette import EventSourceResponse
 
 from serving.engine import Delta
 from serving.errors import InvalidRequest, ServingError
-from serving.protocol import ErrorBody, ErrorResponse
+from serving.protocol import ErrorBody, ErrorResponse, Usage
 
 CALLER_HEADER = "x-payable-caller"
 REQUEST_ID_HEADER = "x-request-id"
@@ -48,9 +48,16 @@ def request_id(request: Request, prefix: str) -> str:
     return given
 
 
-def sse(deltas: AsyncIterator[Delta], chunk: Callable[[Delta], BaseModel | None],
-        last: Callable[[Delta], BaseModel | None] = lambda d: None) -> EventSourceResponse:
-    """Server-sent events: one ``data:`` JSON chunk per delta, an error object if generation fails, then ``[DONE]``.
+def usage(final: Delta) -> Usage:
+    """Token counts of a finished completion (its last delta)."""
+    return Usage(prompt_tokens=final.prompt_tokens, completion_tokens=final.completion_tokens,
+                 total_tokens=final.prompt_tokens + final.completion_tokens)
+
+
+def sse(deltas: AsyncIterator[Delta], chunk: Callable[[Delta], BaseModel],
+        usage_chunk: Callable[[Usage], BaseModel] | None = None) -> EventSourceResponse:
+    """Server-sent events: one ``data:`` JSON chunk per delta (then a chunk of token counts when
+    ``usage_chunk`` is given), an error object if generation fails, then ``[DONE]``.
 
     When the client disconnects, the response task is cancelled, which closes ``deltas``: the engine then
     cancels the generation at the next step and records its usage event.
@@ -59,9 +66,9 @@ def sse(deltas: AsyncIterator[Delta], chunk: Callable[[Delta], BaseModel | None]
     async def events() -> AsyncIterator[str]:
         try:
             async for delta in deltas:
-                for item in (chunk(delta), last(delta) if delta.finish_reason else None):
-                    if item is not None:
-                        yield item.model_dump_json(exclude_none=False)
+                yield chunk(delta).model_dump_json()
+                if delta.finish_reason and usage_chunk is not None:
+                    yield usage_chunk(usage(delta)).model_dump_json()
         except ServingError as exc:
             body = ErrorResponse(error=ErrorBody(message=exc.message, type=exc.type, param=exc.param, code=exc.code))
             yield body.model_dump_json()

@@ -6,7 +6,7 @@ import torch
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from serving.api.common import caller, request_id, sse
+from serving.api.common import caller, request_id, sse, usage
 from serving.engine import Delta, Engine, GenerateRequest
 from serving.protocol import CompletionChoice, CompletionRequest, CompletionResponse, Logprobs, Usage
 
@@ -47,19 +47,12 @@ async def create_completion(body: CompletionRequest, request: Request):
             return CompletionResponse(id=rid, model=body.model, choices=[
                 CompletionChoice(text=delta.text, finish_reason=delta.finish_reason, logprobs=logprobs)])
 
-        def usage(delta: Delta) -> BaseModel | None:
-            if not (body.stream_options and body.stream_options.include_usage):
-                return None
-            return CompletionResponse(id=rid, model=body.model, choices=[], usage=_usage(delta))
+        def usage_chunk(counts: Usage) -> BaseModel:
+            return CompletionResponse(id=rid, model=body.model, choices=[], usage=counts)
 
-        return sse(deltas, chunk, usage)
+        return sse(deltas, chunk, usage_chunk if body.include_usage() else None)
     parts = [delta async for delta in deltas]
     final = parts[-1]
     logprobs = _logprobs(engine, parts, body.logprobs) if body.logprobs is not None else None
-    return CompletionResponse(id=rid, model=body.model, usage=_usage(final), choices=[
+    return CompletionResponse(id=rid, model=body.model, usage=usage(final), choices=[
         CompletionChoice(text="".join(d.text for d in parts), finish_reason=final.finish_reason, logprobs=logprobs)])
-
-
-def _usage(final: Delta) -> Usage:
-    return Usage(prompt_tokens=final.prompt_tokens, completion_tokens=final.completion_tokens,
-                 total_tokens=final.prompt_tokens + final.completion_tokens)
