@@ -190,6 +190,7 @@ def test_client_disconnect_mid_stream_stops_the_generation(server):
     assert httpx.get(server.url + "/v1/models").status_code == 200
 
 
+@pytest.mark.slow
 def test_payable_serve_and_status_from_the_command_line(settings, tmp_path):
     port = services.free_port()
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "KAFKA_BOOTSTRAP": settings.kafka_bootstrap}
