@@ -133,6 +133,7 @@ async def closed_loop(engine: Engine, models: list[str], requests: int, concurre
             "mean_batch": round(engine.batcher.stats.rows_stepped / max(engine.batcher.stats.steps, 1), 2)}
 
 
+@torch.inference_mode()  # as on the batcher's thread, where slots are filled
 def load_cycles(engine: Engine, cycles: int) -> dict:
     """RSS over ``cycles`` load/evict cycles of a 16-entry cache, each adapter also through a batch slot."""
     entries = engine.source.entries()
@@ -223,11 +224,12 @@ def main() -> None:
         engine = Engine(ServedBase.tiny(spec, max_batch=args.concurrency), AdapterSource(root, refresh_s=3600),
                         AdapterCache(max_adapters=2048), Discard())
         engine.start()
-        cold_ms = []
+        cold_ms, cold_cpu_ms = [], []
         for entry in engine.source.entries():
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             engine.cache.load_now(entry.adapter_id, lambda e=entry: engine.load(e))
             cold_ms.append((time.perf_counter() - start) * 1000)
+            cold_cpu_ms.append((time.thread_time() - cpu) * 1000)
         prompt = prompt_text(engine, args.prompt_tokens)
         asyncio.run(closed_loop(engine, ids[:1], args.concurrency * 2, args.concurrency, prompt, 4))  # warm-up
         rounds: dict[int, list[dict]] = {n: [] for n in COUNTS}
@@ -263,6 +265,7 @@ def main() -> None:
             runs[100]["tokens_per_cpu_s"] / peft["set_adapter_per_request"]["tokens_per_cpu_s"], 1),
         "cold_load_p50_ms": round(percentile(cold_ms, 0.5), 2),
         "cold_load_p99_ms": round(percentile(cold_ms, 0.99), 2),
+        "cold_load_cpu_p50_ms": round(percentile(cold_cpu_ms, 0.5), 2),
         "rss_growth_pct": cycles["growth_pct"],
     }
     table = Table(title=f"payable serve, tiny GPT-2, {args.concurrency} concurrent, "
@@ -285,8 +288,9 @@ def main() -> None:
                        f"(by CPU time {goals['1000_adapters_vs_single_cpu_pct']}%)")
     goal_table.add_row("vs peft set_adapter at 100", ">= 10x", f"{goals['vs_peft_set_adapter_at_100']}x "
                        f"(by CPU time {goals['vs_peft_set_adapter_at_100_cpu']}x)")
-    goal_table.add_row("cold load p50 (r=8)", "<= 5 ms", f"{goals['cold_load_p50_ms']} ms "
-                       f"(p99 {goals['cold_load_p99_ms']}; peft load_adapter p50 {peft['load_adapter_ms']['p50']})")
+    goal_table.add_row("cold load p50 (r=8)", "<= 5 ms", f"{goals['cold_load_p50_ms']} ms, CPU "
+                       f"{goals['cold_load_cpu_p50_ms']} ms (p99 {goals['cold_load_p99_ms']}; peft load_adapter p50 "
+                       f"{peft['load_adapter_ms']['p50']})")
     goal_table.add_row(f"RSS over {cycles['cycles']:,} cycles", "within 5%", f"{goals['rss_growth_pct']:+.2f}%")
     console.print(goal_table)
     load = os.getloadavg()
