@@ -100,9 +100,9 @@ def write_adapters(root: Path, n: int, spec: BaseModelSpec) -> list[str]:
 
 def prompt_text(engine: Engine, tokens: int) -> str:
     """A prompt of exactly ``tokens`` tokens."""
-    ids = engine.base.tokenizer.encode("the quick brown fox jumps over the lazy dog. " * tokens).ids[:tokens]
+    ids = engine.base.encode("the quick brown fox jumps over the lazy dog. " * tokens)[:tokens]
     text = engine.base.tokenizer.decode(ids)
-    assert len(engine.base.tokenizer.encode(text).ids) == tokens
+    assert len(engine.base.encode(text)) == tokens
     return text
 
 
@@ -243,7 +243,7 @@ def main() -> None:
         engine.stop()
         cycles = load_cycles(engine, args.cycles)
         console.print(f"load/evict cycles: {cycles}")
-        prompt_ids = engine.base.tokenizer.encode(prompt).ids
+        prompt_ids = engine.base.encode(prompt)
         peft = peft_baselines([engine.source.get(i).folder for i in ids[:100]], spec, prompt_ids, args.output_tokens,
                               switch_requests=20 if args.quick else 50, concurrency=args.concurrency,
                               batches=2 if args.quick else 4)

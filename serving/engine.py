@@ -57,6 +57,10 @@ class ServedBase:
     def context(self) -> int:
         return self.runner.n_positions
 
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` (the one place that knows the tokenizer's encode API)."""
+        return self.tokenizer.encode(text).ids
+
     def chat_prompt(self, messages: Sequence[tuple[str, str]]) -> str:
         """The tiny base has no chat template of its own: role-tagged turns, then the assistant's tag."""
         return "".join(f"<|{role}|>\n{content}\n" for role, content in messages) + "<|assistant|>\n"
@@ -203,7 +207,7 @@ class Engine:
         before a response (or a stream) has started."""
         started = time.perf_counter()
         resolved = self.resolve(request.model)
-        prompt = self.base.tokenizer.encode(request.prompt).ids
+        prompt = self.base.encode(request.prompt)
         max_tokens = self.check_length(len(prompt), request.max_tokens)
         adapter = await self.adapter(resolved)
         return Prepared(request, resolved, prompt, max_tokens, adapter, started)

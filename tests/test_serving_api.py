@@ -86,7 +86,7 @@ def test_streamed_completion_is_the_whole_completion_in_pieces(client, server):
     assert len(pieces) > 5 and "".join(pieces) == whole.choices[0].text
     assert chunks[-2].choices[0].finish_reason == whole.choices[0].finish_reason == "length"
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens == 20
-    assert whole.usage.prompt_tokens == len(server.service.engine.base.tokenizer.encode("the quick brown fox").ids)
+    assert whole.usage.prompt_tokens == len(server.service.engine.base.encode("the quick brown fox"))
     event = usage_of(server, "whole-1")
     assert event["event_id"] == usage_id("whole-1")
     assert (event["adapter_ids"], event["datanet_ids"], event["dataset_versions"]) == (["ad-test-1-2-2"], [1], [2])
