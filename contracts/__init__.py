@@ -17,6 +17,7 @@ DATANET_REGISTRY = "DatanetRegistry"
 REWARD_DISTRIBUTOR = "RewardDistributor"
 TIMELOCK = "PayableTimelock"
 GOVERNOR = "PayableGovernor"
+ATTRIBUTION_REGISTRY = "AttributionRegistry"
 
 
 @cache

@@ -2,7 +2,9 @@
 
 After deployment the timelock owns the registry's parameters and administers the distributor's roles;
 the deployer keeps no admin role anywhere (it renounces the timelock admin role last). The deployer
-remains the treasury's initial token holder, and the operator key holds the rewards-operator role.
+remains the treasury's initial token holder, the operator key holds the rewards-operator role, and the
+attribution operator (the trainer key, which publishes model and influence commitments) holds the
+AttributionRegistry's operator role.
 """
 
 from __future__ import annotations
@@ -32,8 +34,12 @@ class DeployParams:
     quorum_percent: int = 4
 
 
-def deploy(chain: Chain, deployer: LocalAccount, operator: str, params: DeployParams = DeployParams()) -> Deployment:
-    """Deploys token, timelock, governor, registry and distributor; returns their addresses."""
+def deploy(chain: Chain, deployer: LocalAccount, operator: str, params: DeployParams = DeployParams(),
+           attributor: str = ZERO_ADDRESS) -> Deployment:
+    """Deploys token, timelock, governor, registry, distributor and attribution registry; returns their addresses.
+
+    ``attributor``: who may publish commitments (none by default: the timelock can grant the role later).
+    """
     token, first = chain.deploy(deployer, contracts.OPEN_TOKEN, deployer.address, params.supply)
     timelock, _ = chain.deploy(
         deployer, contracts.TIMELOCK, params.timelock_delay_s, [], [ZERO_ADDRESS], deployer.address
@@ -47,6 +53,7 @@ def deploy(chain: Chain, deployer: LocalAccount, operator: str, params: DeployPa
         params.minimum_stake, params.stake_lock_period_s,
     )
     distributor, _ = chain.deploy(deployer, contracts.REWARD_DISTRIBUTOR, token, timelock, operator)
+    attribution, _ = chain.deploy(deployer, contracts.ATTRIBUTION_REGISTRY, timelock, attributor)
 
     lock = chain.contract(contracts.TIMELOCK, timelock)
     for role in ("PROPOSER_ROLE", "CANCELLER_ROLE"):
@@ -63,4 +70,5 @@ def deploy(chain: Chain, deployer: LocalAccount, operator: str, params: DeployPa
         distributor=Web3.to_checksum_address(distributor),
         timelock=Web3.to_checksum_address(timelock),
         governor=Web3.to_checksum_address(governor),
+        attribution=Web3.to_checksum_address(attribution),
     )

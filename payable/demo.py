@@ -157,7 +157,8 @@ def run_demo(settings: Settings, fresh: bool = True) -> dict:
     chain = Chain(settings.rpc_url)
     store = ContentStore(settings.content_dir)
     with timer.stage("deploy contracts"):
-        deployment = deploy(chain, dev_account(Role.DEPLOYER.value), dev_account(Role.OPERATOR.value).address)
+        deployment = deploy(chain, dev_account(Role.DEPLOYER.value), dev_account(Role.OPERATOR.value).address,
+                            attributor=dev_account(Role.TRAINER.value).address)
         deployment.save(settings.deployment_file)
     with timer.stage("create datanets"):
         owner, validator = dev_account(Role.DEPLOYER.value), dev_account(Role.VALIDATOR.value).address

@@ -2,7 +2,8 @@
 
 Roles follow least authority (invariant 6): the deployer deploys and holds the treasury; the rewards
 operator alone publishes epochs; validators alone slash; contributors submit; the trainer (a model
-builder) requests access to permissioned datanets and trains only where it holds a grant. For each role
+builder) requests access to permissioned datanets, trains only where it holds a grant, and alone publishes
+the model and influence commitments (the AttributionRegistry's attribution operator). For each role
 payable reads ``PAYABLE_<ROLE>_KEY`` (hex), else ``PAYABLE_<ROLE>_KEYSTORE`` (an encrypted JSON keystore)
 with ``PAYABLE_<ROLE>_KEYSTORE_PASSWORD``. Only against the embedded local chain, with neither set, it falls
 back to the local node's public development accounts.

@@ -55,7 +55,8 @@ def deployment(stack: Settings, chain: Chain) -> Deployment:
     """payable's contracts deployed on the test's anvil, saved to its data directory."""
     from contracts.deploy import deploy
 
-    deployed = deploy(chain, dev_account(Role.DEPLOYER.value), dev_account(Role.OPERATOR.value).address)
+    deployed = deploy(chain, dev_account(Role.DEPLOYER.value), dev_account(Role.OPERATOR.value).address,
+                      attributor=dev_account(Role.TRAINER.value).address)
     deployed.save(stack.deployment_file)
     return deployed
 

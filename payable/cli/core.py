@@ -62,7 +62,8 @@ def deploy(ctx: Context) -> None:
     local = ctx.settings.local_chain
     deployer = load_account(Role.DEPLOYER, local_chain=local)
     operator = load_account(Role.OPERATOR, local_chain=local)
-    deployment = deploy_contracts(ctx.chain(), deployer, operator.address)
+    trainer = load_account(Role.TRAINER, local_chain=local)
+    deployment = deploy_contracts(ctx.chain(), deployer, operator.address, attributor=trainer.address)
     deployment.save(ctx.settings.deployment_file)
     click.echo(json.dumps(deployment.__dict__, indent=2))
 

@@ -11,6 +11,9 @@
 - inner node = keccak256 of its two children concatenated smaller-first (sorted-pair hashing);
 - the proof of a leaf is its siblings' hashes from the leaf up to (not including) the root.
 
+The same tree serves any two-word values (``tree_of_rows`` takes them ABI-encoded): the commitments of
+``pipelines.commitments`` build theirs over (contribution id, content hash) and (contribution id, score).
+
 Why this shape: the whole tree is one (2n-1, 32) byte array (64 MB for a million contributors) that is
 saved as is and memory-mapped back; a proof is read off it on demand in O(log n), so no million Python
 lists are ever built. Hashing runs level by level, each level one call of ``keccak.keccak_rows`` over a
@@ -34,7 +37,12 @@ def keccak(data: bytes) -> bytes:
 
 def leaf_hash(account: str, amount: int) -> bytes:
     """keccak256(keccak256(abi.encode(account, amount))), as RewardDistributor computes it."""
-    return keccak(keccak(_encode_leaves([account], [amount])))
+    return row_leaf(_encode_leaves([account], [amount]))
+
+
+def row_leaf(encoded: bytes) -> bytes:
+    """The leaf of one ABI-encoded value: keccak256(keccak256(encoded))."""
+    return keccak(keccak(encoded))
 
 
 def hash_pair(a: bytes, b: bytes) -> bytes:
@@ -82,12 +90,17 @@ def build_tree(accounts: Sequence[str], amounts: Sequence[int]) -> PayoutTree:
 
     Accounts must be distinct 0x-prefixed addresses and amounts in [0, 2**256).
     """
-    n = len(accounts)
+    if len(amounts) != len(accounts):
+        raise ValueError(f"{len(accounts)} accounts but {len(amounts)} amounts")
+    return tree_of_rows(_encode_leaves(accounts, amounts) if accounts else b"")
+
+
+def tree_of_rows(encoded: bytes, width: int = 64) -> PayoutTree:
+    """The StandardMerkleTree of values given ABI-encoded, one ``width``-byte row per value in input order."""
+    n = len(encoded) // width
     if n == 0:
         raise ValueError("a Merkle tree needs at least one leaf")
-    if len(amounts) != n:
-        raise ValueError(f"{n} accounts but {len(amounts)} amounts")
-    leaves = _rows(keccak_rows(_encode_leaves(accounts, amounts), 64, twice=True))
+    leaves = _rows(keccak_rows(encoded, width, twice=True))
     order = _lexsort(leaves)
     nodes = np.empty((2 * n - 1, 32), dtype=np.uint8)
     nodes[n - 1:] = leaves[order[::-1]]

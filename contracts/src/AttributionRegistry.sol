@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+
+/// @title AttributionRegistry: on-chain commitments to every trained model and every influence run.
+/// @notice Proof of Attribution's anchor. A model commitment ties an adapter to the dataset version it was
+/// trained on (a Merkle root over the version's (contributionId, contentHash) rows), its base model, its
+/// weights, its eval set and its training arguments; an influence commitment ties a run of an attribution
+/// method on a committed model to a Merkle root over (contributionId, score) rows, scores as int256 fixed-point
+/// with SCORE_SCALE. Leaves are double-hashed as the StandardMerkleTree of OpenZeppelin's merkle-tree
+/// library does: keccak256(bytes.concat(keccak256(abi.encode(contributionId, value)))).
+/// Storage is one word per commitment whatever the number of contributions: the fields travel in the event and
+/// the contract keeps keccak256(abi.encode(fields)), against which anyone checks a record read off the log.
+/// Each id is published once; only the attribution operator publishes; its role is administered by the admin
+/// (the governance timelock in a deployment).
+contract AttributionRegistry is AccessControl {
+    bytes32 public constant ATTRIBUTION_OPERATOR_ROLE = keccak256("ATTRIBUTION_OPERATOR_ROLE");
+    /// @notice Scores and quality figures are integers: value * SCORE_SCALE, rounded half to even.
+    int256 public constant SCORE_SCALE = 1e18;
+
+    /// @notice adapter id (keccak256 of its registry id) -> keccak256 of the model record; zero: not committed.
+    mapping(bytes32 => bytes32) public modelRecord;
+    /// @notice run id (keccak256 of "<datanet>:<version>:<adapter>:<method>") -> keccak256 of the run record.
+    mapping(bytes32 => bytes32) public influenceRecord;
+
+    event ModelCommitted(
+        bytes32 indexed adapterId,
+        uint256 datanetId,
+        uint256 datasetVersion,
+        bytes32 datasetRoot,
+        bytes32 baseModelHash,
+        bytes32 weightsHash,
+        bytes32 evalSetHash,
+        bytes32 trainingArgsHash
+    );
+    event InfluenceCommitted(
+        bytes32 indexed runId, bytes32 indexed adapterId, bytes32 method, bytes32 scoresRoot, int256 lds, int256 auc
+    );
+
+    error AlreadyCommitted(bytes32 id);
+    error EmptyRoot();
+    error UnknownModel(bytes32 adapterId);
+
+    constructor(address admin, address operator) {
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        if (operator != address(0)) _grantRole(ATTRIBUTION_OPERATOR_ROLE, operator);
+    }
+
+    /// @notice Commits an adapter's lineage; reverts if `adapterId` is already committed.
+    function commitModel(
+        bytes32 adapterId,
+        uint256 datanetId,
+        uint256 datasetVersion,
+        bytes32 datasetRoot,
+        bytes32 baseModelHash,
+        bytes32 weightsHash,
+        bytes32 evalSetHash,
+        bytes32 trainingArgsHash
+    ) external onlyRole(ATTRIBUTION_OPERATOR_ROLE) {
+        if (datasetRoot == bytes32(0)) revert EmptyRoot();
+        if (modelRecord[adapterId] != bytes32(0)) revert AlreadyCommitted(adapterId);
+        modelRecord[adapterId] = keccak256(
+            abi.encode(datanetId, datasetVersion, datasetRoot, baseModelHash, weightsHash, evalSetHash, trainingArgsHash)
+        );
+        emit ModelCommitted(
+            adapterId, datanetId, datasetVersion, datasetRoot, baseModelHash, weightsHash, evalSetHash, trainingArgsHash
+        );
+    }
+
+    /// @notice Commits an influence run's scores on a committed model; `lds`/`auc` are 0 while unmeasured.
+    function commitInfluence(bytes32 runId, bytes32 adapterId, bytes32 method, bytes32 scoresRoot, int256 lds, int256 auc)
+        external
+        onlyRole(ATTRIBUTION_OPERATOR_ROLE)
+    {
+        if (scoresRoot == bytes32(0)) revert EmptyRoot();
+        if (influenceRecord[runId] != bytes32(0)) revert AlreadyCommitted(runId);
+        if (modelRecord[adapterId] == bytes32(0)) revert UnknownModel(adapterId);
+        influenceRecord[runId] = keccak256(abi.encode(adapterId, method, scoresRoot, lds, auc));
+        emit InfluenceCommitted(runId, adapterId, method, scoresRoot, lds, auc);
+    }
+}
