@@ -29,7 +29,7 @@ from payable.settings import Settings
 from pipelines.rewards import outbox
 from pipelines.rewards.epochs import EpochConflict, load_epoch
 from pipelines.rewards.store import ClosedEpoch
-from pipelines.rewards.txsteps import Step, StepOutcome, TxRunner, rpc
+from pipelines.rewards.txsteps import Step, StepOutcome, TxRunner, TxScope, rpc
 from schemas import rewards as schema
 
 PUSH_MAX_ACCOUNTS = 256  # push mode by default up to this many accounts; larger epochs are claimed
@@ -78,7 +78,7 @@ def emit_epoch(settings: Settings, deployment: Deployment, epoch_id: int, *, pus
     writer = outbox.OutboxWriter(settings.kafka_bootstrap)
     try:
         history = outbox.read_epoch(settings.kafka_bootstrap, epoch_id)
-        runner = TxRunner(chain, writer, epoch_id, deployment.distributor, history)
+        runner = TxRunner(chain, writer, TxScope.epoch(epoch_id, deployment.distributor), history)
         steps = _steps(chain, deployment, epoch, signers, push)
         outcomes: list[StepOutcome] = []
         for step in steps:

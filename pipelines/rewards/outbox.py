@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kafka.partitioner.default import murmur2
@@ -83,16 +83,20 @@ def end_offset(bootstrap: str, epoch_id: int) -> int:
 
 
 class OutboxWriter:
-    """Appends outbox events and waits for the broker's acknowledgement of each batch."""
+    """Appends outbox events and waits for the broker's acknowledgement of each batch.
 
-    def __init__(self, bootstrap: str):
-        kafka_log.ensure_topics(bootstrap, [topics.REWARDS_OUTBOX])
+    By default the rewards outbox keyed by epoch; another outbox (the commitments') names its topic and key.
+    """
+
+    def __init__(self, bootstrap: str, topic: str = topics.REWARDS_OUTBOX,
+                 key: Callable[[dict], bytes] = lambda r: topics.epoch_key(r["epoch_id"])):
+        kafka_log.ensure_topics(bootstrap, [topic])
         self._producer = kafka_log.make_producer(bootstrap)
+        self._topic, self._key = topic, key
 
     def append(self, event_type: events.EventType, records: Sequence[dict]) -> list[int]:
         """Writes ``records`` and returns their offsets once acknowledged."""
-        futures = kafka_log.produce(self._producer, event_type, records,
-                                    key=lambda r: topics.epoch_key(r["epoch_id"]), topic=topics.REWARDS_OUTBOX)
+        futures = kafka_log.produce(self._producer, event_type, records, key=self._key, topic=self._topic)
         self._producer.flush(timeout=ACK_TIMEOUT_S)
         return [future.get(timeout=ACK_TIMEOUT_S).offset for future in futures]
 

@@ -17,6 +17,9 @@ Every retry of an open intent reuses its nonce (a fee bump after "replacement tr
 re-signs at the same nonce), so at most one attempt can ever be mined. RPC failures are retried with
 backoff; if they persist the run stops with the intent on the log, and the next run resumes at 2.
 
+The runner is not tied to epochs: a ``TxScope`` names the outbox event type and the fields of its records
+(the rewards emitter's epochs, the commitments publisher's commitments).
+
 For the kill tests, ``PAYABLE_REWARDS_CRASH_AT=<step kind>:<point>`` (points: after_intent, after_send,
 after_receipt) SIGKILLs the process at that point: the same crash as ``kill -9``, at a chosen moment.
 """
@@ -39,6 +42,7 @@ from web3.exceptions import ContractCustomError, ContractLogicError, Transaction
 from payable.chain import Chain, describe_revert
 from pipelines.rewards import outbox
 from schemas import rewards as schema
+from schemas.events import EventType
 
 CRASH_ENV = "PAYABLE_REWARDS_CRASH_AT"
 RPC_ATTEMPTS = 6
@@ -89,15 +93,28 @@ def crash_point(step: str, point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-class TxRunner:
-    """Runs steps of one epoch against one chain, recording each state on the rewards outbox."""
+@dataclass(frozen=True)
+class TxScope:
+    """Whose transactions a runner records: the outbox event type, and the fields that name its records
+    (in the order they enter the states' event ids)."""
 
-    def __init__(self, chain: Chain, writer: outbox.OutboxWriter, epoch_id: int, distributor: str,
-                 history: list[outbox.Entry]):
-        self.chain, self.w3, self.writer = chain, chain.w3, writer
-        self.epoch_id, self.distributor = epoch_id, distributor.lower()
-        self.states = [e.record for e in history if e.type == schema.REWARD_TX_STATE.name
-                       and e.record["distributor"] == self.distributor and e.record["chain_id"] == chain.chain_id]
+    event_type: EventType
+    fields: dict[str, Any]
+
+    @classmethod
+    def epoch(cls, epoch_id: int, distributor: str) -> TxScope:
+        """A reward epoch's steps at one distributor, on the rewards outbox."""
+        return cls(schema.REWARD_TX_STATE, {"distributor": distributor.lower(), "epoch_id": epoch_id})
+
+
+class TxRunner:
+    """Runs the steps of one scope (e.g. an epoch) against one chain, recording each state on its outbox."""
+
+    def __init__(self, chain: Chain, writer: outbox.OutboxWriter, scope: TxScope, history: list[outbox.Entry]):
+        self.chain, self.w3, self.writer, self.scope = chain, chain.w3, writer, scope
+        self.states = [e.record for e in history if e.type == scope.event_type.name
+                       and e.record["chain_id"] == chain.chain_id
+                       and all(e.record[k] == v for k, v in scope.fields.items())]
 
     def run(self, step: Step) -> StepOutcome:
         for _ in range(MAX_ROUNDS):
@@ -136,15 +153,15 @@ class TxRunner:
     def _record(self, step: Step, state: str, *, nonce: int | None = None, tx_hash: str | None = None,
                 raw_tx: str | None = None, block_number: int | None = None, detail: str = "") -> None:
         record = {
-            "event_id": outbox.derived_id("tx-state", self.chain.chain_id, self.distributor, self.epoch_id,
+            "event_id": outbox.derived_id("tx-state", self.chain.chain_id, *self.scope.fields.values(),
                                           step.name, state, nonce, tx_hash, detail),
-            "epoch_id": self.epoch_id, "chain_id": self.chain.chain_id, "distributor": self.distributor,
+            **self.scope.fields, "chain_id": self.chain.chain_id,
             "step": step.name, "state": state, "sender": step.sender.address.lower(), "nonce": nonce,
             "tx_hash": tx_hash, "raw_tx": raw_tx, "block_number": block_number, "detail": detail,
         }
         if state in ("done", "skipped") and any(s["state"] == state for s in self._states(step)):
             return
-        self.writer.append(schema.REWARD_TX_STATE, [record])
+        self.writer.append(self.scope.event_type, [record])
         self.states.append(record)
 
     # ---- transactions --------------------------------------------------------------------------
