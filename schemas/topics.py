@@ -13,6 +13,8 @@
 | payable.verdicts.dlq      | datanet id                  | DeadLetter                      | validate stage        |
 | payable.rewards.outbox    | epoch ("epoch-<n>")         | emitter states of an epoch      | reward emitter        |
 | payable.usage             | usage event id              | UsageEvent (one served request) | payable serve         |
+| payable.commitments       | commitment id (0x bytes32)  | model / influence commitment    | commitments publisher |
+|                           |                             | records and their tx states     |                       |
 
 Every message carries the headers ``event-type`` (e.g. b"ContributionSubmitted") and
 ``schema-version`` (e.g. b"1"); values are UTF-8 JSON objects validated against the pyarrow schema
@@ -29,8 +31,10 @@ VERDICTS = "payable.verdicts"
 VERDICTS_DLQ = "payable.verdicts.dlq"
 REWARDS_OUTBOX = "payable.rewards.outbox"
 USAGE = "payable.usage"
+COMMITMENTS = "payable.commitments"
 
-ALL_TOPICS = (CHAIN_FACTS, CHAIN_CHECKPOINTS, CHAIN_DLQ, ALERTS, VERDICTS, VERDICTS_DLQ, REWARDS_OUTBOX, USAGE)
+ALL_TOPICS = (CHAIN_FACTS, CHAIN_CHECKPOINTS, CHAIN_DLQ, ALERTS, VERDICTS, VERDICTS_DLQ, REWARDS_OUTBOX, USAGE,
+              COMMITMENTS)
 
 HEADER_EVENT_TYPE = "event-type"
 HEADER_SCHEMA_VERSION = "schema-version"
@@ -49,3 +53,8 @@ def chain_key(chain_id: int) -> bytes:
 
 def epoch_key(epoch_id: int) -> bytes:
     return f"epoch-{epoch_id}".encode()
+
+
+def commitment_key(commitment_id: str) -> bytes:
+    """A commitment's record and transaction states share one key, so they stay in order."""
+    return commitment_id.encode()
