@@ -21,8 +21,9 @@ validate_job = dg.define_asset_job(
 
 datanet_job = dg.define_asset_job(
     "train_and_attribute_datanet",
-    selection=dg.AssetSelection.assets("datanet_datasets", "lora_adapters", "influence_scores"),
-    description="For one datanet: record its dataset version, train its LoRA adapter, score every contribution.",
+    selection=dg.AssetSelection.assets("datanet_datasets", "lora_adapters", "influence_scores", "model_commitments"),
+    description="For one datanet: record its dataset version, train its LoRA adapter, score every contribution, "
+                "commit the adapter and its scores on-chain.",
 )
 
 serving_job = dg.define_asset_job(

@@ -25,12 +25,6 @@ def recorded(entries: list[outbox.Entry]) -> dict | None:
     return next((e.record for e in entries if e.type in kinds), None)
 
 
-def confirmed_tx(entries: list[outbox.Entry]) -> str | None:
-    """The hash of the transaction that put the commitment on-chain, if the publisher saw it confirmed."""
-    return next((e.record["tx_hash"] for e in entries
-                 if e.type == schema.COMMITMENT_TX_STATE.name and e.record["state"] == "confirmed"), None)
-
-
 def writer(bootstrap: str) -> outbox.OutboxWriter:
     return outbox.OutboxWriter(bootstrap, topic=topics.COMMITMENTS,
                                key=lambda r: topics.commitment_key(r["commitment_id"]))

@@ -108,8 +108,9 @@ class _Verifier:
                              + (f" in epoch {epoch_id}" if epoch_id is not None else ""))
         for run in runs:  # an epoch's split depends on every run it pays, not only on this contribution's
             mine = run in own
-            commitment = self._influence_commitment(run)
+            commitment, link = self._influence_commitment(run)
             self._model(commitment.adapter_id, contribution_id if mine else None, content_hash)
+            self.evidence.links.append(link)
             self._scores(commitment, contribution_id if mine else None)
         if epoch_id is not None:
             self._payout(epoch_id, contribution_id, runs)
@@ -135,12 +136,19 @@ class _Verifier:
             raise BrokenLink(link, f"no record of commitment {commitment_hex} on the log")
         return record
 
-    def _onchain(self, link: str, record: dict, stored, what: str) -> str:
-        onchain = hexed(stored(bytes.fromhex(record["commitment_id"][2:])).call())
+    def _onchain(self, link: str, record: dict, what: str) -> str:
+        """Checks the registry holds the record's hash; returns the hash of the transaction that put it there."""
+        is_model = link == "model-commitment"
+        stored = self.attribution.functions.modelRecord if is_model else self.attribution.functions.influenceRecord
+        key = bytes.fromhex(record["commitment_id"][2:])
+        onchain = hexed(stored(key).call())
         if onchain != record["record_hash"]:
             state = "not committed" if not int(onchain, 16) else f"committed as {onchain}"
             raise BrokenLink(link, f"{what} is {state} on-chain; the log's record hashes to {record['record_hash']}")
-        return log.confirmed_tx(self.log.get(record["commitment_id"], [])) or ""
+        event = self.attribution.events.ModelCommitted if is_model else self.attribution.events.InfluenceCommitted
+        found = event().get_logs(argument_filters={"adapterId" if is_model else "runId": key},
+                                 from_block=self.deployment.deploy_block)
+        return hexed(found[0]["transactionHash"]) if found else ""
 
     def _model(self, adapter_id: str, contribution_id: int | None, content_hash: str) -> None:
         if adapter_id in self.checked_models and contribution_id is None:
@@ -149,7 +157,7 @@ class _Verifier:
         model = ModelCommitment.from_record(record)
         if model.record_hash() != record["record_hash"]:
             raise BrokenLink("model-commitment", f"the log's record of {adapter_id} does not hash to its record_hash")
-        tx = self._onchain("model-commitment", record, self.attribution.functions.modelRecord, f"adapter {adapter_id}")
+        tx = self._onchain("model-commitment", record, f"adapter {adapter_id}")
         if adapter_id not in self.checked_models:
             self.add("model-commitment", f"adapter {adapter_id}: datanet {model.datanet_id} version "
                      f"{model.dataset_version}, base {model.base_model_hash[:18]}…, weights {model.weights_hash[:18]}…",
@@ -179,16 +187,15 @@ class _Verifier:
         self.add("dataset", f"row (contribution {contribution_id}, {content_hash[:18]}…) in version "
                  f"{model.dataset_version}: proof of {proof} hashes to root {model.dataset_root}")
 
-    def _influence_commitment(self, run: str) -> InfluenceCommitment:
+    def _influence_commitment(self, run: str) -> tuple[InfluenceCommitment, Link]:
+        """The run's commitment, checked against the chain, and its link (shown after its model's)."""
         record = self._record("influence-commitment", hexed(commitment_id(run)))
         commitment = InfluenceCommitment.from_record(record)
         if commitment.record_hash() != record["record_hash"]:
             raise BrokenLink("influence-commitment", f"the log's record of {run} does not hash to its record_hash")
-        tx = self._onchain("influence-commitment", record, self.attribution.functions.influenceRecord,
-                           f"influence run {run}")
-        self.add("influence-commitment", f"run {run}: scores root {commitment.scores_root} "
-                 f"({commitment.contributions} rows, scale {record['score_scale']})", tx)
-        return commitment
+        tx = self._onchain("influence-commitment", record, f"influence run {run}")
+        return commitment, Link("influence-commitment", f"run {run}: scores root {commitment.scores_root} "
+                                f"({commitment.contributions} rows, scale {record['score_scale']})", tx)
 
     def _scores(self, commitment: InfluenceCommitment, contribution_id: int | None) -> None:
         rows = sources.run_rows(self.influence, commitment.run)
