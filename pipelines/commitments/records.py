@@ -104,7 +104,7 @@ class ModelCommitment:
 class InfluenceCommitment:
     """One influence run's scores as committed; ``lds``/``auc`` fixed point, 0 while unmeasured."""
 
-    run: str
+    run: str  # "<datanet>:<dataset_version>:<adapter_id>:<method>" (``pipelines.rewards.runs.run_names``)
     adapter_id: str
     method: str
     scores_root: str
@@ -142,7 +142,3 @@ class InfluenceCommitment:
         return cls(record["run"], adapter_id, record["method"], record["scores_root"], record["contributions"],
                    int(record["lds"]), int(record["auc"]))
 
-
-def run_name(datanet_id: int, dataset_version: int, adapter_id: str, method: str) -> str:
-    """The name of an influence run, as the reward epochs list the runs they pay (``influence_runs``)."""
-    return f"{datanet_id}:{dataset_version}:{adapter_id}:{method}"

@@ -17,7 +17,8 @@ import pyarrow.compute as pc
 from payable.settings import Settings
 from pipelines.attribution.table import influence_uri
 from pipelines.commitments import trees
-from pipelines.commitments.records import InfluenceCommitment, ModelCommitment, canonical_hash, hexed, run_name
+from pipelines.commitments.records import InfluenceCommitment, ModelCommitment, canonical_hash, hexed
+from pipelines.rewards.runs import run_names
 from pipelines.training.data import fingerprint_queries, read_version, split_train_eval
 from pipelines.training.registry import AdapterRecord, AdapterRegistry
 from pipelines.validate import materialize
@@ -84,9 +85,9 @@ def run_rows(table: pa.Table, run: str) -> pa.Table:
 
 
 def runs_of(table: pa.Table, adapter_ids: set[str]) -> list[str]:
-    """The names of the runs scored on the given adapters."""
-    columns = [table[c].to_pylist() for c in ("datanet_id", "dataset_version", "adapter_id", "method")]
-    return sorted({run_name(*key) for key in zip(*columns, strict=True) if key[2] in adapter_ids})
+    """The names of the runs scored on the given adapters ("<datanet>:<version>:<adapter>:<method>", as the
+    reward epochs name the runs they pay)."""
+    return sorted({run for run in run_names(table) if run.split(":")[2] in adapter_ids})
 
 
 def influence_commitment(rows: pa.Table, run: str) -> InfluenceCommitment:

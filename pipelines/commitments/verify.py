@@ -39,6 +39,7 @@ from pipelines.rewards import outbox
 from pipelines.rewards.epochs import load_epoch
 from pipelines.rewards.inputs import load_inputs
 from pipelines.rewards.merkle import PayoutTree, build_tree, process_proof, row_leaf
+from pipelines.rewards.runs import run_names
 from pipelines.rewards.split import EpochParams, SplitRules, split_rewards
 from pipelines.validate import materialize
 from schemas import rewards as reward_schema
@@ -259,9 +260,7 @@ class _Verifier:
                  "on the log; publishEpoch does not carry them yet)", publish_tx)
 
         inputs = load_inputs(self.settings)
-        names = pa.array([f"{d}:{v}:{a}:{m}" for d, v, a, m in zip(
-            *(inputs.influence[c].to_pylist() for c in ("datanet_id", "dataset_version", "adapter_id", "method")),
-            strict=True)], type=pa.string())
+        names = pa.array(run_names(inputs.influence), type=pa.string())
         inputs = dataclasses.replace(inputs, influence=inputs.influence.filter(pc.is_in(names, pa.array(runs))))
         rules = SplitRules(**{k: tuple(v) if isinstance(v, list) else v
                               for k, v in json.loads(self.closed["rules"]).items()})
