@@ -17,6 +17,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from schemas import events, topics
+from schemas.rewards import TX_STATE_FIELDS
 
 HASH = pa.string()
 
@@ -54,12 +55,5 @@ COMMITMENT_TX_STATE = events.register("CommitmentTxState", 1, [
     pa.field("commitment_id", HASH, nullable=False),
     pa.field("chain_id", pa.int64(), nullable=False),
     pa.field("registry", pa.string(), nullable=False),
-    pa.field("step", pa.string(), nullable=False),       # model-<id prefix> | influence-<id prefix>
-    pa.field("state", pa.string(), nullable=False),      # intent | sent | confirmed | failed | superseded | done
-    pa.field("sender", pa.string(), nullable=True),
-    pa.field("nonce", pa.int64(), nullable=True),
-    pa.field("tx_hash", pa.string(), nullable=True),
-    pa.field("raw_tx", pa.string(), nullable=True),
-    pa.field("block_number", pa.int64(), nullable=True),
-    pa.field("detail", pa.string(), nullable=False),
+    *TX_STATE_FIELDS,  # step: model-<id prefix> | influence-<id prefix>
 ], topics.COMMITMENTS)

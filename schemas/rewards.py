@@ -110,11 +110,9 @@ REWARD_EPOCH_CLOSED = events.register("RewardEpochClosed", 1, [
     pa.field("influence_runs", pa.list_(pa.string()), nullable=False),
 ], topics.REWARDS_OUTBOX)
 
-REWARD_TX_STATE = events.register("RewardTxState", 1, [
-    pa.field("event_id", pa.string(), nullable=False),
-    pa.field("epoch_id", pa.int64(), nullable=False),
-    pa.field("chain_id", pa.int64(), nullable=False),
-    pa.field("distributor", pa.string(), nullable=False),
+# The fields of one state of one outbox transaction step (pipelines.rewards.txsteps), after the fields that name
+# the step's scope; other outboxes (the commitments') reuse them.
+TX_STATE_FIELDS = [
     pa.field("step", pa.string(), nullable=False),      # fund | publish | slash-<id> | push-<batch>
     pa.field("state", pa.string(), nullable=False),     # intent | sent | confirmed | failed | superseded | done
     pa.field("sender", pa.string(), nullable=True),
@@ -123,6 +121,14 @@ REWARD_TX_STATE = events.register("RewardTxState", 1, [
     pa.field("raw_tx", pa.string(), nullable=True),     # the signed transaction, so a restart re-sends it
     pa.field("block_number", pa.int64(), nullable=True),
     pa.field("detail", pa.string(), nullable=False),
+]
+
+REWARD_TX_STATE = events.register("RewardTxState", 1, [
+    pa.field("event_id", pa.string(), nullable=False),
+    pa.field("epoch_id", pa.int64(), nullable=False),
+    pa.field("chain_id", pa.int64(), nullable=False),
+    pa.field("distributor", pa.string(), nullable=False),
+    *TX_STATE_FIELDS,
 ], topics.REWARDS_OUTBOX)
 
 REWARD_EPOCH_ON_CHAIN = events.register("RewardEpochOnChain", 1, [

@@ -25,7 +25,8 @@ from payable.datanets import DatanetSpec, contribute, create_datanet
 from payable.keys import Role, dev_account
 from pipelines.attribution import ScoreArguments, attribute
 from pipelines.attribution.table import influence_uri, write_influence
-from pipelines.commitments.publisher import CommitmentConflict, commit_all
+from pipelines.commitments import sources
+from pipelines.commitments.publisher import CommitmentConflict, commit_all, publish
 from pipelines.commitments.verify import verify_contribution
 from pipelines.rewards import epochs
 from pipelines.rewards.emitter import emit_epoch
@@ -155,8 +156,13 @@ def test_verify_walks_from_chain_event_to_payout_and_names_each_tampered_link(wo
 
 def test_a_run_whose_scores_changed_cannot_be_recommitted(world, committed):
     settings, _, deployment, _, rows = world
-    with _tampered_score(settings, rows[0]["contribution_id"]), pytest.raises(CommitmentConflict, match="recorded"):
-        commit_all(settings, deployment)
+    with _tampered_score(settings, rows[0]["contribution_id"]):
+        table = sources.influence_table(settings)
+        (run,) = sources.runs_of(table, set(table["adapter_id"].to_pylist()))
+        changed = sources.influence_commitment(sources.run_rows(table, run), run)
+        with pytest.raises(CommitmentConflict, match="was recorded as"):
+            publish(settings, deployment, [changed])
+        assert commit_all(settings, deployment).ok, "what was committed stays committed; nothing is re-sent"
 
 
 class _Restoring:

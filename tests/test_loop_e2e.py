@@ -93,6 +93,15 @@ def test_every_asset_materialized_and_every_check_passed(demo):
         assert latest.evaluation is not None and latest.evaluation.passed, f"{check.name} on {check.asset_key}"
 
 
+def test_a_demo_contribution_verifies_from_its_chain_event_to_its_payout(demo):
+    settings, _ = demo
+    accepted = next(i for i, item in enumerate(demo_corpus.plan(), start=1) if item.expect == "accepted")
+    out = run(settings, "verify", "--contribution", str(accepted), "--epoch", "1").stdout
+    links = [line.split()[1] for line in out.splitlines()]
+    assert links[0] == "chain-event" and links[-2:] == ["epoch", "payout"]
+    assert {"model-commitment", "dataset", "influence-commitment", "score"} <= set(links)
+
+
 def test_rerun_without_new_events_changes_nothing(demo):
     settings, _ = demo
     chain = Chain(settings.rpc_url)

@@ -13,8 +13,9 @@ from pathlib import Path
 from payable.services import REPO_ROOT
 
 SOURCE_PACKAGES = ("assets", "contracts", "orchestration", "payable", "pipelines", "schemas")
-# The stages of pipelines/, in loop order: each may import itself and the ones before it.
-STAGES = ("ingest", "validate", "training", "attribution", "rewards", "audit")
+# The stages of pipelines/, in loop order: each may import itself and the ones before it. Commitments come
+# after rewards: they reuse its Merkle tree and outbox, and verify recomputes its split.
+STAGES = ("ingest", "validate", "training", "attribution", "rewards", "commitments", "audit")
 AUDIT_CALLERS = {"assets/audit.py", "payable/cli/audit.py"}
 
 

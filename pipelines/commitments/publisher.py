@@ -24,7 +24,7 @@ from payable.errors import PayableError
 from payable.keys import Role, load_account
 from payable.settings import Settings
 from pipelines.commitments import log, sources
-from pipelines.commitments.records import InfluenceCommitment, ModelCommitment
+from pipelines.commitments.records import InfluenceCommitment, ModelCommitment, commitment_id, hexed
 from pipelines.rewards import outbox
 from pipelines.rewards.txsteps import Step, StepOutcome, TxRunner, TxScope
 from schemas import commitments as schema
@@ -48,11 +48,21 @@ class CommitResult:
 
 def commit_all(settings: Settings, deployment: Deployment, datanet_ids: list[int] | None = None,
                signer: LocalAccount | None = None) -> CommitResult:
-    """Commits every registered adapter of the datanets and every influence run scored on them; safe to rerun."""
-    records = sources.adapters(settings, datanet_ids)
-    models = [sources.model_commitment(settings, record) for record in records]
+    """Commits every registered adapter of the datanets and every influence run scored on them; safe to rerun.
+
+    A commitment already recorded on the log is taken from there, not recomputed: what was committed stays
+    committed (a projection that changed since is for ``verify`` to find), and a rerun reads no trees.
+    """
+    history = log.read_log(settings.kafka_bootstrap)
+
+    def logged(name: str) -> dict | None:
+        return log.recorded(history.get(hexed(commitment_id(name)), []))
+
+    models = [ModelCommitment.from_record(r) if (r := logged(record.adapter_id)) else
+              sources.model_commitment(settings, record) for record in sources.adapters(settings, datanet_ids)]
     table = sources.influence_table(settings)
-    runs = [sources.influence_commitment(sources.run_rows(table, run), run)
+    runs = [InfluenceCommitment.from_record(r) if (r := logged(run)) else
+            sources.influence_commitment(sources.run_rows(table, run), run)
             for run in sources.runs_of(table, {m.adapter_id for m in models})]
     return publish(settings, deployment, [*models, *runs], signer)
 
