@@ -3,9 +3,10 @@
 Run from the repository root: ``.venv/bin/python bench/commitments.py [--sizes 10,10000] [--verify 10000]``.
 It starts its own anvil, deploys payable's contracts and, for each size n, commits a model whose dataset
 has n contributions and an influence run over the same n (gas from the receipts: the goal is <= 80,000
-whatever n). Then the verifier's own work for a run of ``--verify`` contributions: rebuilding the dataset and
-score trees from their rows (as ``payable verify`` does from the projections) and checking every
-contribution's two Merkle proofs, per contribution; plus one on-chain read of a record hash (eth_call).
+whatever n), then links a published epoch to those runs (``linkEpoch``). Then the verifier's own work for a
+run of ``--verify`` contributions: rebuilding the dataset and score trees from their rows (as ``payable
+verify`` does from the projections) and checking every contribution's two Merkle proofs, per contribution;
+plus one on-chain read of a record hash (eth_call).
 Prints rich tables and writes ``bench/out/commitments.json``.
 """
 
@@ -33,7 +34,8 @@ from payable.keys import Role, dev_account
 from payable.settings import Settings
 from pipelines.commitments import trees
 from pipelines.commitments.records import InfluenceCommitment, ModelCommitment, hexed
-from pipelines.rewards.merkle import process_proof, row_leaf
+from pipelines.rewards.merkle import build_tree, process_proof, row_leaf
+from pipelines.rewards.runs import run_ids
 
 OUT = Path(__file__).parent / "out"
 GAS_GOAL = 80_000
@@ -55,7 +57,17 @@ def commit_gas(chain: Chain, attribution, n: int) -> dict:
                               hexed(trees.scores_tree(ids, scores).root), n)
     m = chain.transact(TRAINER, attribution.functions.commitModel(*model.args()), label="commitModel")
     r = chain.transact(TRAINER, attribution.functions.commitInfluence(*run.args()), label="commitInfluence")
-    return {"contributions": n, "commit_model": m["gasUsed"], "commit_influence": r["gasUsed"]}
+    return {"contributions": n, "commit_model": m["gasUsed"], "commit_influence": r["gasUsed"], "run": run.run}
+
+
+def link_gas(chain: Chain, deployment, attribution, runs: list[str]) -> int:
+    """Gas of linking a published epoch to ``runs`` (all committed)."""
+    distributor = chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)
+    token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
+    tree = build_tree([OPERATOR.address], [10])
+    chain.transact(DEPLOYER, token.functions.transfer(distributor.address, 10), label="fund")
+    chain.transact(OPERATOR, distributor.functions.publishEpoch(1, tree.root, 10), label="publishEpoch")
+    return chain.transact(OPERATOR, attribution.functions.linkEpoch(1, run_ids(runs)), label="linkEpoch")["gasUsed"]
 
 
 def verify_times(chain: Chain, attribution, n: int) -> dict:
@@ -96,6 +108,7 @@ def main() -> None:
             deployment = deploy(chain, DEPLOYER, OPERATOR.address, attributor=TRAINER.address)
             attribution = chain.contract(contracts.ATTRIBUTION_REGISTRY, deployment.attribution)
             gas = [commit_gas(chain, attribution, int(n)) for n in args.sizes.split(",") if n]
+            link = link_gas(chain, deployment, attribution, [row["run"] for row in gas])
             verify = verify_times(chain, attribution, args.verify)
         finally:
             services.down(settings)
@@ -107,6 +120,7 @@ def main() -> None:
         table.add_row(f"{row['contributions']:,}", f"{row['commit_model']:,}", f"{row['commit_influence']:,}",
                       f"<= {GAS_GOAL:,}")
     console.print(table)
+    console.print(f"linkEpoch (an epoch to its {len(gas)} committed runs): {link:,} gas")
     table = Table(title=f"verify, off-chain: a run of {verify['contributions']:,} contributions "
                         f"({verify['levels']}-hash proofs), load {os.getloadavg()[0]:.1f}")
     for column in ("both trees rebuilt s", "all proofs s", "per contribution µs (trees + proofs)",
@@ -116,8 +130,8 @@ def main() -> None:
                   f"{verify['proofs_per_contribution_us']:.1f}", f"{verify['record_read_ms']:.2f}")
     console.print(table)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "commitments.json").write_text(json.dumps({"command": sys.orig_argv, "gas": gas, "verify": verify},
-                                                     indent=2) + "\n")
+    figures = {"command": sys.orig_argv, "gas": gas, "link_epoch": link, "verify": verify}
+    (OUT / "commitments.json").write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

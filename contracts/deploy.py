@@ -53,7 +53,7 @@ def deploy(chain: Chain, deployer: LocalAccount, operator: str, params: DeployPa
         params.minimum_stake, params.stake_lock_period_s,
     )
     distributor, _ = chain.deploy(deployer, contracts.REWARD_DISTRIBUTOR, token, timelock, operator)
-    attribution, _ = chain.deploy(deployer, contracts.ATTRIBUTION_REGISTRY, timelock, attributor)
+    attribution, _ = chain.deploy(deployer, contracts.ATTRIBUTION_REGISTRY, timelock, attributor, distributor)
 
     lock = chain.contract(contracts.TIMELOCK, timelock)
     for role in ("PROPOSER_ROLE", "CANCELLER_ROLE"):

@@ -140,7 +140,8 @@ def test_verify_walks_from_chain_event_to_payout_and_names_each_tampered_link(wo
     ok = run_cli(settings, "verify", "--contribution", str(cid), "--epoch", "1")
     assert ok.returncode == 0, ok.stderr
     links = [line.split()[1] for line in ok.stdout.splitlines()]
-    assert links == ["chain-event", "model-commitment", "dataset", "influence-commitment", "score", "epoch", "payout"]
+    assert links == ["chain-event", "model-commitment", "dataset", "influence-commitment", "score", "epoch",
+                     "epoch-runs", "payout"]
     assert all("(tx 0x" in line for line in ok.stdout.splitlines() if line.split()[1] != "dataset"
                and line.split()[1] != "score")
 

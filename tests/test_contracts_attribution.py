@@ -9,8 +9,10 @@ from payable.chain import ChainError
 from payable.keys import Role, dev_account
 from pipelines.commitments import trees
 from pipelines.commitments.records import InfluenceCommitment, ModelCommitment, fixed_point, hexed
+from pipelines.rewards import merkle
+from pipelines.rewards.runs import run_ids, runs_root
 
-TRAINER, OPERATOR = dev_account(Role.TRAINER.value), dev_account(Role.OPERATOR.value)
+TRAINER, OPERATOR, DEPLOYER = (dev_account(r.value) for r in (Role.TRAINER, Role.OPERATOR, Role.DEPLOYER))
 GAS_GOAL = 80_000
 
 
@@ -52,6 +54,29 @@ def test_each_id_once_operator_only_and_runs_only_on_committed_models(chain, att
     chain.transact(TRAINER, attribution.functions.commitInfluence(*run().args()), label="run")
     with pytest.raises(ChainError, match="AlreadyCommitted"):
         chain.transact(TRAINER, attribution.functions.commitInfluence(*run().args()), label="run again")
+
+
+def test_an_epoch_links_once_to_committed_runs_by_the_rewards_operator_only(chain, attribution, token, distributor):
+    runs = [run("ad-1"), run("ad-2")]
+    for r in runs:
+        chain.transact(TRAINER, attribution.functions.commitModel(*model(r.adapter_id).args()), label="model")
+        chain.transact(TRAINER, attribution.functions.commitInfluence(*r.args()), label="run")
+    names = [r.run for r in runs]
+    with pytest.raises(ChainError, match="EpochNotPublished"):
+        chain.transact(OPERATOR, attribution.functions.linkEpoch(1, run_ids(names)), label="unpublished")
+    tree = merkle.build_tree([OPERATOR.address], [10])
+    chain.transact(DEPLOYER, token.functions.transfer(distributor.address, 10), label="fund")
+    chain.transact(OPERATOR, distributor.functions.publishEpoch(1, tree.root, 10), label="publish")
+    with pytest.raises(ChainError, match="NotRewardsOperator"):
+        chain.transact(TRAINER, attribution.functions.linkEpoch(1, run_ids(names)), label="trainer")
+    with pytest.raises(ChainError, match="RunsNotAscending"):
+        chain.transact(OPERATOR, attribution.functions.linkEpoch(1, run_ids(names)[::-1]), label="unsorted")
+    with pytest.raises(ChainError, match="UnknownRun"):
+        chain.transact(OPERATOR, attribution.functions.linkEpoch(1, run_ids([*names, "9:9:ad-9:m"])), label="unknown")
+    receipt = chain.transact(OPERATOR, attribution.functions.linkEpoch(1, run_ids(names)), label="link")
+    assert attribution.functions.epochRuns(1).call() == runs_root(names) and receipt["gasUsed"] <= GAS_GOAL
+    with pytest.raises(ChainError, match="EpochAlreadyLinked"):
+        chain.transact(OPERATOR, attribution.functions.linkEpoch(1, run_ids(names)), label="again")
 
 
 def test_fixed_point_scores_are_exact_and_round_half_to_even():

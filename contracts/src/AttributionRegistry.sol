@@ -2,6 +2,12 @@
 pragma solidity ^0.8.24;
 
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {IAccessControl} from "@openzeppelin/contracts/access/IAccessControl.sol";
+
+/// @dev What the registry reads of the RewardDistributor: published epoch roots.
+interface IEpochRoots {
+    function epochRoot(uint256 epochId) external view returns (bytes32);
+}
 
 /// @title AttributionRegistry: on-chain commitments to every trained model and every influence run.
 /// @notice Proof of Attribution's anchor. A model commitment ties an adapter to the dataset version it was
@@ -13,16 +19,23 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 /// Storage is one word per commitment whatever the number of contributions: the fields travel in the event and
 /// the contract keeps keccak256(abi.encode(fields)), against which anyone checks a record read off the log.
 /// Each id is published once; only the attribution operator publishes; its role is administered by the admin
-/// (the governance timelock in a deployment).
+/// (the governance timelock in a deployment). An epoch published on the distributor is linked here, once, by
+/// the distributor's rewards operator, to the committed influence runs its payouts were split from.
 contract AttributionRegistry is AccessControl {
     bytes32 public constant ATTRIBUTION_OPERATOR_ROLE = keccak256("ATTRIBUTION_OPERATOR_ROLE");
     /// @notice Scores and quality figures are integers: value * SCORE_SCALE, rounded half to even.
     int256 public constant SCORE_SCALE = 1e18;
+    bytes32 public constant REWARDS_OPERATOR_ROLE = keccak256("REWARDS_OPERATOR_ROLE");
+
+    /// @notice The RewardDistributor whose epochs are linked to the runs they pay.
+    address public immutable distributor;
 
     /// @notice adapter id (keccak256 of its registry id) -> keccak256 of the model record; zero: not committed.
     mapping(bytes32 => bytes32) public modelRecord;
     /// @notice run id (keccak256 of "<datanet>:<version>:<adapter>:<method>") -> keccak256 of the run record.
     mapping(bytes32 => bytes32) public influenceRecord;
+    /// @notice epoch id -> keccak256(abi.encodePacked(runIds)), the ids ascending; zero: not linked.
+    mapping(uint256 => bytes32) public epochRuns;
 
     event ModelCommitted(
         bytes32 indexed adapterId,
@@ -38,11 +51,19 @@ contract AttributionRegistry is AccessControl {
         bytes32 indexed runId, bytes32 indexed adapterId, bytes32 method, bytes32 scoresRoot, int256 lds, int256 auc
     );
 
+    event EpochRunsLinked(uint256 indexed epochId, bytes32 payoutRoot, bytes32 runsRoot, bytes32[] runIds);
+
     error AlreadyCommitted(bytes32 id);
+    error EpochAlreadyLinked(uint256 epochId);
+    error EpochNotPublished(uint256 epochId);
+    error NotRewardsOperator(address account);
+    error RunsNotAscending();
+    error UnknownRun(bytes32 runId);
     error EmptyRoot();
     error UnknownModel(bytes32 adapterId);
 
-    constructor(address admin, address operator) {
+    constructor(address admin, address operator, address distributor_) {
+        distributor = distributor_;
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         if (operator != address(0)) _grantRole(ATTRIBUTION_OPERATOR_ROLE, operator);
     }
@@ -78,5 +99,24 @@ contract AttributionRegistry is AccessControl {
         if (modelRecord[adapterId] == bytes32(0)) revert UnknownModel(adapterId);
         influenceRecord[runId] = keccak256(abi.encode(adapterId, method, scoresRoot, lds, auc));
         emit InfluenceCommitted(runId, adapterId, method, scoresRoot, lds, auc);
+    }
+
+    /// @notice Links published epoch `epochId` to the committed runs it pays (`runIds` ascending, each committed);
+    /// only the distributor's rewards operator, once per epoch.
+    function linkEpoch(uint256 epochId, bytes32[] calldata runIds) external {
+        if (!IAccessControl(distributor).hasRole(REWARDS_OPERATOR_ROLE, msg.sender)) {
+            revert NotRewardsOperator(msg.sender);
+        }
+        bytes32 payoutRoot = IEpochRoots(distributor).epochRoot(epochId);
+        if (payoutRoot == bytes32(0)) revert EpochNotPublished(epochId);
+        if (epochRuns[epochId] != bytes32(0)) revert EpochAlreadyLinked(epochId);
+        if (runIds.length == 0) revert EmptyRoot();
+        for (uint256 i = 0; i < runIds.length; ++i) {
+            if (i > 0 && runIds[i] <= runIds[i - 1]) revert RunsNotAscending();
+            if (influenceRecord[runIds[i]] == bytes32(0)) revert UnknownRun(runIds[i]);
+        }
+        bytes32 runsRoot = keccak256(abi.encodePacked(runIds));
+        epochRuns[epochId] = runsRoot;
+        emit EpochRunsLinked(epochId, payoutRoot, runsRoot, runIds);
     }
 }

@@ -9,8 +9,9 @@ Links, in order (each names the transaction that anchors it where there is one):
 - ``influence-commitment`` / ``score``: the same for the influence run and the contribution's score
   (fixed point, ``records.fixed_point``);
 - with an epoch: ``epoch`` (its root on-chain; every run it pays is committed and its rows give the committed
-  root) and ``payout``: the split (``pipelines.rewards.split``) recomputed from those scores and the epoch's
-  published rules gives the root on-chain, and the contributor's amount in the epoch's allocation.
+  root), ``epoch-runs`` (the registry links the epoch to exactly those runs) and ``payout``: the split
+  (``pipelines.rewards.split``) recomputed from those scores and the epoch's published rules gives the root
+  on-chain, and the contributor's amount in the epoch's allocation.
 Verification stops at the first broken link and names it. Scores are rebuilt from the projections (the
 influence table, the dataset version), so a tampered projection fails against the on-chain roots.
 """
@@ -39,7 +40,7 @@ from pipelines.rewards import outbox
 from pipelines.rewards.epochs import load_epoch
 from pipelines.rewards.inputs import load_inputs
 from pipelines.rewards.merkle import PayoutTree, build_tree, process_proof, row_leaf
-from pipelines.rewards.runs import run_names
+from pipelines.rewards.runs import run_names, runs_root
 from pipelines.rewards.split import EpochParams, SplitRules, split_rewards
 from pipelines.validate import materialize
 from schemas import rewards as reward_schema
@@ -256,8 +257,16 @@ class _Verifier:
         if onchain_root != self.closed["merkle_root"]:
             raise BrokenLink("epoch", f"epoch {epoch_id} root on-chain is {onchain_root}, the log closed it with "
                              f"{self.closed['merkle_root']}")
-        self.add("epoch", f"epoch {epoch_id}: root {onchain_root} pays runs {', '.join(runs)} (the runs are named "
-                 "on the log; publishEpoch does not carry them yet)", publish_tx)
+        linked = self.attribution.functions.epochRuns(epoch_id).call()
+        if linked != runs_root(runs):
+            state = "not linked" if linked == bytes(32) else f"linked to runs 0x{linked.hex()}"
+            raise BrokenLink("epoch", f"epoch {epoch_id} is {state} on-chain; the runs it closed on give "
+                             f"{hexed(runs_root(runs))}")
+        found = self.attribution.events.EpochRunsLinked().get_logs(argument_filters={"epochId": epoch_id},
+                                                                   from_block=self.deployment.deploy_block)
+        self.add("epoch", f"epoch {epoch_id}: root {onchain_root} published", publish_tx)
+        self.add("epoch-runs", f"epoch {epoch_id} pays the committed runs {', '.join(runs)} (runs root "
+                 f"{hexed(linked)})", hexed(found[0]["transactionHash"]) if found else "")
 
         inputs = load_inputs(self.settings)
         names = pa.array(run_names(inputs.influence), type=pa.string())

@@ -7,6 +7,9 @@ rewards outbox before the transaction is sent:
   it or the epoch is published);
 - ``publish``: the operator publishes (epoch, root, total) (done when ``epochRoot(epoch)`` is our root; a
   different root there is an ``EpochConflict``, never overwritten: the contract refuses anyway);
+- ``link``: the operator links the published epoch to the influence runs it pays, by their commitment ids, on
+  the AttributionRegistry (done when ``epochRuns(epoch)`` holds their root; skipped, and reported, while a
+  run is not committed there: ``payable commit`` first);
 - ``push-<k>``: for small epochs, the operator pays batch k of accounts with ``claimBatch`` (done when all
   of the batch have claimed; accounts that claimed themselves meanwhile are left out of the call);
 - ``slash-<id>``: the validator slashes a contribution's stake (done once its status is Slashed; skipped,
@@ -28,6 +31,7 @@ from payable.keys import Role, load_account
 from payable.settings import Settings
 from pipelines.rewards import outbox
 from pipelines.rewards.epochs import EpochConflict, load_epoch
+from pipelines.rewards.runs import run_ids, runs_root
 from pipelines.rewards.store import ClosedEpoch
 from pipelines.rewards.txsteps import Step, StepOutcome, TxRunner, TxScope, rpc
 from schemas import rewards as schema
@@ -79,7 +83,9 @@ def emit_epoch(settings: Settings, deployment: Deployment, epoch_id: int, *, pus
     try:
         history = outbox.read_epoch(settings.kafka_bootstrap, epoch_id)
         runner = TxRunner(chain, writer, TxScope.epoch(epoch_id, deployment.distributor), history)
-        steps = _steps(chain, deployment, epoch, signers, push)
+        runs = next((e.record["influence_runs"] for e in reversed(history)
+                     if e.type == schema.REWARD_EPOCH_CLOSED.name), [])
+        steps = _steps(chain, deployment, epoch, signers, push, runs)
         outcomes: list[StepOutcome] = []
         for step in steps:
             outcomes.append(runner.run(step))
@@ -105,13 +111,16 @@ def _record_on_chain(writer: outbox.OutboxWriter, history: list[outbox.Entry], c
 
 
 def _steps(chain: Chain, deployment: Deployment, epoch: ClosedEpoch, signers: Signers,
-           push: bool | None) -> list[Step]:
+           push: bool | None, runs: list[str]) -> list[Step]:
     distributor = chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)
     token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
     registry = chain.contract(contracts.DATANET_REGISTRY, deployment.registry)
     steps = []
     if epoch.accounts:
         steps += [_fund(epoch, distributor, token, signers.treasury), _publish(epoch, distributor, signers.operator)]
+        if deployment.attribution and runs:
+            attribution = chain.contract(contracts.ATTRIBUTION_REGISTRY, deployment.attribution)
+            steps.append(_link(epoch.epoch_id, runs, attribution, signers.operator))
         use_push = push if push is not None else len(epoch.accounts) <= PUSH_MAX_ACCOUNTS
         if use_push:
             steps += [_push(epoch, distributor, signers.operator, start)
@@ -154,6 +163,25 @@ def _publish(epoch: ClosedEpoch, distributor, operator: LocalAccount) -> Step:
 
     return Step("publish", operator, check,
                 lambda: distributor.functions.publishEpoch(epoch.epoch_id, epoch.root, epoch.total))
+
+
+def _link(epoch_id: int, runs: list[str], attribution, operator: LocalAccount) -> Step:
+    ids, root = run_ids(runs), runs_root(runs)
+
+    def check() -> str | None:
+        onchain = attribution.functions.epochRuns(epoch_id).call()
+        if onchain == root:
+            return "runs linked on-chain"
+        if onchain != bytes(32):
+            raise EpochConflict(f"epoch {epoch_id} is linked on-chain to runs 0x{onchain.hex()}, "
+                                f"ours are 0x{root.hex()}")
+        return None
+
+    def blocked() -> str | None:
+        missing = [run for run in runs if attribution.functions.influenceRecord(run_ids([run])[0]).call() == bytes(32)]
+        return f"not committed on-chain (run `payable commit`): {', '.join(missing)}" if missing else None
+
+    return Step("link", operator, check, lambda: attribution.functions.linkEpoch(epoch_id, ids), blocked)
 
 
 def _push(epoch: ClosedEpoch, distributor, operator: LocalAccount, start: int) -> Step:

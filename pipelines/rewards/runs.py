@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from pipelines.rewards.merkle import keccak
+
 if TYPE_CHECKING:  # split imports this module for the run names
     from pipelines.rewards.split import EpochInputs
 
@@ -45,6 +47,16 @@ def run_names(influence: pa.Table) -> list[str]:
     """The run of each row of an ``INFLUENCE`` table, in row order."""
     columns = [influence[c].to_pylist() for c in RUN_COLUMNS]
     return [":".join(map(str, run)) for run in zip(*columns, strict=True)]
+
+
+def run_ids(runs: list[str]) -> list[bytes]:
+    """The on-chain ids of runs (keccak256 of each name, as the AttributionRegistry keys them), ascending."""
+    return sorted(keccak(run.encode()) for run in runs)
+
+
+def runs_root(runs: list[str]) -> bytes:
+    """keccak256 of the runs' ids concatenated ascending: what ``AttributionRegistry.epochRuns`` holds."""
+    return keccak(b"".join(run_ids(runs)))
 
 
 def payable_runs(inputs: EpochInputs, paid: Mapping[str, int],
