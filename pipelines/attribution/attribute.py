@@ -13,6 +13,7 @@ from pipelines.attribution.arguments import ScoreArguments
 from pipelines.attribution.counterfactual import Refit, refit_without
 from pipelines.attribution.harm import NoiseEvidence, noise_evidence
 from pipelines.attribution.scoring import score_examples
+from pipelines.attribution.store import save_gradients
 from pipelines.attribution.table import INFLUENCE, write_influence
 from pipelines.attribution.task import LoRALanguageModelTask
 from pipelines.training.arguments import TrainingArguments
@@ -105,6 +106,7 @@ def attribute_record(registry: AdapterRegistry, settings: Settings, record: Adap
     query_examples = tokenize(queries["text"].to_pylist(), tokenizer, train_args.max_length)
     model, checkpoints = load_adapter(registry, record)
     lrs = [c.learning_rate for c in record.checkpoints]
+    keep = [] if args.method == "tracin" and not use_beam else None  # the store holds TracIn features
     if use_beam:
         from pipelines.attribution.beam import score_examples_beam
 
@@ -112,13 +114,16 @@ def attribute_record(registry: AdapterRegistry, settings: Settings, record: Adap
                                      by_checkpoint=True)
     else:
         scores = score_examples(LoRALanguageModelTask(model), checkpoints, lrs, examples.batch(slice(None)),
-                                query_examples.batch(slice(None)), args, by_checkpoint=True)
+                                query_examples.batch(slice(None)), args, by_checkpoint=True,
+                                keep_gradients=None if keep is None else keep.append)
     # a query longer than max_length is several examples: its loss influence is their sum
     query_scores = np.zeros((scores.shape[0], queries.num_rows, scores.shape[2]))
     np.add.at(query_scores.transpose(1, 0, 2), query_examples.owner.numpy(), scores.transpose(1, 0, 2))
     trained_ids = set(train_rows["contribution_id"].to_pylist())
     cids = dataset.table["contribution_id"].to_pylist()
     trained = np.array([c in trained_ids for c in cids])
+    if keep:
+        save_gradients(registry, record, args, dataset.table, trained, keep[0], examples.owner.numpy())
     run = run_scores(dataset.table, queries["query_id"].to_pylist(), query_scores, examples, args)
     suspects = [c for c, flagged, t in zip(cids, run.noise.flagged, trained, strict=True) if flagged and t]
     refit = None

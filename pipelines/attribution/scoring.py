@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,13 +72,17 @@ def fisher_gradients(task: Task, prepared: Setup, examples: Example, args: Score
 
 
 def score_examples(task: Task, checkpoints: list[Params], learning_rates: list[float], train: Example,
-                   queries: Example, args: ScoreArguments, by_checkpoint: bool = False) -> np.ndarray:
+                   queries: Example, args: ScoreArguments, by_checkpoint: bool = False,
+                   keep_gradients: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
     """(n_train, n_queries) influence matrix of every train example on every query; with ``by_checkpoint``
-    (n_train, n_queries, checkpoints used), each checkpoint's term apart."""
+    (n_train, n_queries, checkpoints used), each checkpoint's term apart. ``keep_gradients`` receives the
+    (n_train, C, K) projected train gradients (the gradient store keeps them)."""
     with deterministic(args.num_threads), torch.no_grad():
         prepared = setup(task, checkpoints, learning_rates, args)
         q = gradients(task, prepared, queries, args, query=True, label="query gradients")
         g = gradients(task, prepared, train, args, label=f"{args.method} gradients")
+        if keep_gradients is not None:
+            keep_gradients(g)
         sampled = fisher_gradients(task, prepared, train, args) if args.method == "influence" else None
         return score_gradients(g, q, prepared, args, sampled, by_checkpoint)
 

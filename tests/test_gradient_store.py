@@ -1,0 +1,130 @@
+"""Gradient store and per-answer attribution: store scores equal the pipeline's, a planted fact is found first,
+the indexed search keeps recall, held-out rows are never named, a missing or stale store is rebuilt."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import lance
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipelines.attribution import ScoreArguments, attribute
+from pipelines.attribution.answers import attributor, ensure_store, score_eval_set, top_contributions
+from pipelines.attribution.scoring import score_examples
+from pipelines.attribution.store import GradientStore, StoreSpec, build_index, open_store, store_uri, write_store
+from pipelines.attribution.synthetic import make_datanet, rows
+from pipelines.attribution.task import LoRALanguageModelTask
+from pipelines.training import AdapterRegistry, load_adapter, train_latest
+from pipelines.training.base_model import build_tokenizer
+from pipelines.training.data import tokenize
+from tests.attribution_fixtures import FAST, settings_in, write_evals, write_version
+
+PLANTER = "0xfac7000000000000000000000000000000000000"
+FACT = "the zebra quillon eats purple kelp at midnight on mars ."
+TRACIN = ScoreArguments(method="tracin", projection_dim=64)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory):
+    """A small datanet with one contribution stating a unique fact; trained a few steps, attributed once."""
+    settings = settings_in(tmp_path_factory.mktemp("store"))
+    dn = make_datanet(contributors={"on_topic": 3, "off_topic": 2}, per_contributor=3, num_queries=6)
+    planted = rows(1, [(PLANTER, FACT)], first_id=700)
+    table = pa.concat_tables([dn.table, planted])
+    write_version(settings, 1, table)
+    write_evals(settings, 1, dn.eval_texts)
+    record = train_latest(settings, 1, replace(FAST, num_checkpoints=3), show_progress=False)
+    scored = attribute(settings, 1, record.adapter_id, TRACIN).table
+    attributor.cache_clear()
+    return settings, table, record, scored, dn
+
+
+def test_attribution_writes_one_row_per_contribution_keyed_by_adapter(run) -> None:
+    settings, table, record, _, _ = run
+    registry = AdapterRegistry(settings.adapters_dir)
+    store = open_store(registry, record)
+    assert store is not None and len(store) == table.num_rows
+    stored = store.ds.to_table(columns=["contribution_id", "adapter_id", "trained"])
+    assert sorted(stored["contribution_id"].to_pylist()) == sorted(table["contribution_id"].to_pylist())
+    assert set(stored["adapter_id"].to_pylist()) == {record.adapter_id}
+    assert store.spec.dim == len(record.checkpoints) * store.spec.width and store.spec.projection_dim == 64
+    assert all(stored["trained"].to_pylist())  # a stored eval set: every contribution is trained on
+
+
+def test_store_scores_a_new_eval_set_as_the_pipeline_does(run) -> None:
+    settings, table, record, scored, dn = run
+    ids, from_store = score_eval_set(settings, record.adapter_id, dn.eval_texts)
+    model, checkpoints = load_adapter(AdapterRegistry(settings.adapters_dir), record)
+    tokenizer = build_tokenizer(FAST.base.vocab_size)
+    ordered = table.sort_by("contribution_id")
+    train = tokenize(ordered["text"].to_pylist(), tokenizer, FAST.max_length)
+    queries = tokenize(dn.eval_texts, tokenizer, FAST.max_length)
+    example_scores = score_examples(LoRALanguageModelTask(model), checkpoints,
+                                    [c.learning_rate for c in record.checkpoints], train.batch(slice(None)),
+                                    queries.batch(slice(None)), TRACIN)
+    expected = np.zeros((ordered.num_rows, len(dn.eval_texts)))
+    np.add.at(expected, train.owner.numpy(), example_scores)
+    assert ids == ordered["contribution_id"].to_pylist()
+    np.testing.assert_allclose(from_store, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    # and the influence table's score (mean over the eval queries; no duplicates here) is the store's mean
+    by_id = dict(zip(scored["contribution_id"].to_pylist(), scored["score"].to_pylist(), strict=True))
+    np.testing.assert_allclose(from_store.mean(axis=1), [by_id[i] for i in ids], rtol=1e-5,
+                               atol=1e-6 * np.abs(expected).max())
+
+
+def test_an_answer_repeating_a_contributions_fact_names_it_first(run) -> None:
+    settings, _, record, _, _ = run
+    hits = top_contributions(settings, record.adapter_id, "the zebra quillon eats",
+                             " purple kelp at midnight on mars .", k=5)
+    assert len(hits) == 5 and hits[0].contribution_id == 700
+    assert hits[0].score > hits[1].score > 0
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_a_missing_store_is_rebuilt_from_the_adapter_and_a_stale_one_refused(run) -> None:
+    settings, _, record, _, _ = run
+    registry = AdapterRegistry(settings.adapters_dir)
+    before = open_store(registry, record).ds.to_table().sort_by("contribution_id")
+    shutil.rmtree(store_uri(registry, record))
+    store, action = ensure_store(registry, settings, record, TRACIN)
+    assert action.startswith("built")
+    after = store.ds.to_table().sort_by("contribution_id")
+    np.testing.assert_allclose(np.stack(after["features"].to_numpy(zero_copy_only=False)),
+                               np.stack(before["features"].to_numpy(zero_copy_only=False)), rtol=1e-6)
+    assert ensure_store(registry, settings, record)[1] == "read"
+    assert open_store(registry, replace(record, dataset_fingerprint="other")) is None
+
+
+def clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    """Gradient-like synthetic features: a few hundred directions (topics) plus noise."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((200, dim))
+    return (centers[rng.integers(0, 200, n)] + 0.3 * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+def test_indexed_search_keeps_recall_and_never_names_held_out_rows(tmp_path: Path) -> None:
+    n, dim = 4000, 32
+    feats = clustered(n, dim, 0)
+    trained = np.arange(n) % 10 != 0
+    spec = StoreSpec("ad-x", "fp", 8, 0, [0.01, 0.02], dim // 2, 1.0)
+    uri = str(tmp_path / "g.lance")
+    write_store(uri, spec, np.arange(n), [f"h{i}" for i in range(n)], trained, feats)
+    build_index(lance.dataset(uri), n, dim)
+    store = GradientStore(uri)
+    assert store.indexed and store.spec.feature_norm > 1
+    queries = clustered(20, dim, 1)
+    recall = []
+    for q in queries:
+        exact = store.search(q, 10, exact=True)
+        ann = store.search(q, 10)
+        truth = np.argsort(-np.where(trained, feats.astype(np.float64) @ q, -np.inf))[:10]
+        assert [h.contribution_id for h in exact] == list(truth)
+        assert all(trained[h.contribution_id] for h in ann)
+        assert all(h.score == pytest.approx(float(feats[h.contribution_id].astype(np.float64) @ q)) for h in ann)
+        recall.append(len({h.contribution_id for h in ann} & set(truth)) / 10)
+    assert np.mean(recall) >= 0.9
+
