@@ -10,6 +10,8 @@ from orchestration.resources import DataDirResource, KafkaResource
 from pipelines import log_views
 from pipelines.attribution import Unscorable, attribute
 from pipelines.attribution.counterfactual import Refit
+from pipelines.attribution.store import adapter_store_bytes
+from pipelines.training.registry import AdapterRegistry
 
 OWNERS = ["team:ml"]
 
@@ -38,6 +40,8 @@ def influence_scores(context: dg.AssetExecutionContext, data_dir: DataDirResourc
         "methods": str(sorted(set(table["method"].to_pylist()))),
         "adapter_id": table["adapter_id"][0].as_py() if table.num_rows else "",
         "harmful_flagged": harmful.num_rows,
+        "gradient_store_bytes": adapter_store_bytes(AdapterRegistry(settings.adapters_dir), datanet_id,
+                                                    table["adapter_id"][0].as_py()) if table.num_rows else 0,
         "harmful_contribution_ids": str(harmful["contribution_id"].to_pylist()),
         **refit_metadata(result.refit),
         "harm_evidence": table_md([{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()}

@@ -7,15 +7,26 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import dagster as dg
 import lance
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from assets.attribution import influence_scores
+from orchestration.resources import DataDirResource
 from pipelines.attribution import ScoreArguments, attribute
 from pipelines.attribution.answers import attributor, ensure_store, score_eval_set, top_contributions
 from pipelines.attribution.scoring import score_examples
-from pipelines.attribution.store import GradientStore, StoreSpec, build_index, open_store, store_uri, write_store
+from pipelines.attribution.store import (
+    GradientStore,
+    StoreSpec,
+    build_index,
+    open_store,
+    store_bytes,
+    store_uri,
+    write_store,
+)
 from pipelines.attribution.synthetic import make_datanet, rows
 from pipelines.attribution.task import LoRALanguageModelTask
 from pipelines.training import AdapterRegistry, load_adapter, train_latest
@@ -58,6 +69,7 @@ def test_attribution_writes_one_row_per_contribution_keyed_by_adapter(run) -> No
 def test_store_scores_a_new_eval_set_as_the_pipeline_does(run) -> None:
     settings, table, record, scored, dn = run
     ids, from_store = score_eval_set(settings, record.adapter_id, dn.eval_texts)
+    assert attributor(settings, record.adapter_id).store_action == "read"  # no training gradient recomputed
     model, checkpoints = load_adapter(AdapterRegistry(settings.adapters_dir), record)
     tokenizer = build_tokenizer(FAST.base.vocab_size)
     ordered = table.sort_by("contribution_id")
@@ -128,3 +140,16 @@ def test_indexed_search_keeps_recall_and_never_names_held_out_rows(tmp_path: Pat
         recall.append(len({h.contribution_id for h in ann} & set(truth)) / 10)
     assert np.mean(recall) >= 0.9
 
+
+
+def test_the_dagster_asset_reports_the_store_it_wrote(run) -> None:
+    settings, table, record, _, _ = run
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("datanet", ["dn-1"])
+    result = dg.materialize([influence_scores], partition_key="dn-1", instance=instance,
+                            resources={"data_dir": DataDirResource(path=str(settings.data_dir))})
+    metadata = result.asset_materializations_for_node("influence_scores")[0].metadata
+    registry = AdapterRegistry(settings.adapters_dir)
+    store = open_store(registry, record)
+    assert store.spec.projection_dim == ScoreArguments().projection_dim and len(store) == table.num_rows
+    assert metadata["gradient_store_bytes"].value == store_bytes(store_uri(registry, record)) > 0

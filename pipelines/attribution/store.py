@@ -175,3 +175,9 @@ def save_gradients(registry: AdapterRegistry, record: AdapterRecord, args: Score
     features = contribution_features(example_grads, owner, contributions.num_rows)
     return write_store(store_uri(registry, record), spec, contributions["contribution_id"].to_numpy(),
                        contributions["content_hash"].to_pylist(), trained, features)
+
+
+def adapter_store_bytes(registry: AdapterRegistry, datanet_id: int, adapter_id: str) -> int:
+    """Size on disk of an adapter's gradient store (0 when it has none), for run metadata."""
+    uri = store_uri(registry, registry.record(datanet_id, adapter_id))
+    return store_bytes(uri) if Path(uri).exists() else 0

@@ -1,0 +1,255 @@
+"""Can Proof of Attribution scale? Attribution cost against N, and per-answer search latency against store size.
+
+Run from the repository root: ``.venv/bin/python -m bench.scale`` (add ``--sizes 1000,10000,100000`` for the
+100k point, ``--quick`` for a smoke run). Two parts:
+
+- **Cost against N**: one tiny-GPT-2 LoRA adapter trained a few steps, then attribution's own code path
+  (``score_examples`` TracIn with the gradient-store hook, then ``write_store``) over synthetic datanets of N
+  contributions against 16 eval queries: wall and CPU seconds, per-contribution gradient time, tokens, store
+  bytes per contribution. A least-squares line through the points is extrapolated to 1M contributions and to
+  1B training tokens (cost per million tokens).
+- **Per-answer latency**: synthetic gradient-like features (a few hundred cluster directions plus noise; real
+  gradients of a datanet's texts cluster by topic, uniform noise would not) in a real Lance store at 10k, 100k
+  and 1M rows; top-10 by exact scan and by the IVF_PQ index with ``refine_factor``, p50/p99 over the queries,
+  recall@10 of the index against numpy's exact top-10. Plus the end-to-end answer path on the real 10k store
+  (answer gradient at every checkpoint + search).
+
+Prints the figures and writes ``bench/out/scale.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import lance
+import numpy as np
+import torch
+from rich.console import Console
+
+from pipelines.attribution.arguments import ScoreArguments
+from pipelines.attribution.gradients import projected_gradients
+from pipelines.attribution.methods import Moments, precondition
+from pipelines.attribution.scoring import score_examples, setup
+from pipelines.attribution.store import (
+    GradientStore,
+    StoreSpec,
+    build_index,
+    contribution_features,
+    store_bytes,
+    write_store,
+)
+from pipelines.attribution.synthetic import make_datanet
+from pipelines.attribution.task import LoRALanguageModelTask
+from pipelines.training.arguments import TrainingArguments
+from pipelines.training.base_model import build_base_model, build_tokenizer
+from pipelines.training.data import tokenize
+from pipelines.training.lora import deterministic, train_lora
+
+OUT = Path(__file__).parent / "out"
+console = Console()
+TRAIN = TrainingArguments(epochs=1, batch_size=8, max_length=64, num_checkpoints=3)
+SCORE = ScoreArguments(method="tracin")  # attribution's defaults: projection_dim 256 per layer
+LOGRA_GAIN = 6500  # LoGra (Choe et al. 2024): throughput over EK-FAC-class influence on Llama3-8B
+
+
+def datanet(n: int, seed: int):
+    """N synthetic contributions (10 per contributor, half on topic) and 16 eval queries."""
+    per = 10
+    contributors = max(1, n // per)
+    return make_datanet(seed=seed, contributors={"on_topic": contributors // 2, "off_topic": contributors
+                                                 - contributors // 2}, per_contributor=per, num_queries=16)
+
+
+def trained_adapter(work: Path):
+    """A few LoRA steps on a 400-contribution datanet: attribution cost does not depend on how well it fits."""
+    tokenizer = build_tokenizer(TRAIN.base.vocab_size)
+    dn = datanet(400, seed=1)
+    train = tokenize(dn.table["text"].to_pylist(), tokenizer, TRAIN.max_length)
+    queries = tokenize(dn.eval_texts, tokenizer, TRAIN.max_length)
+    result = train_lora(build_base_model(TRAIN.base), train, queries, TRAIN, show_progress=False)
+    return LoRALanguageModelTask(result.model), result.checkpoints, tokenizer
+
+
+def attribution_cost(n: int, task, checkpoints, tokenizer, work: Path) -> dict:
+    """Attribution's path on N contributions: gradients, TracIn scores, the store write (index when large)."""
+    dn = datanet(n, seed=2)
+    examples = tokenize(dn.table["text"].to_pylist(), tokenizer, TRAIN.max_length)
+    queries = tokenize(dn.eval_texts, tokenizer, TRAIN.max_length)
+    states, lrs = [c.state for c in checkpoints], [c.learning_rate for c in checkpoints]
+    kept: list[np.ndarray] = []
+    wall, cpu = time.perf_counter(), time.process_time()
+    score_examples(task, states, lrs, examples.batch(slice(None)), queries.batch(slice(None)), SCORE, kept.append)
+    grad_wall, grad_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    grads = kept[0]
+    spec = StoreSpec("ad-bench", "bench", SCORE.projection_dim, SCORE.seed, lrs, grads.shape[2], 1.0)
+    uri = str(work / f"store-{n}.lance")
+    features = contribution_features(grads, examples.owner.numpy(), dn.table.num_rows)
+    write_store(uri, spec, dn.table["contribution_id"].to_numpy(), dn.table["content_hash"].to_pylist(),
+                np.ones(dn.table.num_rows, dtype=bool), features)
+    total_wall, total_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    tokens = int(examples.attention_mask.sum())
+    size = store_bytes(uri)
+    row = {"contributions": dn.table.num_rows, "examples": len(examples), "tokens": tokens,
+           "checkpoints": len(states), "store_dim": spec.dim, "wall_s": total_wall, "cpu_s": total_cpu,
+           "gradient_wall_s": grad_wall, "gradient_cpu_s": grad_cpu,
+           "gradient_ms_per_contribution": 1e3 * grad_wall / dn.table.num_rows,
+           "store_bytes": size, "store_bytes_per_contribution": size / dn.table.num_rows, "store_uri": uri}
+    console.print(f"N={row['contributions']:>7,}: {total_wall:7.1f} s wall, {total_cpu:7.1f} s CPU, "
+                  f"{row['gradient_ms_per_contribution']:.2f} ms gradient/contribution, "
+                  f"{row['store_bytes_per_contribution']:,.0f} B/contribution, {tokens:,} tokens")
+    return row
+
+
+def fitted(rows: list[dict], key: str) -> dict:
+    """Least-squares line ``key = a + b * N`` and what it predicts at 1M contributions and per 1M tokens."""
+    n = np.array([r["contributions"] for r in rows], dtype=float)
+    y = np.array([r[key] for r in rows], dtype=float)
+    b, a = np.polyfit(n, y, 1) if len(rows) > 1 else (y[0] / n[0], 0.0)
+    tokens_per = float(np.sum([r["tokens"] for r in rows]) / n.sum())
+    exponent = float(np.polyfit(np.log(n), np.log(y), 1)[0]) if len(rows) > 1 else float("nan")
+    return {"intercept_s": float(a), "s_per_contribution": float(b), "loglog_exponent": exponent,
+            "at_1m_contributions_s": float(a + b * 1e6), "s_per_million_tokens": float(b / tokens_per * 1e6),
+            "at_1b_tokens_s": float(b / tokens_per * 1e9), "tokens_per_contribution": tokens_per}
+
+
+def clustered(n: int, dim: int, seed: int, centers: int = 500) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = np.random.default_rng(12345).standard_normal((centers, dim)).astype(np.float32)
+    out = np.empty((n, dim), dtype=np.float32)
+    for i in range(0, n, 100_000):  # bounded temporaries at 1M rows
+        m = min(100_000, n - i)
+        out[i:i + m] = c[rng.integers(0, centers, m)] + 0.5 * rng.standard_normal((m, dim), dtype=np.float32)
+    return out
+
+
+def percentiles(times: list[float]) -> dict:
+    ms = 1e3 * np.asarray(times)
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+            "mean_ms": float(ms.mean()), "queries": len(times)}
+
+
+def latency(n: int, dim: int, num_queries: int, exact_queries: int, nprobes: list[int], work: Path) -> dict:
+    """Top-10 latency and recall on a synthetic store of ``n`` rows (index built regardless of EXACT_BELOW)."""
+    feats = clustered(n, dim, seed=n)
+    spec = StoreSpec("ad-synthetic", "synthetic", 0, 0, [1.0], dim, 1.0)
+    uri = str(work / f"synthetic-{n}.lance")
+    t = time.perf_counter()
+    write_store(uri, spec, np.arange(n), [""] * n, np.ones(n, dtype=bool), feats)
+    if not GradientStore(uri).indexed:
+        build_index(lance.dataset(uri), n, dim)
+    build_s = time.perf_counter() - t
+    store = GradientStore(uri)
+    queries = clustered(num_queries, dim, seed=7)
+    truth = [set(np.argpartition(-(feats @ q), 10)[:10].tolist()) for q in queries]
+    row: dict = {"stored": n, "dim": dim, "write_and_index_s": build_s,
+                 "store_bytes_per_contribution": store_bytes(uri) / n}
+    store.search(queries[0], 10, exact=True)  # warm the page cache
+    times, found = [], []
+    for q in queries[:exact_queries]:
+        t = time.perf_counter()
+        hits = store.search(q, 10, exact=True)
+        times.append(time.perf_counter() - t)
+        found.append({h.contribution_id for h in hits})
+    row["exact"] = percentiles(times) | {"recall_at_10": float(np.mean([len(f & s) / 10 for f, s in
+                                                                        zip(found, truth, strict=False)]))}
+    row["ann"] = []
+    for probes in nprobes:
+        store.search(queries[0], 10, nprobes=probes)
+        times, recall = [], []
+        for q, s in zip(queries, truth, strict=True):
+            t = time.perf_counter()
+            hits = store.search(q, 10, nprobes=probes, refine_factor=10)
+            times.append(time.perf_counter() - t)
+            recall.append(len({h.contribution_id for h in hits} & s) / 10)
+        row["ann"].append({"nprobes": probes, "refine_factor": 10, "recall_at_10": float(np.mean(recall))}
+                          | percentiles(times))
+    console.print(f"stored={n:>9,} dim={dim}: exact p50 {row['exact']['p50_ms']:.1f} / p99 "
+                  f"{row['exact']['p99_ms']:.1f} ms; " + "; ".join(
+                      f"ANN nprobes={a['nprobes']} p50 {a['p50_ms']:.1f} / p99 {a['p99_ms']:.1f} ms recall "
+                      f"{a['recall_at_10']:.3f}" for a in row["ann"]) + f"; write+index {build_s:.0f} s")
+    return row
+
+
+def answer_latency(task, checkpoints, tokenizer, store_uri: str, num_queries: int) -> dict:
+    """End to end on the real store: an answer's projected, lr-weighted gradient, then its top-10."""
+    states, lrs = [c.state for c in checkpoints], [c.learning_rate for c in checkpoints]
+    store = GradientStore(store_uri)
+    with torch.no_grad():
+        prepared = setup(task, states, lrs, replace(SCORE, projection_dim=store.spec.projection_dim))
+    answers = datanet(num_queries * 10, seed=3).eval_texts[:num_queries]
+    grad_times, search_times = [], []
+    cpu = time.process_time()
+    for text in answers:
+        t = time.perf_counter()
+        ex = tokenize([text], tokenizer, TRAIN.max_length)
+        with deterministic(1), torch.no_grad():
+            g = projected_gradients(task, prepared.params, ex.batch(slice(None)), prepared.projector, query=True)
+        q = precondition(g.sum(0, keepdims=True).astype(np.float64), Moments(), SCORE, prepared.slices,
+                         prepared.learning_rates).reshape(-1)
+        grad_times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        store.search(q, 10)
+        search_times.append(time.perf_counter() - t)
+    row = {"stored": len(store), "dim": store.spec.dim, "indexed": store.indexed,
+           "cpu_ms_per_answer": 1e3 * (time.process_time() - cpu) / len(answers),
+           "answer_gradient": percentiles(grad_times), "search": percentiles(search_times)}
+    console.print(f"answer path on the real {len(store):,}-row store (dim {store.spec.dim}): gradient p50 "
+                  f"{row['answer_gradient']['p50_ms']:.1f} ms, search p50 {row['search']['p50_ms']:.1f} / p99 "
+                  f"{row['search']['p99_ms']:.1f} ms")
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000", help="contributions per attribution run")
+    parser.add_argument("--stored", default="10000,100000,1000000", help="synthetic store sizes")
+    parser.add_argument("--dim", type=int, default=128, help="synthetic feature width")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--exact-queries", type=int, default=30)
+    parser.add_argument("--nprobes", default="16,32")
+    parser.add_argument("--work", default="/tmp/payable-bench-scale")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 200/500 contributions, 10k stored")
+    parser.add_argument("--part", choices=["all", "cost", "latency"], default="all",
+                        help="run one part (they can run side by side; each merges its keys into scale.json)")
+    a = parser.parse_args()
+    if a.quick:
+        a.sizes, a.stored, a.queries, a.exact_queries = "200,500", "10000", 20, 10
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    out: dict = {f"machine_{a.part}": {"cpus": os.cpu_count(), "load_average": os.getloadavg()}}
+    if a.part in ("all", "cost"):
+        out |= cost_part([int(n) for n in a.sizes.split(",")], work)
+    if a.part in ("all", "latency"):
+        nprobes = [int(p) for p in a.nprobes.split(",")]
+        out["latency"] = [latency(int(n), a.dim, a.queries, a.exact_queries, nprobes, work)
+                          for n in a.stored.split(",")]
+    OUT.mkdir(exist_ok=True)
+    path = OUT / "scale.json"
+    merged = json.loads(path.read_text()) if path.exists() and a.part != "all" else {}
+    path.write_text(json.dumps(merged | out | {"logra_published_gain_over_ekfac": LOGRA_GAIN}, indent=1))
+    console.print(f"wrote {path}")
+
+
+def cost_part(sizes: list[int], work: Path) -> dict:
+    out: dict = {"train": TRAIN.to_dict(), "score": SCORE.to_dict()}
+    t = time.perf_counter()
+    task, checkpoints, tokenizer = trained_adapter(work)
+    out["train_s"] = time.perf_counter() - t
+    out["cost"] = [attribution_cost(n, task, checkpoints, tokenizer, work) for n in sizes]
+    out["fit_wall"], out["fit_cpu"] = fitted(out["cost"], "wall_s"), fitted(out["cost"], "cpu_s")
+    fit = out["fit_cpu"]
+    console.print(f"fit (CPU): {fit['s_per_contribution'] * 1e3:.2f} ms/contribution (log-log slope "
+                  f"{fit['loglog_exponent']:.2f}); 1M contributions ~ {fit['at_1m_contributions_s'] / 3600:.1f} "
+                  f"CPU-h; {fit['s_per_million_tokens']:.0f} CPU-s per 1M tokens; 1B tokens ~ "
+                  f"{fit['at_1b_tokens_s'] / 3600:.0f} CPU-h")
+    out["answer_path"] = answer_latency(task, checkpoints, tokenizer, out["cost"][-1]["store_uri"], 50)
+    return out
+
+if __name__ == "__main__":
+    main()
