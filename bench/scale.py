@@ -83,7 +83,8 @@ def attribution_cost(n: int, task, checkpoints, tokenizer, work: Path) -> dict:
     states, lrs = [c.state for c in checkpoints], [c.learning_rate for c in checkpoints]
     kept: list[np.ndarray] = []
     wall, cpu = time.perf_counter(), time.process_time()
-    score_examples(task, states, lrs, examples.batch(slice(None)), queries.batch(slice(None)), SCORE, kept.append)
+    score_examples(task, states, lrs, examples.batch(slice(None)), queries.batch(slice(None)), SCORE,
+                   keep_gradients=kept.append)
     grad_wall, grad_cpu = time.perf_counter() - wall, time.process_time() - cpu
     grads = kept[0]
     spec = StoreSpec("ad-bench", "bench", SCORE.projection_dim, SCORE.seed, lrs, grads.shape[2], 1.0)
@@ -150,15 +151,17 @@ def timed(search, queries: np.ndarray) -> tuple[list, list[float], list[float]]:
     return results, wall, cpu
 
 
-def latency(n: int, dim: int, num_queries: int, exact_queries: int, nprobes: list[int], work: Path) -> dict:
+def latency(n: int, dim: int, num_queries: int, exact_queries: int, ann: list[tuple[int, int]],
+            work: Path) -> dict:
     """Top-10 latency and recall on a synthetic store of ``n`` rows (index built regardless of EXACT_BELOW)."""
     feats = clustered(n, dim, seed=n)
     spec = StoreSpec("ad-synthetic", "synthetic", 0, 0, [1.0], dim, 1.0)
     uri = str(work / f"synthetic-{n}.lance")
     t = time.perf_counter()
-    write_store(uri, spec, np.arange(n), [""] * n, np.ones(n, dtype=bool), feats)
-    if not GradientStore(uri).indexed:
-        build_index(lance.dataset(uri), n, dim)
+    if not (Path(uri).exists() and len(GradientStore(uri)) == n and GradientStore(uri).indexed):  # else: reuse
+        write_store(uri, spec, np.arange(n), [""] * n, np.ones(n, dtype=bool), feats)
+        if not GradientStore(uri).indexed:
+            build_index(lance.dataset(uri), n, dim)
     build_s = time.perf_counter() - t
     store = GradientStore(uri)
     queries = clustered(num_queries, dim, seed=7)
@@ -170,16 +173,17 @@ def latency(n: int, dim: int, num_queries: int, exact_queries: int, nprobes: lis
     row["exact"] = percentiles(wall, cpu) | {"recall_at_10": float(np.mean(
         [len({h.contribution_id for h in f} & s) / 10 for f, s in zip(found, truth, strict=False)]))}
     row["ann"] = []
-    for probes in nprobes:
-        store.search(queries[0], 10, nprobes=probes)
-        found, wall, cpu = timed(lambda q, p=probes: store.search(q, 10, nprobes=p, refine_factor=10), queries)
+    for probes, refine in ann:
+        store.search(queries[0], 10, nprobes=probes, refine_factor=refine)
+        found, wall, cpu = timed(lambda q, p=probes, r=refine: store.search(q, 10, nprobes=p, refine_factor=r),
+                                 queries)
         recall = [len({h.contribution_id for h in f} & s) / 10 for f, s in zip(found, truth, strict=True)]
-        row["ann"].append({"nprobes": probes, "refine_factor": 10, "recall_at_10": float(np.mean(recall))}
+        row["ann"].append({"nprobes": probes, "refine_factor": refine, "recall_at_10": float(np.mean(recall))}
                           | percentiles(wall, cpu))
     console.print(f"stored={n:>9,} dim={dim}: exact p50 {row['exact']['p50_ms']:.1f} / p99 "
                   f"{row['exact']['p99_ms']:.1f} ms (CPU p99 {row['exact']['cpu_p99_ms']:.1f}); " + "; ".join(
-                      f"ANN nprobes={a['nprobes']} p50 {a['p50_ms']:.1f} / p99 {a['p99_ms']:.1f} ms (CPU p99 "
-                      f"{a['cpu_p99_ms']:.1f}) recall "
+                      f"ANN {a['nprobes']}x{a['refine_factor']} p50 {a['p50_ms']:.1f} / p99 {a['p99_ms']:.1f} ms "
+                      f"(CPU p99 {a['cpu_p99_ms']:.1f}) recall "
                       f"{a['recall_at_10']:.3f}" for a in row["ann"]) + f"; write+index {build_s:.0f} s")
     return row
 
@@ -191,7 +195,7 @@ def answer_latency(task, checkpoints, tokenizer, store_uri: str, num_queries: in
     with torch.no_grad():
         prepared = setup(task, states, lrs, replace(SCORE, projection_dim=store.spec.projection_dim))
     answers = datanet(num_queries * 10, seed=3).eval_texts[:num_queries]
-    grad_times, search_times = [], []
+    grad_times, search_times, recall = [], [], []
     cpu = time.process_time()
     for text in answers:
         t = time.perf_counter()
@@ -202,14 +206,18 @@ def answer_latency(task, checkpoints, tokenizer, store_uri: str, num_queries: in
                          prepared.learning_rates).reshape(-1)
         grad_times.append(time.perf_counter() - t)
         t = time.perf_counter()
-        store.search(q, 10)
+        hits = store.search(q, 10)
         search_times.append(time.perf_counter() - t)
+        exact = store.search(q, 10, exact=True)
+        recall.append(len({h.contribution_id for h in hits} & {h.contribution_id for h in exact}) / 10)
     row = {"stored": len(store), "dim": store.spec.dim, "indexed": store.indexed,
-           "cpu_ms_per_answer": 1e3 * (time.process_time() - cpu) / len(answers),
+           "cpu_ms_per_answer_incl_exact_check": 1e3 * (time.process_time() - cpu) / len(answers),
+           "recall_at_10_vs_exact": float(np.mean(recall)),
            "answer_gradient": percentiles(grad_times), "search": percentiles(search_times)}
     console.print(f"answer path on the real {len(store):,}-row store (dim {store.spec.dim}): gradient p50 "
                   f"{row['answer_gradient']['p50_ms']:.1f} ms, search p50 {row['search']['p50_ms']:.1f} / p99 "
-                  f"{row['search']['p99_ms']:.1f} ms")
+                  f"{row['search']['p99_ms']:.1f} ms, recall@10 vs exact {row['recall_at_10_vs_exact']:.2f} "
+                  f"(indexed: {store.indexed})")
     return row
 
 
@@ -220,7 +228,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=128, help="synthetic feature width")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--exact-queries", type=int, default=30)
-    parser.add_argument("--nprobes", default="16,32")
+    parser.add_argument("--ann", default="16x10,16x40,32x40", help="nprobes x refine_factor settings")
     parser.add_argument("--work", default="/tmp/payable-bench-scale")
     parser.add_argument("--quick", action="store_true", help="smoke run: 200/500 contributions, 10k stored")
     parser.add_argument("--part", choices=["all", "cost", "latency"], default="all",
@@ -235,8 +243,8 @@ def main() -> None:
     if a.part in ("all", "cost"):
         out |= cost_part([int(n) for n in a.sizes.split(",")], work)
     if a.part in ("all", "latency"):
-        nprobes = [int(p) for p in a.nprobes.split(",")]
-        out["latency"] = [latency(int(n), a.dim, a.queries, a.exact_queries, nprobes, work)
+        ann = [tuple(int(v) for v in pair.split("x")) for pair in a.ann.split(",")]
+        out["latency"] = [latency(int(n), a.dim, a.queries, a.exact_queries, ann, work)
                           for n in a.stored.split(",")]
     OUT.mkdir(exist_ok=True)
     path = OUT / "scale.json"
