@@ -145,7 +145,8 @@ class GradientStore:
         if use_index:
             nearest |= {"nprobes": nprobes, "refine_factor": refine_factor}
         found = self.ds.to_table(columns=["contribution_id", "features"], nearest=nearest,
-                                 filter="trained = true" if self._held_out else None, prefilter=self._held_out)
+                                 filter="trained = true" if self._held_out else None, prefilter=self._held_out,
+                                 disable_scoring_autoprojection=True)
         feats = found["features"].combine_chunks().flatten().to_numpy().reshape(found.num_rows, -1)
         exact_scores = feats.astype(np.float64) @ query.astype(np.float64)
         hits = [Hit(int(c), float(s)) for c, s in zip(found["contribution_id"].to_pylist(), exact_scores, strict=True)]
