@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
+# Apache Kafka (KRaft) for the local broker: its jars from Maven Central, as named by engines/kafka/pom.xml
+KAFKA_LIB := .cache/kafka/lib
+KAFKA_STAMP := $(KAFKA_LIB)/.installed
 
 .PHONY: install browser demo test lint contracts up down ui ui-check clean
 
@@ -20,7 +23,13 @@ $(NPM_STAMP): package.json package-lock.json
 	npm install --no-audit --no-fund --no-save --loglevel=error
 	touch $@
 
-install: $(PY_STAMP) $(NPM_STAMP)
+$(KAFKA_STAMP): engines/kafka/pom.xml
+	command -v java >/dev/null && command -v mvn >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null; }
+	rm -rf $(KAFKA_LIB)
+	mvn -q -B -f engines/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIB)
+	touch $@
+
+install: $(PY_STAMP) $(NPM_STAMP) $(KAFKA_STAMP)
 
 # Debian's chromium, for the real-browser UI test and `make ui-check` (root on the project's machines)
 browser:

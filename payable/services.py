@@ -1,4 +1,4 @@
-"""The embedded local services: an anvil chain node and a Kafka-protocol broker, run by payable itself.
+"""The embedded local services: an anvil chain node and an Apache Kafka broker, run by payable itself.
 
 Each service runs as a child process bound to 127.0.0.1 with its PID file, log and data under the data
 directory. ``up`` is idempotent (a running service is left alone, a stale PID file is cleared, a port held
@@ -9,14 +9,17 @@ Product code never talks to these processes directly: it uses the RPC URL and bo
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,14 @@ from pathlib import Path
 from payable.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# engines/kafka/pom.xml names the broker's jars; `make install` copies them (Maven Central) into KAFKA_LIB.
+KAFKA_ENGINE = REPO_ROOT / "engines" / "kafka"
+KAFKA_LIB = REPO_ROOT / ".cache" / "kafka" / "lib"
+KAFKA_MAIN = "kafka.Kafka"
+# A bounded heap and a quick JIT: a local single-node broker starts in seconds and leaves the cores to the
+# pipeline; C1 only (TieredStopAtLevel=1) trades peak throughput nobody needs here for start-up time.
+KAFKA_JVM_FLAGS = ("-Xms64m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
+                   "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={KAFKA_ENGINE / 'log4j2.properties'}")
 
 
 class ServiceError(RuntimeError):
@@ -38,8 +49,25 @@ def anvil_binary() -> Path:
     return path
 
 
-def broker_binary() -> Path:
-    """The noida-db broker binary shipped in its wheel (the binary itself, never the Python wrapper)."""
+def java_binary() -> str:
+    """The java that runs the broker (Kafka 4.x needs Java 17 or newer)."""
+    java = shutil.which("java", path=f"{os.environ['JAVA_HOME']}/bin") if os.environ.get("JAVA_HOME") else None
+    java = java or shutil.which("java")
+    if java is None:
+        raise ServiceError("java not found: the local Kafka broker needs a Java 17+ runtime (apt-get install "
+                           "openjdk-17-jre-headless), or set KAFKA_BOOTSTRAP to a running Kafka cluster")
+    return java
+
+
+def kafka_classpath() -> str:
+    """The broker's classpath: the jars `make install` resolved from engines/kafka/pom.xml."""
+    if not any(KAFKA_LIB.glob("kafka_2.13-*.jar")):
+        raise ServiceError(f"Apache Kafka jars not found in {KAFKA_LIB}: run `make install`")
+    return f"{KAFKA_LIB}/*"
+
+
+def noida_binary() -> Path:
+    """The noida-db emulator binary shipped in its wheel (the binary itself, never the Python wrapper)."""
     import noida_db
 
     path = Path(noida_db.__file__).parent / "noida-db"
@@ -126,19 +154,79 @@ def _anvil_command(settings: Settings) -> list[str]:
         "--state-interval", "60",  # also dumped on SIGTERM; frequent dumps stall a large chain
         "--silent",
     ]
-    block_time = os.environ.get("PAYABLE_ANVIL_BLOCK_TIME")
-    if block_time:
-        command += ["--block-time", block_time]
+    if settings.block_time > 0:
+        command += ["--block-time", str(settings.block_time)]
     return command
 
 
-def _broker_command(settings: Settings) -> list[str]:
+def _noida_command(settings: Settings) -> list[str]:
     data = settings.data_dir / "broker"
     data.mkdir(parents=True, exist_ok=True)
     return [
-        str(broker_binary()), "start", "--only", "kafka",
+        str(noida_binary()), "start", "--only", "kafka",
         "--data-dir", str(data), "--kafka-port", str(settings.kafka_port),
     ]
+
+
+def _kafka_properties(settings: Settings, log_dir: Path, controller_port: int) -> str:
+    """A single-node KRaft cluster (broker and controller in one process) on 127.0.0.1.
+
+    The controller listener gets a fresh free port at every start: with a static voter set the port is
+    not recorded in the metadata log, so nothing outside this file needs to know it. Internal topics get
+    replication 1 and few partitions (50 each by default: seconds of start-up on two cores).
+    """
+    lines = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{settings.kafka_port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{settings.kafka_port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(log_dir),
+        "num.partitions": "4",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "4",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "4",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "num.network.threads": "2",
+        "num.io.threads": "2",
+        "num.recovery.threads.per.data.dir": "1",
+        "background.threads": "2",
+    }
+    return "".join(f"{key}={value}\n" for key, value in lines.items())
+
+
+def _kafka_command(settings: Settings) -> list[str]:
+    """Writes the broker's configuration, formats its storage on first start, and returns its command."""
+    data = settings.data_dir / "broker"
+    log_dir = data / "log"
+    config = data / "server.properties"
+    data.mkdir(parents=True, exist_ok=True)
+    config.write_text(_kafka_properties(settings, log_dir, free_port()))
+    java, classpath = java_binary(), kafka_classpath()
+    if not (log_dir / "meta.properties").exists():
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        formatted = subprocess.run(
+            [java, *KAFKA_JVM_FLAGS, "-cp", classpath, "kafka.tools.StorageTool", "format",
+             "--cluster-id", cluster_id, "--config", str(config), "--ignore-formatted"],
+            capture_output=True, text=True, timeout=120,
+        )
+        if formatted.returncode != 0:
+            raise ServiceError(f"formatting the Kafka storage in {log_dir} failed: {formatted.stderr.strip()}")
+    return [java, *KAFKA_JVM_FLAGS, "-cp", classpath, KAFKA_MAIN, str(config)]
+
+
+def broker_service(settings: Settings) -> Service:
+    """The local broker `payable up` runs: Apache Kafka, or the noida-db emulator when PAYABLE_BROKER=noida."""
+    if settings.broker == "noida":
+        return Service("broker", settings.kafka_port, _noida_command, broker_ready, "noida-db")
+    return Service("broker", settings.kafka_port, _kafka_command, broker_ready, KAFKA_MAIN, timeout_s=90.0)
 
 
 def local_services(settings: Settings) -> list[Service]:
@@ -147,7 +235,7 @@ def local_services(settings: Settings) -> list[Service]:
     if settings.local_chain:
         services.append(Service("chain", settings.anvil_port, _anvil_command, anvil_ready, "anvil"))
     if settings.local_kafka:
-        services.append(Service("broker", settings.kafka_port, _broker_command, broker_ready, "noida-db"))
+        services.append(broker_service(settings))
     return services
 
 
@@ -215,7 +303,7 @@ def start(service: Service, settings: Settings) -> int:
     )
 
 
-def stop(service: Service, settings: Settings, timeout_s: float = 10.0) -> bool:
+def stop(service: Service, settings: Settings, timeout_s: float = 30.0) -> bool:
     """Stops our instance by PID (SIGTERM, then SIGKILL); returns whether one was running."""
     pid = running_pid(service, settings)
     if pid is None:

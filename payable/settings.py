@@ -8,6 +8,7 @@ chain or a real Kafka cluster is configuration, never code (DESIGN.md, invariant
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,16 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+BROKERS = ("kafka", "noida")
+
+
+def _env_choice(name: str, choices: tuple[str, ...]) -> str:
+    value = os.environ.get(name) or choices[0]
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration for one payable process."""
@@ -34,6 +45,13 @@ class Settings:
     confirmations: int
     local_chain: bool = field(default=True)
     local_kafka: bool = field(default=True)
+    # Which local broker `payable up` runs: Apache Kafka (the default), or the noida-db emulator (opt-in).
+    broker: str = field(default="kafka")
+    # Seconds between blocks of the local chain; 0 mines a block per transaction only (anvil's automine).
+    block_time: int = field(default=0)
+    # Beam pipeline options every pipeline runs with (e.g. "--runner=... --dask_client_address=..."):
+    # the one place the runner is chosen; the CLI's --beam-options and Dagster's BeamResource fill it.
+    beam_options: tuple[str, ...] = field(default=())
 
     @classmethod
     def from_env(cls, data_dir: str | Path | None = None) -> Settings:
@@ -52,6 +70,9 @@ class Settings:
             confirmations=_env_int("PAYABLE_CONFIRMATIONS", 12),
             local_chain=not rpc_url,
             local_kafka=not bootstrap,
+            broker=_env_choice("PAYABLE_BROKER", BROKERS),
+            block_time=_env_int("PAYABLE_BLOCK_TIME", 0),
+            beam_options=tuple(shlex.split(os.environ.get("PAYABLE_BEAM_OPTIONS", ""))),
         )
 
     # Layout of the data directory: one place, so every stage agrees on it.

@@ -25,7 +25,7 @@ from pipelines.audit.tables import TABLES, VIEWS
 from pipelines.rewards.epochs import epoch_dir, load_epoch
 from pipelines.training import AdapterRegistry
 from pipelines.validate import materialize
-from tests.conftest import make_settings
+from tests.conftest import make_settings, stack_env
 from tests.test_audit_support import ON_TOPIC, run_small_loop
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "audit.md"
@@ -76,8 +76,7 @@ def query(path: Path, sql: str, **variables) -> list[dict]:
 
 
 def cli(settings, *args: str, stdin: str | None = None):
-    env = {"PAYABLE_ANVIL_PORT": str(settings.anvil_port), "PAYABLE_KAFKA_PORT": str(settings.kafka_port),
-           "PAYABLE_RPC_URL": "", "KAFKA_BOOTSTRAP": "", "PAYABLE_CONFIRMATIONS": str(settings.confirmations)}
+    env = {**stack_env(settings), "PAYABLE_CONFIRMATIONS": str(settings.confirmations)}
     return CliRunner().invoke(main, ["--data-dir", str(settings.data_dir), *args], env=env, input=stdin)
 
 

@@ -13,18 +13,14 @@ import pytest
 from payable import services
 from payable.chain import Chain
 from payable.keys import Role, dev_account
-from tests.conftest import make_settings
+from tests.conftest import make_settings, stack_env
 
 CONTRIBUTOR = dev_account(Role.CONTRIBUTOR.value).address
 PAYABLE = str(Path(sys.executable).with_name("payable"))
 
 
 def run(settings, *args: str, ok: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = os.environ | (env or {}) | {
-        "PAYABLE_DATA_DIR": str(settings.data_dir),
-        "PAYABLE_ANVIL_PORT": str(settings.anvil_port),
-        "PAYABLE_KAFKA_PORT": str(settings.kafka_port),
-    }
+    env = os.environ | (env or {}) | stack_env(settings)
     result = subprocess.run([PAYABLE, *args], env=env, capture_output=True, text=True, timeout=120)
     assert (result.returncode == 0) == ok, result.stderr + result.stdout
     return result

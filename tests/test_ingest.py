@@ -139,6 +139,7 @@ def test_sigkill_mid_backfill_then_restart_sees_every_fact_once(stack, chain, de
     assert dict(log.live_submissions()) == {fact: 1 for fact in canonical_submissions(chain, deployment).items()}
 
 
+@pytest.mark.own_broker
 def test_broker_restart_mid_backfill_retries_and_loses_nothing(stack, chain, deployment):
     datanet = open_datanet(chain, deployment, 80)
     contribute(stack, deployment, datanet, range(80))

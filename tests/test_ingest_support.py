@@ -21,6 +21,7 @@ from payable.settings import Settings
 from pipelines.ingest import IngestOptions
 from pipelines.ingest.fetch import Backoff
 from schemas import events, topics
+from tests.conftest import stack_env
 
 DEPLOYER = dev_account(Role.DEPLOYER.value)
 CONTRIBUTOR = dev_account(Role.CONTRIBUTOR.value)
@@ -116,8 +117,7 @@ def read_facts(settings: Settings) -> Log:
 
 def cli_env(settings: Settings) -> dict[str, str]:
     """The environment under which ``payable`` reaches this test's stack."""
-    return {**os.environ, "PAYABLE_DATA_DIR": str(settings.data_dir), "PAYABLE_ANVIL_PORT": str(settings.anvil_port),
-            "PAYABLE_KAFKA_PORT": str(settings.kafka_port), "PAYABLE_CONFIRMATIONS": "0"}
+    return {**os.environ, **stack_env(settings), "PAYABLE_CONFIRMATIONS": "0"}
 
 
 def payable(settings: Settings, *args: str) -> subprocess.Popen:

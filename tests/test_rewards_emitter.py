@@ -26,6 +26,7 @@ from pipelines.rewards.emitter import emit_epoch
 from pipelines.rewards.split import EpochInputs
 from pipelines.rewards.txsteps import CRASH_ENV
 from schemas import rewards as schema
+from tests.conftest import stack_env
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOYER, OPERATOR, VALIDATOR = (dev_account(r.value) for r in (Role.DEPLOYER, Role.OPERATOR, Role.VALIDATOR))
@@ -67,8 +68,7 @@ def setup_epoch(settings: Settings, chain: Chain, deployment: Deployment, tmp_pa
 
 def run_cli(settings: Settings, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess:
     """``payable <args>`` as a separate process against the test's services (optionally killed at a step)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PAYABLE_RPC_URL", "KAFKA_BOOTSTRAP", CRASH_ENV)}
-    env.update(PAYABLE_ANVIL_PORT=str(settings.anvil_port), PAYABLE_KAFKA_PORT=str(settings.kafka_port))
+    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV} | stack_env(settings)
     if crash_at:
         env[CRASH_ENV] = crash_at
     command = [sys.executable, "-c", "from payable.cli import main; main()", "--data-dir", str(settings.data_dir),

@@ -12,7 +12,7 @@ from tests.conftest import make_settings
 
 @pytest.fixture
 def settings(tmp_path):
-    settings = make_settings(tmp_path / "data")
+    settings = make_settings(tmp_path / "data", own_broker=True)
     yield settings
     services.down(settings)
 
