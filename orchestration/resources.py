@@ -1,11 +1,12 @@
-"""Dagster resources: the chain, the Kafka log and the data directory, configured from the environment.
+"""Dagster resources: the chain, the Kafka log, the data directory and the Beam runner, from the environment.
 
 Assets never build clients themselves; they ask these resources, so local, staging and production differ
-in configuration (PAYABLE_RPC_URL, KAFKA_BOOTSTRAP, PAYABLE_DATA_DIR), never in asset code.
+in configuration (PAYABLE_RPC_URL, KAFKA_BOOTSTRAP, PAYABLE_DATA_DIR, PAYABLE_BEAM_OPTIONS), never in asset code.
 """
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import replace
 
 import dagster as dg
@@ -19,8 +20,15 @@ class DataDirResource(dg.ConfigurableResource):
 
     path: str
 
+    beam_options: str = ""
+
     def settings(self) -> Settings:
-        return Settings.from_env(self.path)
+        """Settings of this data directory; ``beam_options`` (Beam pipeline options, the runner of every
+        pipeline a stage runs) replaces PAYABLE_BEAM_OPTIONS when set."""
+        settings = Settings.from_env(self.path)
+        if self.beam_options:
+            settings = replace(settings, beam_options=tuple(shlex.split(self.beam_options)))
+        return settings
 
 
 class ChainResource(dg.ConfigurableResource):
@@ -41,7 +49,7 @@ class KafkaResource(dg.ConfigurableResource):
 
 def stage_settings(data_dir: DataDirResource, chain: ChainResource, kafka: KafkaResource) -> Settings:
     """The Settings the stage functions take, assembled from the three resources."""
-    base = Settings.from_env(data_dir.path)
+    base = data_dir.settings()
     return replace(base, rpc_url=chain.rpc_url, kafka_bootstrap=kafka.bootstrap, confirmations=chain.confirmations)
 
 
@@ -52,7 +60,7 @@ def deployment(settings: Settings) -> Deployment:
 def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """The resource set that reaches the services and data directory of ``settings``."""
     return {
-        "data_dir": DataDirResource(path=str(settings.data_dir)),
+        "data_dir": DataDirResource(path=str(settings.data_dir), beam_options=shlex.join(settings.beam_options)),
         "chain": ChainResource(rpc_url=settings.rpc_url, confirmations=settings.confirmations),
         "kafka": KafkaResource(bootstrap=settings.kafka_bootstrap),
     }

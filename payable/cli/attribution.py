@@ -7,6 +7,7 @@ import json
 import click
 
 from payable.cli import Context, fail, pass_context
+from payable.cli.options import beam_options
 
 
 @click.command()
@@ -37,6 +38,7 @@ def train(ctx: Context, datanet_id: int, seed: int, epochs: int) -> None:
               help="Influence method: tracin, datainf, trak or influence (default: tracin).")
 @click.option("--beam/--in-process", "use_beam", default=False, show_default=True,
               help="Score as a Beam pipeline (batches of examples) instead of in one process.")
+@beam_options
 @pass_context
 def attribute(ctx: Context, datanet_id: int, adapter_id: str | None, method: str | None, use_beam: bool) -> None:
     """Score every accepted contribution's influence on the adapter's eval loss; writes the influence table.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from payable.cli import Context, pass_context
+from payable.cli.options import beam_options
 
 
 @click.command()
@@ -16,6 +17,7 @@ from payable.cli import Context, pass_context
               help="Local worker processes (Beam FnApiRunner multi-processing when > 1).")
 @click.option("--pipeline-arg", "pipeline_args", multiple=True,
               help="Extra Beam pipeline option, e.g. --pipeline-arg=--runner=FlinkRunner (repeatable).")
+@beam_options
 @pass_context
 def validate(ctx: Context, threshold: float, max_offsets: int, workers: int, pipeline_args: tuple[str, ...]) -> None:
     """Validate new chain facts: verdicts to Kafka, accepted rows to one Lance version per datanet."""

@@ -109,9 +109,10 @@ def attribute_record(registry: AdapterRegistry, settings: Settings, record: Adap
     keep = [] if args.method == "tracin" and not use_beam else None  # the store holds TracIn features
     if use_beam:
         from pipelines.attribution.beam import score_examples_beam
+        from pipelines.runners import pipeline_options
 
         scores = score_examples_beam(LoRALanguageModelTask(model), checkpoints, lrs, examples, query_examples, args,
-                                     by_checkpoint=True)
+                                     by_checkpoint=True, options=pipeline_options(settings))
     else:
         scores = score_examples(LoRALanguageModelTask(model), checkpoints, lrs, examples.batch(slice(None)),
                                 query_examples.batch(slice(None)), args, by_checkpoint=True,

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from payable import kafka_log
 from payable.content_store import ContentStore
 from payable.settings import Settings
+from pipelines.runners import pipeline_options
 from pipelines.validate import checkpoint, materialize, staging
 from pipelines.validate.checkpoint import Checkpoint, Intent
 from pipelines.validate.config import ValidateConfig
@@ -147,7 +147,7 @@ def _pipeline(settings: Settings, config: ValidateConfig, state: Checkpoint, ran
               pipeline_args: list[str]) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
     Path(run_dir).mkdir(parents=True)
-    with beam.Pipeline(options=PipelineOptions(pipeline_args)) as pipeline:
+    with beam.Pipeline(options=pipeline_options(settings, pipeline_args)) as pipeline:
         _ = pipeline | "Validate" >> ValidateFacts(
             bootstrap=settings.kafka_bootstrap, ranges=ranges, known=state.datanets, segments=state.segments,
             store=ContentStore(settings.content_dir), run_dir=run_dir, config=config)
