@@ -10,6 +10,8 @@ ask for their own with ``make_settings(..., own_broker=True)``.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -144,3 +146,40 @@ def registry(chain: Chain, deployment: Deployment):
 @pytest.fixture
 def distributor(chain: Chain, deployment: Deployment):
     return chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Dask cluster on 127.0.0.1: a scheduler and two single-threaded worker processes; yields its
+    address. Stopped by PID at the end of the session."""
+    from distributed import Client
+
+    logs = tmp_path_factory.mktemp("dask")
+    port, dask = services.free_port(), str(Path(sys.executable).with_name("dask"))
+    address = f"tcp://127.0.0.1:{port}"
+    commands = [[dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]] + [
+        [dask, "worker", address, "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1", "--no-dashboard",
+         "--name", f"w{i}", "--local-directory", str(logs / f"w{i}")] for i in range(2)]
+    processes = []
+    try:
+        for i, command in enumerate(commands):
+            with open(logs / f"{i}.log", "wb") as log:
+                processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                                  stdin=subprocess.DEVNULL))
+            if i == 0:
+                deadline = time.monotonic() + 60
+                while not services.port_open(port):
+                    assert time.monotonic() < deadline, (logs / "0.log").read_text()
+                    time.sleep(0.1)
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
