@@ -120,13 +120,25 @@ class BagVisitor(PipelineVisitor):
             side_inputs = []
             for side in transform_node.side_inputs:
                 self.consumed.add(side.pvalue.producer)
-                side_inputs.append(SideInputMap(type(side), side._view_options(), transform_evaluator.DaskBagWindowedIterator(
-                    self.bags.get(side.pvalue.producer), side._window_mapping_fn)))
+                values = transform_evaluator.DaskBagWindowedIterator(self.bags.get(side.pvalue.producer),
+                                                                     side._window_mapping_fn)
+                side_inputs.append(SideInputMap(type(side), side._view_options(), values))
         self.bags[transform_node] = op.apply(input_bag=inputs[0] if single else (inputs or None),
                                              side_inputs=side_inputs)
 
     def leaves(self) -> list:
         return [bag for node, bag in self.bags.items() if node not in self.consumed]
+
+
+class DaskRunnerResult(dask_runner.DaskRunnerResult):
+    """The stock result, closing its client once the pipeline finished (the stock one leaves it open, and
+    it keeps reconnecting after the scheduler is gone)."""
+
+    def wait_until_finish(self, duration=None) -> str:
+        try:
+            return super().wait_until_finish(duration)
+        finally:
+            self.client.close()
 
 
 class DaskRunner(dask_runner.DaskRunner):
@@ -144,4 +156,4 @@ class DaskRunner(dask_runner.DaskRunner):
         pipeline.visit(visitor)  # refuses an unsupported pipeline before connecting to the cluster
         client = ddist.Client(**dask_options)
         futures = client.compute(list(dask.optimize(*visitor.leaves())))
-        return dask_runner.DaskRunnerResult(client, futures)
+        return DaskRunnerResult(client, futures)

@@ -1,0 +1,207 @@
+"""Beam runner selection by configuration, and the pipelines on a real Dask cluster (a scheduler and two
+worker processes on 127.0.0.1): the project's DaskRunner against Beam's stock one, then validate and
+attribution giving the same results in-process and on the cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.transforms.userstate import BagStateSpec
+from apache_beam.utils.windowed_value import WindowedValue
+from click.testing import CliRunner
+
+from payable.cli import main
+from payable.content_store import ContentStore
+from payable.settings import Settings
+from pipelines.attribution import ScoreArguments, attribute
+from pipelines.attribution.synthetic import make_datanet
+from pipelines.runners import pipeline_options
+from pipelines.runners.dask import UnsupportedOnDask
+from pipelines.training import train_latest
+from pipelines.validate.run import validate_new_offsets
+from schemas import events, topics
+from tests.attribution_fixtures import FAST, write_evals, write_version
+from tests.test_validate_pipeline import _read_topic, _rows
+from tests.test_validate_support import created, mutate, produce_facts, retracted, submitted, text
+
+STOCK = "apache_beam.runners.dask.dask_runner.DaskRunner"
+OURS = "pipelines.runners.dask.DaskRunner"
+
+
+def dask_options(address: str, runner: str = OURS) -> list[str]:
+    return [f"--runner={runner}", f"--dask_client_address={address}", "--dask_npartitions=4"]
+
+
+def test_pipelines_run_in_process_unless_the_configuration_names_a_runner(tmp_path, monkeypatch):
+    monkeypatch.delenv("PAYABLE_BEAM_OPTIONS", raising=False)
+    default = pipeline_options(Settings.from_env(tmp_path)).get_all_options()
+    assert (default["runner"], default["direct_running_mode"]) == ("DirectRunner", "in_memory")
+    monkeypatch.setenv("PAYABLE_BEAM_OPTIONS", f"--runner={OURS} --dask_client_address=tcp://127.0.0.1:1")
+    options = pipeline_options(Settings.from_env(tmp_path), ["--dask_npartitions=3"]).get_all_options()
+    assert (options["runner"], options["address"], options["npartitions"]) == (OURS, "tcp://127.0.0.1:1", 3)
+
+
+@pytest.mark.parametrize("command", ["validate", "attribute"])
+def test_every_stage_command_takes_beam_options(tmp_path, monkeypatch, command):
+    """--beam-options replaces PAYABLE_BEAM_OPTIONS in the Settings the stage runs with."""
+    import pipelines.attribution
+    import pipelines.validate.run
+
+    seen = []
+
+    def stage(settings, *args, **kwargs):
+        seen.append(settings)
+        if command == "attribute":
+            raise LookupError("seen")
+        return pipelines.validate.run.ValidateReport()
+
+    monkeypatch.setattr(pipelines.validate.run, "validate_new_offsets", stage)
+    monkeypatch.setattr(pipelines.attribution, "attribute", stage)
+    args = {"validate": ["validate"], "attribute": ["attribute", "--datanet", "1"]}[command]
+    result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), *args, "--beam-options",
+                                       f"--runner={OURS} --dask_npartitions=2"],
+                                env={"PAYABLE_BEAM_OPTIONS": "--runner=DirectRunner"})
+    assert seen, result.output
+    assert pipeline_options(seen[0]).view_as(StandardOptions).runner == OURS
+
+
+def _branches(out: Path, runner: str, address: str) -> list[str]:
+    """Two independent leaves (Beam's runner computes only the last one) and a combined side input."""
+    def write(value, name):
+        (out / f"{name}-{value}").write_text("")
+        return value
+
+    with beam.Pipeline(options=PipelineOptions(dask_options(address, runner))) as pipeline:
+        numbers = pipeline | beam.Create(list(range(40)))
+        _ = numbers | "Left" >> beam.Map(write, "left")
+        total = numbers | beam.CombineGlobally(sum)
+        _ = numbers | "Right" >> beam.Map(lambda n, t: write(n + 1000 * t, "right"), beam.pvalue.AsSingleton(total))
+    return sorted(os.listdir(out))
+
+
+class CountPerBundle(beam.DoFn):
+    """Emits each element and, from finish_bundle, the bundle's element count."""
+
+    def start_bundle(self):
+        self.count = 0
+
+    def process(self, element):
+        self.count += 1
+        yield element
+
+    def finish_bundle(self):
+        yield WindowedValue(("count", self.count), 0, [beam.transforms.window.GlobalWindow()])
+
+
+def _bundles(out: Path, runner: str, address: str) -> list:
+    def save(value):
+        (out / f"{len(os.listdir(out))}-{os.getpid()}-{id(value)}.json").write_text(json.dumps(value))
+
+    with beam.Pipeline(options=PipelineOptions(dask_options(address, runner))) as pipeline:
+        _ = pipeline | beam.Create(list(range(40))) | beam.ParDo(CountPerBundle()) | beam.Map(save)
+    return [json.loads(path.read_text()) for path in out.iterdir()]
+
+
+def test_stock_dask_runner_drops_branches_and_ours_runs_every_leaf(dask_scheduler, tmp_path):
+    stock, ours = tmp_path / "stock", tmp_path / "ours"
+    stock.mkdir(), ours.mkdir()
+    expected = sorted([f"left-{n}" for n in range(40)] + [f"right-{n + 1000 * 780}" for n in range(40)])
+    assert _branches(ours, OURS, dask_scheduler) == expected
+    stock_files = _branches(stock, STOCK, dask_scheduler)
+    assert not any(name.startswith("left-") for name in stock_files), "the stock runner skips the first leaf"
+
+
+def test_stock_dask_runner_drops_finish_bundle_outputs_and_ours_keeps_each_bundles_own(dask_scheduler, tmp_path):
+    stock, ours = tmp_path / "stock", tmp_path / "ours"
+    stock.mkdir(), ours.mkdir()
+    result = _bundles(ours, OURS, dask_scheduler)
+    assert sorted(v for v in result if isinstance(v, int)) == list(range(40)), "each element exactly once"
+    counts = [v[1] for v in result if isinstance(v, list)]
+    assert sum(counts) == 40 and len(counts) == 4, "finish_bundle output of each of the 4 bundles kept"
+    stock_result = _bundles(stock, STOCK, dask_scheduler)
+    assert not [v for v in stock_result if isinstance(v, list)], "the stock runner drops finish_bundle outputs"
+
+
+class Stateful(beam.DoFn):
+    STATE = BagStateSpec("seen", beam.coders.VarIntCoder())
+
+    def process(self, element, seen=beam.DoFn.StateParam(STATE)):  # noqa: B008 - how Beam declares state
+        yield element
+
+
+def _split(n):
+    yield beam.pvalue.TaggedOutput("odd" if n % 2 else "even", n)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda p: p | beam.Create([(1, 1)]) | beam.ParDo(Stateful()), "state and timers"),
+    (lambda p: p | beam.Create([1, 2]) | beam.ParDo(_split).with_outputs("odd", "even"), "multi-output ParDo"),
+    (lambda p: p | beam.Create([1]) | beam.WindowInto(beam.window.FixedWindows(10)), "not translated"),
+])
+def test_what_the_dask_runner_cannot_run_is_refused_before_it_runs(build, message):
+    pipeline = beam.Pipeline(options=PipelineOptions(dask_options("tcp://127.0.0.1:1")))
+    build(pipeline)
+    with pytest.raises(UnsupportedOnDask, match=message):
+        pipeline.run()
+
+
+def test_validate_gives_identical_results_in_process_and_on_dask(stack, dask_scheduler, tmp_path):
+    """Same facts on the log, validated twice from offset zero: in-process, then on the cluster chosen by
+    configuration alone; same verdicts, same dead letters, same Lance rows, same report."""
+    from payable import kafka_log
+
+    kafka_log.ensure_topics(stack.kafka_bootstrap)
+    store = ContentStore(stack.content_dir)
+    produce_facts(stack, events.DATANET_CREATED, [created(1, store), created(2, store)])
+    base = text(1, 120)
+    doomed = submitted(9, 2, store, text(9).encode())
+    produce_facts(stack, events.CONTRIBUTION_SUBMITTED, [
+        submitted(1, 1, store, base.encode()), submitted(2, 1, store, base.encode()),
+        submitted(3, 1, store, mutate(base, 2).encode()), submitted(4, 1, store, b" . "),
+        submitted(5, 2, store, text(5).encode()), submitted(6, 2, store, text(6).encode()),
+        submitted(7, 3, store, text(7).encode()), submitted(8, 1, store, text(8).encode()), doomed])
+    produce_facts(stack, events.FACT_RETRACTED, [retracted(doomed, offset=0)])
+
+    def run(settings: Settings):
+        report = validate_new_offsets(settings)
+        verdicts = Counter(json.dumps(v, sort_keys=True) for v in _read_topic(stack, topics.VERDICTS))
+        decided = {d: (r.accepted, dict(r.rejected), r.retracted_after_acceptance) for d, r in report.datanets.items()}
+        return verdicts, decided, report.dead_letters, [_rows(settings, d) for d in (1, 2)]
+
+    runs = {}
+    for name, options in (("local", ()), ("dask", tuple(dask_options(dask_scheduler)))):
+        settings = replace(stack, data_dir=tmp_path / name, beam_options=options)
+        shutil.copytree(stack.content_dir, settings.content_dir)
+        runs[name] = run(settings)
+    (verdicts, *local), (both, *on_dask) = runs["local"], runs["dask"]
+    assert set(verdicts.values()) == {1} and both == Counter({v: 2 for v in verdicts}), "the same verdicts again"
+    assert on_dask == local
+    assert local[0][1][0] == 2 and local[0][2][0] == 2, "a real mix of accepted and rejected"
+
+
+def test_attribution_gives_identical_scores_in_process_and_on_dask(dask_scheduler, tmp_path, monkeypatch):
+    """The attribution pipeline's scores for every method, in-process and on the cluster (PAYABLE_BEAM_OPTIONS)."""
+    monkeypatch.delenv("PAYABLE_BEAM_OPTIONS", raising=False)
+    settings = Settings.from_env(tmp_path)
+    dn = make_datanet(contributors={"on_topic": 2, "off_topic": 1}, per_contributor=2, num_queries=4)
+    write_version(settings, 1, dn.table)
+    write_evals(settings, 1, dn.eval_texts)
+    record = train_latest(settings, 1, FAST, show_progress=False)
+    monkeypatch.setenv("PAYABLE_BEAM_OPTIONS", " ".join(dask_options(dask_scheduler)))
+    on_dask = Settings.from_env(tmp_path)
+    for method in ("tracin", "datainf", "influence"):
+        args = ScoreArguments(method=method, projection_dim=32, batch_size=4)
+        local = attribute(settings, 1, record.adapter_id, args, use_beam=True).sort_by("contribution_id")
+        remote = attribute(on_dask, 1, record.adapter_id, args, use_beam=True).sort_by("contribution_id")
+        assert remote["contribution_id"] == local["contribution_id"]
+        scores_local, scores_remote = local["score"].to_pylist(), remote["score"].to_pylist()
+        assert scores_remote == pytest.approx(scores_local, rel=1e-9, abs=1e-12), method
+        assert remote["rank"] == local["rank"], method
