@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -103,7 +104,7 @@ class CountPerBundle(beam.DoFn):
 
 def _bundles(out: Path, runner: str, address: str) -> list:
     def save(value):
-        (out / f"{len(os.listdir(out))}-{os.getpid()}-{id(value)}.json").write_text(json.dumps(value))
+        (out / f"{uuid.uuid4().hex}.json").write_text(json.dumps(value))
 
     with beam.Pipeline(options=PipelineOptions(dask_options(address, runner))) as pipeline:
         _ = pipeline | beam.Create(list(range(40))) | beam.ParDo(CountPerBundle()) | beam.Map(save)
