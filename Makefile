@@ -23,11 +23,10 @@ $(NPM_STAMP): package.json package-lock.json
 	npm install --no-audit --no-fund --no-save --loglevel=error
 	touch $@
 
-$(KAFKA_STAMP): engines/kafka/pom.xml
+$(KAFKA_STAMP): engines/kafka/pom.xml $(PY_STAMP)
 	command -v java >/dev/null && command -v mvn >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null; }
-	rm -rf $(KAFKA_LIB)
-	mvn -q -B -f engines/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIB)
-	touch $@
+	rm -f $@
+	$(BIN)/python -c 'from payable import services; services.install_kafka()'
 
 install: $(PY_STAMP) $(NPM_STAMP) $(KAFKA_STAMP)
 

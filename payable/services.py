@@ -59,10 +59,28 @@ def java_binary() -> str:
     return java
 
 
+def install_kafka() -> None:
+    """Resolves the broker's jars (engines/kafka/pom.xml) from Maven Central into KAFKA_LIB, once; `make
+    install` calls it, and so does the first start of a checkout where it has not run yet."""
+    stamp = KAFKA_LIB / ".installed"
+    if stamp.exists():
+        return
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise ServiceError("mvn not found: the local Kafka broker's jars come from Maven Central (apt-get install "
+                           "maven), or set KAFKA_BOOTSTRAP to a running Kafka cluster")
+    shutil.rmtree(KAFKA_LIB, ignore_errors=True)
+    resolved = subprocess.run(
+        [mvn, "-q", "-B", "-f", str(KAFKA_ENGINE / "pom.xml"), "dependency:copy-dependencies",
+         "-DincludeScope=runtime", f"-DoutputDirectory={KAFKA_LIB}"], capture_output=True, text=True, timeout=900)
+    if resolved.returncode != 0:
+        raise ServiceError(f"resolving the Kafka jars failed: {(resolved.stdout + resolved.stderr).strip()[-2000:]}")
+    stamp.touch()
+
+
 def kafka_classpath() -> str:
-    """The broker's classpath: the jars `make install` resolved from engines/kafka/pom.xml."""
-    if not any(KAFKA_LIB.glob("kafka_2.13-*.jar")):
-        raise ServiceError(f"Apache Kafka jars not found in {KAFKA_LIB}: run `make install`")
+    """The broker's classpath: the jars resolved from engines/kafka/pom.xml."""
+    install_kafka()
     return f"{KAFKA_LIB}/*"
 
 

@@ -23,6 +23,7 @@ from payable.chain import Chain, ChainError
 from payable.cli import main
 from payable.keys import Role, dev_account
 from tests import test_cli
+from tests.conftest import stack_env
 from tests.test_cli import CONTRIBUTOR, PAYABLE, run
 
 cli_datanet = test_cli.cli_datanet  # the same module-scoped stack fixture: anvil, broker, datanet 1 (64 bytes)
@@ -33,9 +34,7 @@ TEN_OPEN = str(10 * 10**18)
 
 
 def env_of(settings, **extra: str) -> dict[str, str]:
-    return {"PAYABLE_DATA_DIR": str(settings.data_dir), "PAYABLE_ANVIL_PORT": str(settings.anvil_port),
-            "PAYABLE_KAFKA_PORT": str(settings.kafka_port), "PAYABLE_RPC_URL": "", "KAFKA_BOOTSTRAP": "",
-            "PAYABLE_CONTRIBUTOR_KEY": "", "PAYABLE_CONFIRMATIONS": "12", **extra}
+    return {**stack_env(settings), "PAYABLE_CONTRIBUTOR_KEY": "", "PAYABLE_CONFIRMATIONS": "12", **extra}
 
 
 def invoke(settings, *args: str, input: str | None = None, **env: str):
