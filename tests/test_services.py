@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 
@@ -52,3 +53,23 @@ def test_a_service_that_never_gets_ready_is_reported_with_its_log(settings, monk
     with pytest.raises(services.ServiceError, match=r"did not become ready on 127.0.0.1:\d+ in 0.5 s: see .*chain.log"):
         services.start(never_ready, settings)
     assert services.running_pid(chain, settings) is None, "the half-started process is stopped"
+
+
+def test_the_local_chain_mines_on_a_timer_when_given_a_block_time(tmp_path):
+    """PAYABLE_BLOCK_TIME: blocks (so confirmations) accrue with no transaction at all, as on a real chain."""
+    from dataclasses import replace
+
+    from payable.chain import Chain
+
+    settings = replace(make_settings(tmp_path / "data", own_broker=True), block_time=1)
+    chain = next(s for s in services.local_services(settings) if s.name == "chain")
+    services.start(chain, settings)
+    try:
+        web3 = Chain(settings.rpc_url).w3
+        first = web3.eth.block_number
+        deadline = time.monotonic() + 30
+        while web3.eth.block_number < first + 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert web3.eth.block_number >= first + 2
+    finally:
+        services.stop(chain, settings)
