@@ -189,7 +189,8 @@ def test_validate_gives_identical_results_in_process_and_on_dask(stack, dask_sch
 
 
 def test_attribution_gives_identical_scores_in_process_and_on_dask(dask_scheduler, tmp_path, monkeypatch):
-    """The attribution pipeline's scores for every method, in-process and on the cluster (PAYABLE_BEAM_OPTIONS)."""
+    """The attribution pipeline's scores, in-process and on the cluster (PAYABLE_BEAM_OPTIONS). DataInf is the
+    method that exercises the most: two combines and singleton side inputs (the stock runner got it wrong)."""
     monkeypatch.delenv("PAYABLE_BEAM_OPTIONS", raising=False)
     settings = Settings.from_env(tmp_path)
     dn = make_datanet(contributors={"on_topic": 2, "off_topic": 1}, per_contributor=2, num_queries=4)
@@ -198,7 +199,7 @@ def test_attribution_gives_identical_scores_in_process_and_on_dask(dask_schedule
     record = train_latest(settings, 1, FAST, show_progress=False)
     monkeypatch.setenv("PAYABLE_BEAM_OPTIONS", " ".join(dask_options(dask_scheduler)))
     on_dask = Settings.from_env(tmp_path)
-    for method in ("tracin", "datainf", "influence"):
+    for method in ("datainf",):
         args = ScoreArguments(method=method, projection_dim=32, batch_size=4)
         local = attribute(settings, 1, record.adapter_id, args, use_beam=True).sort_by("contribution_id")
         remote = attribute(on_dask, 1, record.adapter_id, args, use_beam=True).sort_by("contribution_id")
