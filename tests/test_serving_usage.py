@@ -6,6 +6,7 @@ import time
 
 import httpx
 import openai
+import pytest
 
 from payable import kafka_log, services
 from schemas import events, topics
@@ -23,6 +24,7 @@ def wait_for(condition, timeout_s: float = 90.0, what: str = "condition") -> Non
         time.sleep(0.1)
 
 
+@pytest.mark.own_broker
 def test_every_request_leaves_one_usage_event_through_a_broker_outage(stack):
     write_adapter(stack.adapters_dir, 1, 3, seed=1)
     write_adapter(stack.adapters_dir, 2, 1, seed=2)
