@@ -53,7 +53,10 @@ def test_every_request_leaves_one_usage_event_through_a_broker_outage(stack):
             complete(f"outage-{i}", model="dn-2")
         wait_for(lambda: usage.state()["send_failures"] > 0, what="a failed delivery")
         text = httpx.get(server.url + "/metrics").text
-        assert "payable_serve_usage_events_pending 5" in text
+        # the 4 outage events wait; the streamed one too unless it was delivered before the broker went down
+        # (a real Kafka broker takes a moment to stop while the server finishes the stream on its own)
+        pending = usage.state()["pending"]
+        assert pending in (4, 5) and f"payable_serve_usage_events_pending {pending}\n" in text
         assert "payable_serve_usage_send_failures_total 0\n" not in text
 
         services.start(broker, stack)
