@@ -16,8 +16,10 @@ from schemas import events, topics
 RETRIEVED_SOURCE = pa.struct([
     pa.field("datanet_id", pa.int64(), nullable=False),
     pa.field("contribution_id", pa.int64(), nullable=False),
-    pa.field("uri", pa.string(), nullable=False),
-    pa.field("score", pa.float64(), nullable=False),
+    pa.field("contributor", pa.string(), nullable=False),
+    pa.field("chunk_id", pa.string(), nullable=False),  # "<contribution id>:<chunk index>" of the retrieval index
+    pa.field("dataset_version", pa.int64(), nullable=False),  # the version the retrieval index covered
+    pa.field("score", pa.float64(), nullable=False),  # fused retrieval score
 ])
 
 USAGE_EVENT = events.register("UsageEvent", 1, [

@@ -93,6 +93,7 @@ class GenerateRequest:
     stop: Sequence[str] = ()
     logprobs: bool = False
     caller: str | None = None
+    retrieved_sources: Sequence[dict] = ()  # what retrieval put in the prompt (serving.rag.usage_sources)
 
 
 @dataclass
@@ -254,6 +255,7 @@ class Engine:
                 adapters=[(e.adapter_id, e.datanet_id, e.dataset_version, w) for e, w in prepared.resolved.parts],
                 base_model_hash=self.base.hash, prompt_tokens=len(prompt), completion_tokens=completion,
                 latency_s=time.perf_counter() - prepared.started, caller=request.caller, finish_reason=finish,
+                retrieved_sources=request.retrieved_sources,
             ))
 
 

@@ -74,8 +74,31 @@ class ChatMessage(BaseModel):
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
+class RetrievalOptions(BaseModel):
+    """Retrieval-augmented generation: the top ``k`` chunks of these datanets go into the prompt."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    datanets: list[int] = Field(min_length=1, max_length=16)
+    k: int = Field(4, ge=1, le=16)
+
+
+class Citation(BaseModel):
+    """One retrieved source of an answer: what its inline marker points at, and who contributed it."""
+
+    marker: str  # "[1]", as in the answer text and the prompt
+    contribution_id: int
+    datanet_id: int
+    contributor: str
+    chunk_id: str
+    dataset_version: int
+    score: float  # fused retrieval score
+    text: str
+
+
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
+    retrieval: RetrievalOptions | None = None
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
 
@@ -136,6 +159,7 @@ class ChatChoice(BaseModel):
 class ChatCompletionResponse(_Completion):
     object: Literal["chat.completion"] = "chat.completion"
     choices: list[ChatChoice]
+    citations: list[Citation] | None = None  # present when the request asked for retrieval
 
 
 class ChatDelta(BaseModel):
@@ -153,6 +177,7 @@ class ChatChunkChoice(BaseModel):
 class ChatCompletionChunk(_Completion):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     choices: list[ChatChunkChoice]
+    citations: list[Citation] | None = None  # on the first chunk of a retrieval-augmented stream
 
 
 class ModelCard(BaseModel):

@@ -23,6 +23,7 @@ from serving.adapter_source import AdapterSource
 from serving.api import create_app
 from serving.cache import AdapterCache
 from serving.engine import Engine, ServedBase
+from serving.rag import Retriever
 from serving.status import state_file
 from serving.usage import UsageWriter
 
@@ -48,10 +49,11 @@ class Service:
 
     engine: Engine
     usage: UsageWriter
+    retriever: Retriever | None = None
     app: FastAPI = field(init=False)
 
     def __post_init__(self) -> None:
-        self.app = create_app(self.engine, self.usage)
+        self.app = create_app(self.engine, self.usage, self.retriever)
 
     def start(self, pin: tuple[str, ...] = ()) -> None:
         self.usage.start()
@@ -75,7 +77,7 @@ def build(settings: Settings, options: ServeOptions, base: ServedBase | None = N
     cache = AdapterCache(options.max_adapters, options.max_adapter_bytes)
     kwargs = {"topic": options.usage_topic} if options.usage_topic else {}
     usage = UsageWriter(settings.kafka_bootstrap, **kwargs)
-    return Service(Engine(base, AdapterSource(settings.adapters_dir), cache, usage), usage)
+    return Service(Engine(base, AdapterSource(settings.adapters_dir), cache, usage), usage, Retriever(settings))
 
 
 def serve(settings: Settings, options: ServeOptions) -> None:

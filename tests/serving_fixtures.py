@@ -7,6 +7,7 @@ different outputs, plus the ``lineage.json`` the registry writes beside the PEFT
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from pathlib import Path
 
@@ -62,3 +63,14 @@ def make_engine(adapters_dir: Path, max_batch: int = 8, max_adapters: int = 64, 
                     AdapterCache(max_adapters, max_bytes), RecordingUsage())
     engine.start()
     return engine
+
+
+def usage_of(server, request_id: str) -> dict:
+    """The one usage event a running test server buffered for ``request_id`` (waits for it briefly)."""
+    for _ in range(200):
+        found = [e for e in server.service.usage.buffered() if e["request_id"] == request_id]
+        if found:
+            assert len(found) == 1
+            return found[0]
+        time.sleep(0.02)
+    raise AssertionError(f"no usage event for {request_id}")

@@ -23,7 +23,7 @@ from payable.settings import Settings
 from serving.server import ServeOptions, ServerThread, build
 from serving.status import parse_metrics
 from serving.usage import usage_id
-from tests.serving_fixtures import write_adapter
+from tests.serving_fixtures import usage_of, write_adapter
 
 CALLER = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
 
@@ -55,16 +55,6 @@ def client(server) -> openai.OpenAI:
 def metrics(server) -> dict[str, float]:
     text = httpx.get(server.url + "/metrics").text
     return {k.removeprefix("payable_serve_"): v for k, v in parse_metrics(text).items()}
-
-
-def usage_of(server, request_id: str) -> dict:
-    for _ in range(200):
-        found = [e for e in server.service.usage.buffered() if e["request_id"] == request_id]
-        if found:
-            assert len(found) == 1
-            return found[0]
-        time.sleep(0.02)
-    raise AssertionError(f"no usage event for {request_id}")
 
 
 def test_models_lists_every_adapter_and_each_datanets_latest(client):

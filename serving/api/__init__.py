@@ -19,6 +19,7 @@ from serving.api import chat, completions, metrics, models
 from serving.api.common import error_response
 from serving.engine import Engine
 from serving.errors import ServingError
+from serving.rag import Retriever
 from serving.usage import UsageWriter
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,13 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"{param or 'body'}: {first.get('msg', 'invalid request')}", param
 
 
-def create_app(engine: Engine, usage: UsageWriter | None = None) -> FastAPI:
-    """The OpenAI-compatible app; starting and stopping the engine and usage writer is the caller's job."""
+def create_app(engine: Engine, usage: UsageWriter | None = None, retriever: Retriever | None = None) -> FastAPI:
+    """The OpenAI-compatible app; starting and stopping the engine and usage writer is the caller's job.
+    Without a ``retriever``, a chat request asking for retrieval is refused."""
     app = FastAPI(title="payable serve", docs_url=None, redoc_url=None)
     app.state.engine = engine
     app.state.usage = usage
+    app.state.retriever = retriever
     for module in (completions, chat, models, metrics):
         app.include_router(module.router)
 

@@ -1,12 +1,25 @@
-"""POST /v1/chat/completions: chat messages rendered with the base model's template, whole or streamed."""
+"""POST /v1/chat/completions: chat messages rendered with the base model's template, whole or streamed.
+
+With ``retrieval`` in the body (OpenAI clients send it through ``extra_body``), the question (the last
+user message) is searched in the named datanets' indexes first: the sources go into the prompt as quoted
+data, the answer carries their inline markers and a ``citations`` field (on the first chunk of a stream),
+and the usage event records them (``serving.rag``).
+"""
 
 from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
+from pipelines.retrieval import Source
+from serving import rag
 from serving.api.common import caller, request_id, sse, usage
 from serving.engine import Delta, Engine, GenerateRequest
+from serving.errors import InvalidRequest
 from serving.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -21,23 +34,50 @@ from serving.protocol import (
 router = APIRouter()
 
 
+async def _retrieve(request: Request, body: ChatCompletionRequest, messages: list[tuple[str, str]]) -> list[Source]:
+    if body.retrieval is None:
+        return []
+    retriever: rag.Retriever | None = request.app.state.retriever
+    if retriever is None:
+        raise InvalidRequest("this server has no retrieval indexes", param="retrieval", code="retrieval_unavailable")
+    question = next((text for role, text in reversed(messages) if role == "user"), "")
+    return await asyncio.to_thread(retriever.retrieve, body.retrieval.datanets, question, body.retrieval.k)
+
+
+async def _with_markers(deltas: AsyncIterator[Delta], sources: list[Source]) -> AsyncIterator[Delta]:
+    """The answer's deltas, the last one extended by the inline markers the model did not write itself."""
+    text = ""
+    try:
+        async for delta in deltas:
+            text += delta.text
+            if delta.finish_reason is not None:
+                delta = dataclasses.replace(delta, text=delta.text + rag.markers_missing(text, sources))
+            yield delta
+    finally:
+        await deltas.aclose()
+
+
 @router.post("/v1/chat/completions", response_model=None)
 async def create_chat_completion(body: ChatCompletionRequest, request: Request):
     engine: Engine = request.app.state.engine
     rid = request_id(request, "chatcmpl")
-    prompt = engine.base.chat_prompt([(m.role, m.text()) for m in body.messages])
+    messages = [(m.role, m.text()) for m in body.messages]
+    sources = await _retrieve(request, body, messages)
+    prompt = engine.base.chat_prompt(rag.augment(messages, sources))
     prepared = await engine.prepare(GenerateRequest(
         request_id=rid, model=body.model, prompt=prompt, max_tokens=body.token_budget(),
         temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=body.stop_list(), caller=caller(request),
+        retrieved_sources=rag.usage_sources(sources),
     ))
-    deltas = engine.stream(prepared)
+    deltas = _with_markers(engine.stream(prepared), sources)
+    cited = rag.citations(sources) if body.retrieval is not None else None
     if body.stream:
         first = True
 
         def chunk(delta: Delta) -> BaseModel:
             nonlocal first
-            role, first = ("assistant" if first else None), False
-            return ChatCompletionChunk(id=rid, model=body.model, choices=[ChatChunkChoice(
+            role, citations, first = ("assistant" if first else None), (cited if first else None), False
+            return ChatCompletionChunk(id=rid, model=body.model, citations=citations, choices=[ChatChunkChoice(
                 delta=ChatDelta(role=role, content=delta.text), finish_reason=delta.finish_reason)])
 
         def usage_chunk(counts: Usage) -> BaseModel:
@@ -45,5 +85,6 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request):
 
         return sse(deltas, chunk, usage_chunk if body.include_usage() else None)
     parts = [delta async for delta in deltas]
-    return ChatCompletionResponse(id=rid, model=body.model, usage=usage(parts[-1]), choices=[ChatChoice(
-        message=AssistantMessage(content="".join(d.text for d in parts)), finish_reason=parts[-1].finish_reason)])
+    return ChatCompletionResponse(id=rid, model=body.model, usage=usage(parts[-1]), citations=cited, choices=[
+        ChatChoice(message=AssistantMessage(content="".join(d.text for d in parts)),
+                   finish_reason=parts[-1].finish_reason)])
