@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets.plots import table_md
+from assets.retrieval import retrieval_index
 from assets.training import lora_adapters
 from orchestration.resources import DataDirResource
 from serving.adapter_source import AdapterSource
@@ -16,7 +17,7 @@ _SHOWN = ("adapter_cache_resident", "adapter_cache_resident_bytes", "adapter_cac
 
 
 @dg.asset(
-    group_name="serving", kinds={"pytorch"}, owners=OWNERS, deps=[lora_adapters],
+    group_name="serving", kinds={"pytorch"}, owners=OWNERS, deps=[lora_adapters, retrieval_index],
     description="The models `payable serve` offers over its OpenAI-compatible API: every adapter of every "
                 "datanet and each datanet's dn-<id> alias; with the running server's adapter cache and "
                 "usage-event counters when one is up.",

@@ -28,8 +28,9 @@ datanet_job = dg.define_asset_job(
 
 serving_job = dg.define_asset_job(
     "refresh_served_models",
-    selection=dg.AssetSelection.assets("served_models"),
-    description="What `payable serve` offers (every adapter, each datanet's alias) and a running server's cache.",
+    selection=dg.AssetSelection.assets("retrieval_index", "served_models"),
+    description="What `payable serve` offers: every adapter, each datanet's alias, the retrieval indexes its RAG "
+                "chats search, and a running server's cache.",
     tags={"payable/stage": "serving"},
 )
 

@@ -74,3 +74,31 @@ def test_datanet_without_index_is_a_clear_error(settings: Settings) -> None:
         search(settings, [7], "anything")
     with pytest.raises(LookupError, match="no dataset yet"):
         build_index(settings, 7, slashed=set())
+
+
+def test_the_dagster_asset_indexes_every_datanet_without_slashed_stakes(stack: Settings) -> None:
+    """Through the asset as the loop runs it: the slashed set comes from the log's StakeSlashed facts."""
+    import dagster as dg
+
+    from assets.retrieval import retrieval_index
+    from orchestration.resources import DataDirResource, KafkaResource
+    from payable import kafka_log
+    from schemas import events, topics
+
+    commit(dataset_uri(stack.lance_dir, 1), _rows([1, 2, 3], "a"), [], run_id="r1", offsets={0: (0, 3)})
+    other = _rows([4], "a").set_column(1, "datanet_id", pa.array([2], pa.int64()))  # contribution ids are global
+    commit(dataset_uri(stack.lance_dir, 2), other, [], run_id="r1", offsets={0: (3, 4)})
+    kafka_log.ensure_topics(stack.kafka_bootstrap, [topics.CHAIN_FACTS])
+    producer = kafka_log.make_producer(stack.kafka_bootstrap)
+    slash = {"event_id": "slash-2", "chain_id": 31337, "block_number": 9, "block_hash": "0x" + "00" * 32,
+             "tx_hash": "0x" + "11" * 32, "log_index": 0, "contract": "0x" + "33" * 20, "contribution_id": 2,
+             "datanet_id": 1, "validator": "0x" + "22" * 20, "reason_code": 1, "amount": "1"}
+    record = {name: slash.get(name) for name in events.STAKE_SLASHED.schema.names}
+    kafka_log.produce(producer, events.STAKE_SLASHED, [record], key=lambda r: b"dn-1")
+    producer.flush()
+    producer.close()
+    result = dg.materialize([retrieval_index], resources={
+        "data_dir": DataDirResource(path=str(stack.data_dir)), "kafka": KafkaResource(bootstrap=stack.kafka_bootstrap)})
+    assert result.asset_materializations_for_node("retrieval_index")[0].metadata["datanets"].value == 2
+    assert {s.contribution_id for s in search(stack, [1], "energy water light", k=10)} == {1, 3}
+    assert {s.contribution_id for s in search(stack, [2], "energy water light", k=10)} == {4}
