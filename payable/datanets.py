@@ -8,7 +8,7 @@ submission that would revert, and gets an error that says what to fix.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
@@ -38,6 +38,9 @@ class DatanetSpec:
     eval_queries: tuple[str, ...] = ()
     """What the datanet's model should get better at: the queries influence is measured against. They
     travel with the spec (content-addressed, named on-chain), so a replay of the log finds them."""
+    training: dict = field(default_factory=dict, hash=False)
+    """Default training settings for the datanet's adapters (names as in ``pipelines.training.arguments
+    .SETTINGS``, e.g. ``{"base_model": "smollm2-135m-instruct", "epochs": 2}``); a launch may override each."""
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -50,13 +53,15 @@ class DatanetSpec:
                "description": self.description}
         if self.eval_queries:
             doc["eval_queries"] = list(self.eval_queries)
+        if self.training:
+            doc["training"] = dict(self.training)
         return json.dumps(doc, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> DatanetSpec:
         doc = json.loads(data)
         return cls(doc["name"], doc.get("format", "text"), tuple(doc.get("required_fields", ())),
-                   doc.get("description", ""), tuple(doc.get("eval_queries", ())))
+                   doc.get("description", ""), tuple(doc.get("eval_queries", ())), dict(doc.get("training", {})))
 
 
 @dataclass(frozen=True)

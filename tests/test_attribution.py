@@ -22,7 +22,7 @@ from pipelines.attribution.synthetic import corrupted, make_datanet, rows
 from pipelines.attribution.table import influence_uri
 from pipelines.attribution.task import LoRALanguageModelTask, Task
 from pipelines.training import AdapterRegistry, load_adapter, train_latest
-from pipelines.training.base_model import build_base_model, build_tokenizer
+from pipelines.training.base_model import load_model, load_tokenizer
 from pipelines.training.data import tokenize
 from pipelines.training.lora import train_lora
 from tests.attribution_fixtures import FAST, settings_in, write_evals, write_version
@@ -45,7 +45,7 @@ def run(tmp_path_factory: pytest.TempPathFactory):
     table = pa.concat_tables([dn.table, planted, duplicate])
     write_version(settings, 1, table)
     write_evals(settings, 1, dn.eval_texts)
-    record = train_latest(settings, 1, replace(FAST, num_checkpoints=3), show_progress=False)
+    record = train_latest(settings, 1, replace(FAST, num_checkpoints=3), show_progress=False).record
     scored = attribute(settings, 1, record.adapter_id, TRACIN).table
     return settings, table, record, scored, first["contribution_id"][0].as_py(), dn
 
@@ -89,14 +89,14 @@ def test_exact_duplicate_does_not_double_its_owners_credit(run) -> None:
 
 def test_leave_one_out_moves_eval_loss_the_way_the_score_predicts(run) -> None:
     _, table, record, scored, _, dn = run
-    tokenizer = build_tokenizer(FAST.base.vocab_size)
+    tokenizer = load_tokenizer(FAST.base)
     args = replace(FAST, num_checkpoints=3)
     queries = tokenize(dn.eval_texts, tokenizer, args.max_length)
 
     def eval_loss_without(contribution_id: int) -> float:
         kept = table.filter(pa.compute.not_equal(table["contribution_id"], contribution_id))
         train = tokenize(kept["text"].to_pylist(), tokenizer, args.max_length)
-        return train_lora(build_base_model(args.base), train, queries, args, show_progress=False).metrics["eval_loss"]
+        return train_lora(load_model(args.base), train, queries, args, show_progress=False).metrics["eval_loss"]
 
     full = record.metrics["eval_loss"]
     ordered = scored.sort_by("rank")
@@ -110,7 +110,7 @@ def test_beam_pipeline_matches_in_process_scores(run) -> None:
     settings, _, record, _, _, dn = run
     model, checkpoints = load_adapter(AdapterRegistry(settings.adapters_dir), record)
     task = LoRALanguageModelTask(model)
-    tokenizer = build_tokenizer(FAST.base.vocab_size)
+    tokenizer = load_tokenizer(FAST.base)
     train = tokenize(dn.table["text"].to_pylist()[:10], tokenizer, FAST.max_length)
     queries = tokenize(dn.eval_texts[:3], tokenizer, FAST.max_length)
     lrs = [c.learning_rate for c in record.checkpoints]

@@ -118,7 +118,7 @@ def run_small_loop(settings: Settings, chain: Chain, deployment: Deployment, tmp
 
     validate_new_offsets(settings)
     write_evals(settings, datanet, [" ".join(sentence(rng, "cooking") for _ in range(2)) for _ in range(8)])
-    record = train_latest(settings, datanet, FAST, show_progress=False)
+    record = train_latest(settings, datanet, FAST, show_progress=False).record
     attribute(settings, datanet, record.adapter_id, ScoreArguments(method="tracin", projection_dim=64))
     close_epoch(settings, 1, load_inputs(settings), pool=POOL)
     assert emit_epoch(settings, deployment, 1, push=False).ok

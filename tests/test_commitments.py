@@ -79,7 +79,7 @@ def world(tmp_path_factory):
         write_version(settings, datanet, pa.Table.from_pylist(rows, schema=CONTRIBUTION_ROW))
         write_evals(settings, datanet, EVALS)
         _accept(settings, chain.chain_id, rows)
-        record = train_latest(settings, datanet, FAST, show_progress=False)
+        record = train_latest(settings, datanet, FAST, show_progress=False).record
         attribute(settings, datanet, record.adapter_id, ScoreArguments(method="tracin", projection_dim=64))
         yield settings, chain, deployment, datanet, rows
     finally:

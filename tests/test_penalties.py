@@ -49,7 +49,7 @@ def test_honest_contributions_scoring_below_zero_are_slashed_nowhere(tmp_path):
     dn = labelled_datanet(datanet_id=1, good=60, flipped=0, lines=1)
     write_version(settings, 1, dn.table)
     write_evals(settings, 1, dn.eval_texts)
-    record = train_latest(settings, 1, replace(FAST, epochs=8), show_progress=False)
+    record = train_latest(settings, 1, replace(FAST, epochs=8), show_progress=False).record
     table = attribute(settings, 1, record.adapter_id, TRACIN).table
     assert (np.array(table["score"].to_pylist()) < 0).any(), "noise puts some honest scores below zero"
     assert not any(table["harmful"].to_pylist())
@@ -67,7 +67,7 @@ def test_a_flagged_contribution_is_refitted_without_and_the_evidence_is_recorded
     planted = rows(1, [(f"0xbad{i:037x}", contribution_text(rng, "corrupted", 12)) for i in range(2)], first_id=500)
     write_version(settings, 1, pa.concat_tables([dn.table, planted]))
     write_evals(settings, 1, dn.eval_texts)
-    record = train_latest(settings, 1, replace(FAST, num_checkpoints=3), show_progress=False)
+    record = train_latest(settings, 1, replace(FAST, num_checkpoints=3), show_progress=False).record
     result = attribute(settings, 1, record.adapter_id, TRACIN)
     rows_ = {r["contribution_id"]: r for r in result.table.to_pylist()}
     flagged = [cid for cid, r in rows_.items() if r["harmful"]]

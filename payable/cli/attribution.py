@@ -10,25 +10,44 @@ from payable.cli import Context, fail, pass_context
 from payable.cli.options import beam_options
 
 
+def _setting(flag: str, kind, text: str):
+    """An option of a training setting: unset means the datanet spec's default, else the built-in one."""
+    return click.option(flag, type=kind, default=None, help=f"{text} (default: the datanet's spec, else built-in)")
+
+
 @click.command()
 @click.option("--datanet", "datanet_id", type=int, required=True, help="Datanet id.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds LoRA init and batch order.")
-@click.option("--epochs", type=int, default=5, show_default=True)
+@_setting("--base", str, "Base model: tiny-gpt2, smollm2-135m-instruct, a Hugging Face model dir or a .gguf file")
+@_setting("--seed", int, "Seeds LoRA init, dropout and batch order; built-in 0")
+@_setting("--epochs", click.IntRange(min=1), "Passes over the training rows; built-in 5")
+@_setting("--lora-r", click.IntRange(min=1), "LoRA rank; built-in 8")
+@_setting("--lora-alpha", click.IntRange(min=1), "LoRA alpha; built-in 16")
+@_setting("--lora-dropout", click.FloatRange(0.0, 1.0, max_open=True), "LoRA dropout while training; built-in 0")
+@_setting("--target-modules", str, "Comma-separated modules to adapt; built-in: the architecture's")
+@_setting("--learning-rate", click.FloatRange(min=0.0, min_open=True), "Adam learning rate; built-in 0.01")
+@_setting("--batch-size", click.IntRange(min=1), "Examples per step; built-in 8")
+@_setting("--max-length", click.IntRange(min=2), "Tokens per example; built-in 64")
+@_setting("--quantization", click.Choice(["none", "4bit"]), "4bit = QLoRA (CUDA only); built-in none")
+@_setting("--num-checkpoints", click.IntRange(min=1), "Snapshots kept for attribution; built-in 3")
 @pass_context
-def train(ctx: Context, datanet_id: int, seed: int, epochs: int) -> None:
+def train(ctx: Context, datanet_id: int, base: str | None, target_modules: str | None, **settings) -> None:
     """Fine-tune a LoRA adapter on the datanet's latest dataset version (a no-op when nothing changed)."""
+    from pipelines.training import AdapterRegistry
     from pipelines.training.access import train_granted
-    from pipelines.training.arguments import TrainingArguments
 
+    overrides = {**settings, "base_model": base,
+                 "target_modules": target_modules and [m.strip() for m in target_modules.split(",") if m.strip()]}
     try:
-        record = train_granted(ctx.settings, datanet_id, TrainingArguments(seed=seed, epochs=epochs))
-    except (FileNotFoundError, ValueError) as exc:
+        record, trained_now = train_granted(ctx.settings, datanet_id, overrides)
+    except (FileNotFoundError, LookupError, ValueError) as exc:
         fail(str(exc))
-    if record is None:
+    if not trained_now:
         click.echo(json.dumps({"datanet_id": datanet_id, "trained": False, "reason": "dataset unchanged"}))
         return
     click.echo(json.dumps({"datanet_id": datanet_id, "trained": True, "adapter_id": record.adapter_id,
-                           "dataset_version": record.dataset_version, "metrics": record.metrics}))
+                           "base_model": record.base_model["name"], "dataset_version": record.dataset_version,
+                           "metrics": record.metrics,
+                           "seconds": AdapterRegistry(ctx.settings.adapters_dir).timing(record)}))
 
 
 @click.command()

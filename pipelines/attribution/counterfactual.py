@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.training.arguments import TrainingArguments
-from pipelines.training.base_model import build_base_model, build_tokenizer
+from pipelines.training.base_model import load_model, load_tokenizer
 from pipelines.training.data import tokenize
 from pipelines.training.lora import train_lora
 
@@ -50,10 +50,11 @@ class Refit:
 
 def eval_loss(train_texts: list[str], query_texts: list[str], args: TrainingArguments) -> float:
     """Eval loss of a LoRA adapter fitted to ``train_texts`` with ``args`` (what the registry's fit measures)."""
-    tokenizer = build_tokenizer(args.base.vocab_size)
+    tokenizer = load_tokenizer(args.base)
     train = tokenize(train_texts, tokenizer, args.max_length)
     queries = tokenize(query_texts, tokenizer, args.max_length)
-    return train_lora(build_base_model(args.base), train, queries, args, show_progress=False).metrics["eval_loss"]
+    model = load_model(args.base, args.quantization)
+    return train_lora(model, train, queries, args, show_progress=False).metrics["eval_loss"]
 
 
 def refit_without(train_rows: pa.Table, query_texts: list[str], removed: list[int], args: TrainingArguments,

@@ -16,10 +16,8 @@ from payable.errors import PayableError
 from payable.keys import Role, load_account
 from payable.settings import Settings
 from pipelines.log_views import LogView, access_grants, live_datanets, read_view
-from pipelines.training.arguments import TrainingArguments
-from pipelines.training.data import sync_eval_queries
-from pipelines.training.registry import AdapterRecord
-from pipelines.training.train import train_latest
+from pipelines.training.data import dataset_of
+from pipelines.training.train import Trained, launch_arguments, train_latest
 from schemas import topics
 
 
@@ -55,11 +53,13 @@ def trainer_grant(settings: Settings, datanet_id: int) -> str | None:
     return authorize(read_view(settings.kafka_bootstrap, topics.CHAIN_FACTS), datanet_id, trainer)
 
 
-def train_granted(settings: Settings, datanet_id: int, args: TrainingArguments | None = None,
-                  show_progress: bool = True) -> AdapterRecord | None:
-    """For a trainer allowed on the datanet: its eval queries synced from the log, then
-    :func:`~pipelines.training.train.train_latest` with the grant in the lineage. Raises
-    :class:`AccessDenied` otherwise, before anything is written (no-op included)."""
+def train_granted(settings: Settings, datanet_id: int, overrides: dict | None = None,
+                  show_progress: bool = True) -> Trained:
+    """For a trainer allowed on the datanet: the launch's arguments (``overrides`` over the datanet spec's
+    defaults, its eval queries synced from the log), then :func:`~pipelines.training.train.train_latest` with the
+    grant in the lineage. Raises :class:`AccessDenied` otherwise, before anything is written (no-op included);
+    an unknown datanet fails first, without reading the log."""
+    dataset_of(settings.lance_dir, datanet_id)
     grant = trainer_grant(settings, datanet_id)
-    sync_eval_queries(settings, datanet_id)
+    args = launch_arguments(settings, datanet_id, overrides)
     return train_latest(settings, datanet_id, args, show_progress=show_progress, access_grant=grant)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
 from rich.progress import Progress
-from transformers import GPT2LMHeadModel
+from transformers import PreTrainedModel
 
 from payable.progress import console
 from pipelines.training.arguments import TrainingArguments
+from pipelines.training.base_model import CONV1D_ARCHITECTURES, lora_targets
 from pipelines.training.data import Examples
 
 
@@ -33,6 +35,9 @@ class TrainResult:
     checkpoints: list[Checkpoint]
     loss_curve: list[float]
     metrics: dict[str, float]
+    """Deterministic figures (they go into the lineage): base vs tuned eval loss and perplexity, final loss."""
+    seconds: dict[str, float]
+    """Wall times (``train``, ``per_step``): reported, never part of the lineage."""
 
 
 @contextmanager
@@ -40,7 +45,7 @@ def deterministic(num_threads: int) -> Iterator[None]:
     """Fixed thread count and deterministic kernels for the duration of a run, then restored."""
     threads, strict = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(num_threads)
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
     try:
         yield
     finally:
@@ -48,23 +53,22 @@ def deterministic(num_threads: int) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def lora_config(args: TrainingArguments) -> LoraConfig:
-    """LoRA without dropout: dropout would make the loss (and every gradient attribution uses) random."""
-    return LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, target_modules=list(args.target_modules),
-                      lora_dropout=0.0, fan_in_fan_out=True, bias="none")
+def lora_config(args: TrainingArguments, model_type: str) -> LoraConfig:
+    """The peft config of ``args`` for a base of architecture ``model_type`` (empty ``target_modules``: the
+    architecture's default); it is what ``adapter_config.json`` holds."""
+    targets = args.target_modules or lora_targets(model_type)
+    return LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, target_modules=list(targets),
+                      lora_dropout=args.lora_dropout, fan_in_fan_out=model_type in CONV1D_ARCHITECTURES,
+                      bias="none", task_type="CAUSAL_LM", base_model_name_or_path=args.base.name)
 
 
-def attach_lora(base: GPT2LMHeadModel, args: TrainingArguments,
-                state: dict[str, torch.Tensor] | None = None) -> PeftModel:
-    """Wraps ``base`` with fresh LoRA factors seeded by ``args.seed``, or with the given adapter weights."""
-    rng = torch.random.get_rng_state()
-    torch.manual_seed(args.seed)
-    with warnings.catch_warnings():  # peft 0.21 calls a transformers 5 API deprecated for v6
+def attach_lora(base: PreTrainedModel, args: TrainingArguments) -> PeftModel:
+    """Wraps ``base`` with fresh LoRA factors seeded by ``args.seed`` (a fresh, trainable adapter)."""
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        torch.manual_seed(args.seed)
+        # peft 0.21 calls a transformers 5 API deprecated for v6
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        model = get_peft_model(base, lora_config(args))
-    torch.random.set_rng_state(rng)
-    if state is not None:
-        set_peft_model_state_dict(model, state)
+        model = get_peft_model(base, lora_config(args, base.config.model_type))
     model.eval()
     return model
 
@@ -77,26 +81,39 @@ def example_losses(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask
     return (nll * weight).sum(-1) / weight.sum(-1).clamp(min=1.0)
 
 
+def device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def mean_loss(model: torch.nn.Module, examples: Examples, batch_size: int = 64) -> float:
     """Average per-example loss over ``examples`` (the eval metric)."""
     total = 0.0
+    device = device_of(model)
     for start in range(0, len(examples), batch_size):
-        batch = examples.batch(slice(start, start + batch_size))
+        batch = {k: v.to(device) for k, v in examples.batch(slice(start, start + batch_size)).items()}
         logits = model(**batch).logits
         total += float(example_losses(logits, batch["input_ids"], batch["attention_mask"]).sum())
     return total / max(len(examples), 1)
 
 
 def adapter_state(model: PeftModel) -> dict[str, torch.Tensor]:
-    """The LoRA weights alone, detached and contiguous (what the registry stores)."""
-    return {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    """The LoRA weights alone, detached, contiguous and on the CPU (what the registry stores). Embedding layers
+    are never adapted: ``save_embedding_layers="auto"`` would look the base model's name up on the Hub."""
+    state = get_peft_model_state_dict(model, save_embedding_layers=False)
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
 
 
-def train_lora(base: GPT2LMHeadModel, train: Examples, queries: Examples, args: TrainingArguments,
+def train_lora(base: PreTrainedModel, train: Examples, queries: Examples, args: TrainingArguments,
                show_progress: bool = True) -> TrainResult:
-    """Adam on the LoRA factors, batch order from a seeded generator; records loss curve and eval metrics."""
-    with deterministic(args.num_threads):
+    """Adam on the LoRA factors, batch order from a seeded generator (dropout seeded too); records the loss curve
+    and base vs tuned eval loss and perplexity."""
+    if not len(train):
+        raise ValueError("no training examples")
+    started = time.perf_counter()
+    device = device_of(base)
+    with deterministic(args.num_threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
         base_eval = mean_loss(base, queries) if len(queries) else float("nan")
         model = attach_lora(base, args)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -108,13 +125,14 @@ def train_lora(base: GPT2LMHeadModel, train: Examples, queries: Examples, args: 
         checkpoints: list[Checkpoint] = []
         curve: list[float] = []
         step = 0
+        loop_started = time.perf_counter()
         with Progress(disable=not show_progress, transient=True, console=console) as progress:
             task = progress.add_task("LoRA training", total=total)
             for _ in range(args.epochs):
                 order = torch.randperm(len(train), generator=generator)
                 for start in range(0, len(train), args.batch_size):
                     model.train()
-                    batch = train.batch(order[start:start + args.batch_size])
+                    batch = {k: v.to(device) for k, v in train.batch(order[start:start + args.batch_size]).items()}
                     loss = example_losses(model(**batch).logits, batch["input_ids"], batch["attention_mask"]).mean()
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -124,8 +142,14 @@ def train_lora(base: GPT2LMHeadModel, train: Examples, queries: Examples, args: 
                     if step in keep:
                         checkpoints.append(Checkpoint(step, args.learning_rate, adapter_state(model)))
                     progress.advance(task)
+        loop_seconds = time.perf_counter() - loop_started
         model.eval()
         eval_loss = mean_loss(model, queries) if len(queries) else float("nan")
-    metrics = {"base_eval_loss": base_eval, "eval_loss": eval_loss, "eval_perplexity": math.exp(eval_loss),
-               "final_train_loss": curve[-1] if curve else float("nan"), "steps": float(step)}
-    return TrainResult(model=model, checkpoints=checkpoints, loss_curve=curve, metrics=metrics)
+    metrics = {"base_eval_loss": base_eval, "base_eval_perplexity": _perplexity(base_eval), "eval_loss": eval_loss,
+               "eval_perplexity": _perplexity(eval_loss), "final_train_loss": curve[-1], "steps": float(step)}
+    seconds = {"train": round(time.perf_counter() - started, 3), "per_step": round(loop_seconds / step, 4)}
+    return TrainResult(model=model, checkpoints=checkpoints, loss_curve=curve, metrics=metrics, seconds=seconds)
+
+
+def _perplexity(loss: float) -> float:
+    return math.exp(loss) if loss < 700 else float("inf")
