@@ -14,10 +14,12 @@ file's bytes, or every file of the Hugging Face directory. LoRA target modules c
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import importlib.metadata
 import importlib.util
+import io
 import json
 import warnings
 from dataclasses import asdict, dataclass
@@ -213,7 +215,8 @@ def _pristine(spec: BaseModelSpec) -> PreTrainedModel:
     import torch
     from transformers import AutoModelForCausalLM
 
-    with warnings.catch_warnings():
+    # the GGUF dequantizer draws its own progress bars on stderr: a stage's output is its result, not bars
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.filterwarnings("ignore", category=FutureWarning)
         model = AutoModelForCausalLM.from_pretrained(where.directory, attn_implementation="eager",
                                                      dtype=torch.float32, **where.load_kwargs())
