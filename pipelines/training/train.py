@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -108,5 +109,7 @@ def load_adapter(registry: AdapterRegistry, record: AdapterRecord) -> tuple[Peft
     if base_model_hash(args.base, cache_dir=registry.root) != record.base_model["hash"]:
         raise ValueError(f"base model of {record.adapter_id} does not match its lineage hash")
     folder = registry.folder(record.datanet_id, record.adapter_id)
-    model = PeftModel.from_pretrained(load_model(args.base, args.quantization), str(folder), is_trainable=True)
+    with warnings.catch_warnings():  # peft 0.21 calls a transformers 5 API deprecated for v6
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = PeftModel.from_pretrained(load_model(args.base, args.quantization), str(folder), is_trainable=True)
     return model.eval(), registry.checkpoint_weights(record)
