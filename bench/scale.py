@@ -46,7 +46,7 @@ from pipelines.attribution.store import (
 from pipelines.attribution.synthetic import make_datanet
 from pipelines.attribution.task import LoRALanguageModelTask
 from pipelines.training.arguments import TrainingArguments
-from pipelines.training.base_model import build_base_model, build_tokenizer
+from pipelines.training.base_model import build_base_model, load_tokenizer
 from pipelines.training.data import tokenize
 from pipelines.training.lora import deterministic, train_lora
 
@@ -67,7 +67,7 @@ def datanet(n: int, seed: int):
 
 def trained_adapter(work: Path):
     """A few LoRA steps on a 400-contribution datanet: attribution cost does not depend on how well it fits."""
-    tokenizer = build_tokenizer(TRAIN.base.vocab_size)
+    tokenizer = load_tokenizer(TRAIN.base)
     dn = datanet(400, seed=1)
     train = tokenize(dn.table["text"].to_pylist(), tokenizer, TRAIN.max_length)
     queries = tokenize(dn.eval_texts, tokenizer, TRAIN.max_length)

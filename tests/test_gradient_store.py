@@ -30,7 +30,7 @@ from pipelines.attribution.store import (
 from pipelines.attribution.synthetic import make_datanet, rows
 from pipelines.attribution.task import LoRALanguageModelTask
 from pipelines.training import AdapterRegistry, load_adapter, train_latest
-from pipelines.training.base_model import build_tokenizer
+from pipelines.training.base_model import load_tokenizer
 from pipelines.training.data import tokenize
 from tests.attribution_fixtures import FAST, settings_in, write_evals, write_version
 
@@ -48,7 +48,7 @@ def run(tmp_path_factory: pytest.TempPathFactory):
     table = pa.concat_tables([dn.table, planted])
     write_version(settings, 1, table)
     write_evals(settings, 1, dn.eval_texts)
-    record = train_latest(settings, 1, replace(FAST, num_checkpoints=3), show_progress=False)
+    record = train_latest(settings, 1, replace(FAST, num_checkpoints=3), show_progress=False).record
     scored = attribute(settings, 1, record.adapter_id, TRACIN).table
     attributor.cache_clear()
     return settings, table, record, scored, dn
@@ -71,7 +71,7 @@ def test_store_scores_a_new_eval_set_as_the_pipeline_does(run) -> None:
     ids, from_store = score_eval_set(settings, record.adapter_id, dn.eval_texts)
     assert attributor(settings, record.adapter_id).store_action == "read"  # no training gradient recomputed
     model, checkpoints = load_adapter(AdapterRegistry(settings.adapters_dir), record)
-    tokenizer = build_tokenizer(FAST.base.vocab_size)
+    tokenizer = load_tokenizer(FAST.base)
     ordered = table.sort_by("contribution_id")
     train = tokenize(ordered["text"].to_pylist(), tokenizer, FAST.max_length)
     queries = tokenize(dn.eval_texts, tokenizer, FAST.max_length)

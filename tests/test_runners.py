@@ -196,7 +196,7 @@ def test_attribution_gives_identical_scores_in_process_and_on_dask(dask_schedule
     dn = make_datanet(contributors={"on_topic": 2, "off_topic": 1}, per_contributor=2, num_queries=4)
     write_version(settings, 1, dn.table)
     write_evals(settings, 1, dn.eval_texts)
-    record = train_latest(settings, 1, FAST, show_progress=False)
+    record = train_latest(settings, 1, FAST, show_progress=False).record
     monkeypatch.setenv("PAYABLE_BEAM_OPTIONS", " ".join(dask_options(dask_scheduler)))
     on_dask = Settings.from_env(tmp_path)
     for method in ("datainf",):

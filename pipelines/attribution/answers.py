@@ -26,7 +26,7 @@ from pipelines.attribution.scoring import Setup, setup
 from pipelines.attribution.store import GradientStore, Hit, open_store
 from pipelines.attribution.task import LoRALanguageModelTask
 from pipelines.training.arguments import TrainingArguments
-from pipelines.training.base_model import build_tokenizer
+from pipelines.training.base_model import load_tokenizer
 from pipelines.training.data import tokenize
 from pipelines.training.lora import deterministic
 from pipelines.training.registry import AdapterRecord, AdapterRegistry
@@ -70,7 +70,7 @@ class Attributor:
 
     def query_vectors(self, texts: list[str]) -> np.ndarray:
         """(len(texts), C * K) lr-weighted projected loss gradients (a long text: sum over its windows)."""
-        examples = tokenize(texts, build_tokenizer(self.train_args.base.vocab_size), self.train_args.max_length)
+        examples = tokenize(texts, load_tokenizer(self.train_args.base), self.train_args.max_length)
         with deterministic(1), torch.no_grad():
             g = projected_gradients(self.task, self.prepared.params, examples.batch(slice(None)),
                                     self.prepared.projector, query=True)
