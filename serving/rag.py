@@ -9,8 +9,9 @@ records the same sources, so the usage half of the loop can pay their contributo
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from payable.settings import Settings
 from pipelines.retrieval import Source, search
@@ -55,6 +56,31 @@ def augment(messages: list[tuple[str, str]], sources: Sequence[Source]) -> list[
         return messages
     block = "\n".join(f"[{i}] {quote(s.text)}" for i, s in enumerate(sources, start=1))
     return [("system", f"{INSTRUCTIONS}\n{OPEN}\n{block}\n{CLOSE}"), *messages]
+
+
+def fit(messages: list[tuple[str, str]], sources: Sequence[Source], count: Callable[[list[tuple[str, str]]], int],
+        budget: int) -> list[Source]:
+    """The sources that fit a prompt of at most ``budget`` tokens (``count`` measures a rendered chat), best first.
+
+    Whole sources are kept in rank order while they fit; the first that does not is cut to the words that
+    do (a cut source is still cited: its marker points at the part the model saw), and the rest are left
+    out, so only what the model was shown is cited and paid for.
+    """
+    kept: list[Source] = []
+    for source in sources:
+        if count(augment(messages, [*kept, source])) <= budget:
+            kept.append(source)
+            continue
+        words = source.text.split()
+        low, high = 0, len(words)  # the longest prefix of words that fits, by bisection
+        while low < high:
+            middle = (low + high + 1) // 2
+            cut = dataclasses.replace(source, text=" ".join(words[:middle]))
+            low, high = (middle, high) if count(augment(messages, [*kept, cut])) <= budget else (low, middle - 1)
+        if low:
+            kept.append(dataclasses.replace(source, text=" ".join(words[:low])))
+        break
+    return kept
 
 
 def citations(sources: Sequence[Source]) -> list[Citation]:

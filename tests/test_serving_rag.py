@@ -99,3 +99,22 @@ def test_no_retrievable_sources_and_unknown_indexes(client, server):
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="dn-1", messages=[{"role": "user", "content": "water?"}],
                                        max_tokens=2, extra_body={"retrieval": {"datanets": []}})
+    # more sources than the 128-token context holds: cut to fit, never refused
+    fitted = client.chat.completions.create(model="dn-1", messages=[{"role": "user", "content": "water?"}],
+                                            max_tokens=8, extra_body={"retrieval": {"datanets": [1], "k": 3}})
+    assert 1 <= len(fitted.model_extra["citations"]) <= 3
+
+
+def test_sources_are_cut_to_the_context_and_only_what_the_model_saw_is_cited():
+    long = Source(21, 1, f"0x{21:040x}", "21:0", 1, " ".join(f"word{i}" for i in range(200)), 0.9)
+    other = Source(22, 1, f"0x{22:040x}", "22:0", 1, "never reached", 0.5)
+    chat = [("user", "q?")]
+
+    def count(messages):
+        return sum(len(text.split()) for _, text in messages)
+
+    kept = rag.fit(chat, [long, other], count, budget=60)
+    assert [s.contribution_id for s in kept] == [21]  # the second source no longer fits: not cited
+    assert count(rag.augment(chat, kept)) <= 60 < count(rag.augment(chat, [long]))
+    assert kept[0].text.split() == long.text.split()[:len(kept[0].text.split())]
+    assert rag.fit(chat, [long], count, budget=count(chat)) == []  # no room at all: no sources

@@ -32,6 +32,7 @@ from serving.protocol import (
 )
 
 router = APIRouter()
+COMPLETION_RESERVE = 32  # tokens kept free for the answer when a retrieval request names no max_tokens
 
 
 async def _retrieve(request: Request, body: ChatCompletionRequest, messages: list[tuple[str, str]]) -> list[Source]:
@@ -62,7 +63,10 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request):
     engine: Engine = request.app.state.engine
     rid = request_id(request, "chatcmpl")
     messages = [(m.role, m.text()) for m in body.messages]
-    sources = await _retrieve(request, body, messages)
+    retrieved = await _retrieve(request, body, messages)
+    budget = engine.base.context - (body.token_budget() or min(COMPLETION_RESERVE, engine.base.context // 4))
+    sources = rag.fit(messages, retrieved, lambda chat: len(engine.base.encode(engine.base.chat_prompt(chat))),
+                      budget)
     prompt = engine.base.chat_prompt(rag.augment(messages, sources))
     prepared = await engine.prepare(GenerateRequest(
         request_id=rid, model=body.model, prompt=prompt, max_tokens=body.token_budget(),
