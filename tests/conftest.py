@@ -9,6 +9,7 @@ ask for their own with ``make_settings(..., own_broker=True)``.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -160,12 +161,16 @@ def dask_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     commands = [[dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]] + [
         [dask, "worker", address, "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1", "--no-dashboard",
          "--name", f"w{i}", "--local-directory", str(logs / f"w{i}")] for i in range(2)]
+    # workers unpickle the tests' own DoFns too: they import from the repository root, as a cluster's
+    # workers would from the shipped package
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     processes = []
     try:
         for i, command in enumerate(commands):
             with open(logs / f"{i}.log", "wb") as log:
                 processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                                  stdin=subprocess.DEVNULL))
+                                                  stdin=subprocess.DEVNULL, env=env, cwd=root))
             if i == 0:
                 deadline = time.monotonic() + 60
                 while not services.port_open(port):

@@ -26,6 +26,7 @@ from pipelines.rewards.epochs import close_epoch
 from pipelines.rewards.inputs import INFLUENCE_TABLE, harm_evidence, load_inputs
 from pipelines.rewards.split import EpochInputs, EpochParams, split_rewards
 from pipelines.training import train_latest
+from pipelines.training.data import held_out
 from schemas import rewards as schema
 from schemas.verdicts import CONTRIBUTION_VERDICT
 from tests.attribution_fixtures import FAST, settings_in, write_evals, write_version
@@ -136,7 +137,7 @@ def test_a_datanet_whose_only_eval_query_is_held_out_fails_alone_without_nan(sta
     texts, i = [], 0
     while len(texts) < 2:  # one contribution in the holdout bucket, one trained on: no other eval query exists
         text = f"note {i}: simmer the soup with salt ."
-        held = int(rows(1, [("0x" + "ab" * 20, text)])["content_hash"][0].as_py()[:8], 16) % 10 == 0
+        held = held_out(rows(1, [("0x" + "ab" * 20, text)])["content_hash"][0].as_py(), 10)
         if held == (len(texts) == 0):
             texts.append(text)
         i += 1

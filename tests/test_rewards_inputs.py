@@ -74,4 +74,5 @@ def test_loaders_take_latest_verdicts_unretracted_slashes_and_the_newest_dataset
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines[0]["closed"] == 1 and lines[0]["total"] == "1000" and lines[0]["accounts"] == 1
     assert {line["step"]: line["state"] for line in lines[1:]} == {
-        "fund": "done", "publish": "done", "push-0": "done", "slash-3": "skipped"}, "3 is not on this chain"
+        "fund": "done", "publish": "done", "link": "skipped", "push-0": "done", "slash-3": "skipped"}, \
+        "3 is not on this chain; no run was committed to link"

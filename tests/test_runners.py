@@ -201,8 +201,8 @@ def test_attribution_gives_identical_scores_in_process_and_on_dask(dask_schedule
     on_dask = Settings.from_env(tmp_path)
     for method in ("datainf",):
         args = ScoreArguments(method=method, projection_dim=32, batch_size=4)
-        local = attribute(settings, 1, record.adapter_id, args, use_beam=True).sort_by("contribution_id")
-        remote = attribute(on_dask, 1, record.adapter_id, args, use_beam=True).sort_by("contribution_id")
+        local = attribute(settings, 1, record.adapter_id, args, use_beam=True).table.sort_by("contribution_id")
+        remote = attribute(on_dask, 1, record.adapter_id, args, use_beam=True).table.sort_by("contribution_id")
         assert remote["contribution_id"] == local["contribution_id"]
         scores_local, scores_remote = local["score"].to_pylist(), remote["score"].to_pylist()
         assert scores_remote == pytest.approx(scores_local, rel=1e-9, abs=1e-12), method

@@ -11,12 +11,17 @@ anywhere below a command is printed by the group as one ``error:`` line (exit 1)
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from payable.settings import Settings
+
+# Lance's Rust side logs WARN lines (e.g. "No existing dataset ... it will be created") on stderr, which
+# would break the CLI's one-line errors; set before any command imports lance. LANCE_LOG still overrides.
+os.environ.setdefault("LANCE_LOG", "error")
 
 # command name -> "module:attribute" of its click command, in the order of the loop.
 COMMANDS = {
