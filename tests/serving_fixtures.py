@@ -9,13 +9,18 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import openai
 import torch
 from peft import LoraConfig, get_peft_model
 
+from payable.settings import Settings
 from pipelines.training.arguments import BaseModelSpec
 from pipelines.training.base_model import base_model_hash, build_base_model
+from serving.server import ServeOptions, ServerThread, build
 
 
 def write_adapter(root: Path, datanet_id: int, dataset_version: int, seed: int, r: int = 8,
@@ -74,3 +79,15 @@ def usage_of(server, request_id: str) -> dict:
             return found[0]
         time.sleep(0.02)
     raise AssertionError(f"no usage event for {request_id}")
+
+
+@contextmanager
+def running_server(settings: Settings, max_batch: int = 4) -> Iterator[ServerThread]:
+    """A real uvicorn server over ``settings``' adapters on a free port, stopped on exit."""
+    with ServerThread(build(settings, ServeOptions(max_batch=max_batch)), usage_timeout_s=0.5) as running:
+        yield running
+
+
+def openai_client(server: ServerThread, timeout: float = 60) -> openai.OpenAI:
+    """The real ``openai`` client pointed at a running test server, without retries."""
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=timeout)

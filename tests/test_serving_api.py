@@ -20,10 +20,9 @@ import pytest
 
 from payable import services
 from payable.settings import Settings
-from serving.server import ServeOptions, ServerThread, build
 from serving.status import parse_metrics
 from serving.usage import usage_id
-from tests.serving_fixtures import usage_of, write_adapter
+from tests.serving_fixtures import openai_client, running_server, usage_of, write_adapter
 
 CALLER = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
 
@@ -43,13 +42,13 @@ def settings(tmp_path_factory) -> Settings:
 
 @pytest.fixture(scope="module")
 def server(settings):
-    with ServerThread(build(settings, ServeOptions(max_batch=4)), usage_timeout_s=0.5) as running:
+    with running_server(settings) as running:
         yield running
 
 
 @pytest.fixture
 def client(server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+    return openai_client(server)
 
 
 def metrics(server) -> dict[str, float]:

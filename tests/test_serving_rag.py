@@ -16,8 +16,7 @@ from pipelines.validate.materialize import commit, dataset_uri
 from schemas.datasets import CONTRIBUTION_ROW
 from schemas.usage import USAGE_EVENT
 from serving import rag
-from serving.server import ServeOptions, ServerThread, build
-from tests.serving_fixtures import usage_of, write_adapter
+from tests.serving_fixtures import openai_client, running_server, usage_of, write_adapter
 
 TEXTS = {
     11: "Water boils at 100 degrees.",
@@ -42,13 +41,13 @@ def settings(tmp_path_factory) -> Settings:
 
 @pytest.fixture(scope="module")
 def server(settings):
-    with ServerThread(build(settings, ServeOptions(max_batch=4)), usage_timeout_s=0.5) as running:
+    with running_server(settings) as running:
         yield running
 
 
 @pytest.fixture
 def client(server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    return openai_client(server, timeout=120)
 
 
 def test_a_cited_answer_names_its_sources_and_the_usage_event_records_them(client, server):
