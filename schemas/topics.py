@@ -15,6 +15,8 @@
 | payable.usage             | usage event id              | UsageEvent (one served request) | payable serve         |
 | payable.commitments       | commitment id (0x bytes32)  | model / influence commitment    | commitments publisher |
 |                           |                             | records and their tx states     |                       |
+| payable.usage.attribution | usage event id              | ContextAttributed, ContextAttri-| context-attribution   |
+|                           |                             | butionSkipped (per RAG answer)  | stage                 |
 
 Every message carries the headers ``event-type`` (e.g. b"ContributionSubmitted") and
 ``schema-version`` (e.g. b"1"); values are UTF-8 JSON objects validated against the pyarrow schema
@@ -32,9 +34,10 @@ VERDICTS_DLQ = "payable.verdicts.dlq"
 REWARDS_OUTBOX = "payable.rewards.outbox"
 USAGE = "payable.usage"
 COMMITMENTS = "payable.commitments"
+USAGE_ATTRIBUTION = "payable.usage.attribution"
 
 ALL_TOPICS = (CHAIN_FACTS, CHAIN_CHECKPOINTS, CHAIN_DLQ, ALERTS, VERDICTS, VERDICTS_DLQ, REWARDS_OUTBOX, USAGE,
-              COMMITMENTS)
+              COMMITMENTS, USAGE_ATTRIBUTION)
 
 HEADER_EVENT_TYPE = "event-type"
 HEADER_SCHEMA_VERSION = "schema-version"
