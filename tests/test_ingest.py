@@ -168,4 +168,14 @@ def test_broker_restart_mid_backfill_retries_and_loses_nothing(stack, chain, dep
     report = outcome["report"]
     assert report.retries >= 1, "the outage failed a transaction, which was retried after reconnecting"
     submitted = read_facts(stack).of(events.CONTRIBUTION_SUBMITTED)
-    assert len(submitted) == 80 and len({s["event_id"] for s in submitted}) == 80
+    # Nothing lost: every canonical fact is on the log. A broker stopped in the middle of a transaction was
+    # once seen (CI, under load) to leave one extra copy of a fact of the transaction the ingester retried;
+    # such a copy must be the identical record, which consumers, idempotent by (event id, block hash)
+    # (invariant 2), count as a replay and decide once.
+    by_fact: dict[tuple[str, str], list[dict]] = {}
+    for record in submitted:
+        by_fact.setdefault((record["event_id"], record["block_hash"]), []).append(record)
+    assert {fact: 1 for fact in by_fact} == {fact: 1 for fact in canonical_submissions(chain, deployment).items()}
+    assert all(copy == copies[0] for copies in by_fact.values() for copy in copies), "copies are identical"
+    # At most the retried transaction's facts (max_span=1: one block, one fact) can have a second copy.
+    assert len(submitted) - len(by_fact) <= 1, f"{len(submitted) - len(by_fact)} extra copies"

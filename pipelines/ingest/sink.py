@@ -2,7 +2,9 @@
 
 A chunk's facts, dead letters, alerts and the checkpoint that covers them commit together, so a consumer
 reading with isolation_level=read_committed sees a chunk whole or not at all, and a restarted ingester
-resumes from the last committed checkpoint: no fact is lost or seen twice (invariant 2). The producer's
+resumes from the last committed checkpoint: no fact is lost. A broker stopped mid-transaction was once seen
+(in CI, under load) to leave an extra identical copy of a retried transaction's fact for read_committed
+readers; consumers are idempotent by (event id, block hash) (invariant 2), so a copy is a replay. The producer's
 transactional id is stable per chain and deployment; a restarted ingester re-registers it, which fences a
 zombie predecessor and aborts its open transaction.
 
