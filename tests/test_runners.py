@@ -80,12 +80,23 @@ def _branches(out: Path, runner: str, address: str) -> list[str]:
         (out / f"{name}-{value}").write_text("")
         return value
 
-    with beam.Pipeline(options=PipelineOptions(dask_options(address, runner))) as pipeline:
-        numbers = pipeline | beam.Create(list(range(40)))
-        _ = numbers | "Left" >> beam.Map(write, "left")
-        total = numbers | beam.CombineGlobally(sum)
-        _ = numbers | "Right" >> beam.Map(lambda n, t: write(n + 1000 * t, "right"), beam.pvalue.AsSingleton(total))
+    pipeline = beam.Pipeline(options=PipelineOptions(dask_options(address, runner)))
+    numbers = pipeline | beam.Create(list(range(40)))
+    _ = numbers | "Left" >> beam.Map(write, "left")
+    total = numbers | beam.CombineGlobally(sum)
+    _ = numbers | "Right" >> beam.Map(lambda n, t: write(n + 1000 * t, "right"), beam.pvalue.AsSingleton(total))
+    _run(pipeline)
     return sorted(os.listdir(out))
+
+
+def _run(pipeline: beam.Pipeline) -> None:
+    """Runs to the end, then closes the result's Dask client: the stock runner leaves it open, and it keeps
+    reconnecting (tracebacks on stderr) after the session's scheduler is gone."""
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        result.client.close()
 
 
 class CountPerBundle(beam.DoFn):
@@ -106,8 +117,9 @@ def _bundles(out: Path, runner: str, address: str) -> list:
     def save(value):
         (out / f"{uuid.uuid4().hex}.json").write_text(json.dumps(value))
 
-    with beam.Pipeline(options=PipelineOptions(dask_options(address, runner))) as pipeline:
-        _ = pipeline | beam.Create(list(range(40))) | beam.ParDo(CountPerBundle()) | beam.Map(save)
+    pipeline = beam.Pipeline(options=PipelineOptions(dask_options(address, runner)))
+    _ = pipeline | beam.Create(list(range(40))) | beam.ParDo(CountPerBundle()) | beam.Map(save)
+    _run(pipeline)
     return [json.loads(path.read_text()) for path in out.iterdir()]
 
 
