@@ -3,7 +3,8 @@
 With ``retrieval`` in the body (OpenAI clients send it through ``extra_body``), the question (the last
 user message) is searched in the named datanets' indexes first: the sources go into the prompt as quoted
 data, the answer carries their inline markers and a ``citations`` field (on the first chunk of a stream),
-and the usage event records them (``serving.rag``).
+and the usage event records them (``serving.rag``). Every answer names its usage event in the
+``X-Payable-Usage-Event`` header, so a client (the chat page) can ask later what the answer earned whom.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from pipelines.retrieval import Source
 from serving import rag
-from serving.api.common import caller, request_id, sse, usage
+from serving.api.common import USAGE_EVENT_HEADER, caller, request_id, sse, usage
 from serving.engine import Delta, Engine, GenerateRequest
 from serving.errors import InvalidRequest
 from serving.protocol import (
@@ -30,6 +31,7 @@ from serving.protocol import (
     ChatDelta,
     Usage,
 )
+from serving.usage import usage_id
 
 router = APIRouter()
 COMPLETION_RESERVE = 32  # tokens kept free for the answer when a retrieval request names no max_tokens
@@ -59,9 +61,10 @@ async def _with_markers(deltas: AsyncIterator[Delta], sources: list[Source]) -> 
 
 
 @router.post("/v1/chat/completions", response_model=None)
-async def create_chat_completion(body: ChatCompletionRequest, request: Request):
+async def create_chat_completion(body: ChatCompletionRequest, request: Request, response: Response):
     engine: Engine = request.app.state.engine
     rid = request_id(request, "chatcmpl")
+    response.headers[USAGE_EVENT_HEADER] = usage_id(rid)
     messages = [(m.role, m.text()) for m in body.messages]
     retrieved = await _retrieve(request, body, messages)
     budget = engine.base.context - (body.token_budget() or min(COMPLETION_RESERVE, engine.base.context // 4))
@@ -87,7 +90,9 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request):
         def usage_chunk(counts: Usage) -> BaseModel:
             return ChatCompletionChunk(id=rid, model=body.model, choices=[], usage=counts)
 
-        return sse(deltas, chunk, usage_chunk if body.include_usage() else None)
+        streamed = sse(deltas, chunk, usage_chunk if body.include_usage() else None)
+        streamed.headers[USAGE_EVENT_HEADER] = response.headers[USAGE_EVENT_HEADER]
+        return streamed
     parts = [delta async for delta in deltas]
     return ChatCompletionResponse(id=rid, model=body.model, usage=usage(parts[-1]), citations=cited, choices=[
         ChatChoice(message=AssistantMessage(content="".join(d.text for d in parts)),

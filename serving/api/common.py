@@ -17,6 +17,7 @@ from serving.protocol import ErrorBody, ErrorResponse, Usage
 
 CALLER_HEADER = "x-payable-caller"
 REQUEST_ID_HEADER = "x-request-id"
+USAGE_EVENT_HEADER = "x-payable-usage-event"  # the usage event id of the answer (serving.usage.usage_id)
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
