@@ -10,5 +10,6 @@ One base model, many adapters (DESIGN.md, the loop's usage half). Modules, one j
 - ``cache``: the LRU of loaded adapters (count and byte bounds, pinning, counters);
 - ``engine``: model names to adapters, prompts to token streams, finished requests to usage events;
 - ``usage``: the buffered, retrying writer of usage events to Kafka;
-- ``protocol`` and ``api/``: the OpenAI request/response shapes and the HTTP endpoints.
+- ``protocol`` and ``api/``: the OpenAI request/response shapes and the HTTP endpoints;
+- ``web``, ``contributions`` and ``static/``: the chat page at ``/`` and the contribution details it links to.
 """

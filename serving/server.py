@@ -50,10 +50,12 @@ class Service:
     engine: Engine
     usage: UsageWriter
     retriever: Retriever | None = None
+    settings: Settings | None = None
+    """The data directory behind the chat page (none: the OpenAI API alone)."""
     app: FastAPI = field(init=False)
 
     def __post_init__(self) -> None:
-        self.app = create_app(self.engine, self.usage, self.retriever)
+        self.app = create_app(self.engine, self.usage, self.retriever, self.settings)
 
     def start(self, pin: tuple[str, ...] = ()) -> None:
         self.usage.start()
@@ -77,7 +79,8 @@ def build(settings: Settings, options: ServeOptions, base: ServedBase | None = N
     cache = AdapterCache(options.max_adapters, options.max_adapter_bytes)
     kwargs = {"topic": options.usage_topic} if options.usage_topic else {}
     usage = UsageWriter(settings.kafka_bootstrap, **kwargs)
-    return Service(Engine(base, AdapterSource(settings.adapters_dir), cache, usage), usage, Retriever(settings))
+    return Service(Engine(base, AdapterSource(settings.adapters_dir), cache, usage), usage, Retriever(settings),
+                   settings)
 
 
 def serve(settings: Settings, options: ServeOptions) -> None:

@@ -50,8 +50,9 @@ def serve(ctx: Context, host: str, port: int, max_batch: int, max_adapters: int,
 
     options = ServeOptions(host=host, port=port, max_batch=max_batch, max_adapters=max_adapters,
                            max_adapter_bytes=max_adapter_mb << 20, pin=pin, threads=threads)
-    click.echo(f"payable serve on http://{host}:{port}/v1 (adapters {ctx.settings.adapters_dir}, "
-               f"usage -> {ctx.settings.kafka_bootstrap}); Ctrl-C to stop", err=True)
+    click.echo(f"payable serve on http://{host}:{port}/v1, chat page http://{host}:{port}/ "
+               f"(adapters {ctx.settings.adapters_dir}, usage -> {ctx.settings.kafka_bootstrap}); Ctrl-C to stop",
+               err=True)
     try:
         run(ctx.settings, options)
     except ServingError as exc:

@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from payable.settings import Settings
+from serving import web
 from serving.api import chat, completions, metrics, models
 from serving.api.common import error_response
 from serving.engine import Engine
@@ -34,15 +36,21 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"{param or 'body'}: {first.get('msg', 'invalid request')}", param
 
 
-def create_app(engine: Engine, usage: UsageWriter | None = None, retriever: Retriever | None = None) -> FastAPI:
+def create_app(engine: Engine, usage: UsageWriter | None = None, retriever: Retriever | None = None,
+               settings: Settings | None = None) -> FastAPI:
     """The OpenAI-compatible app; starting and stopping the engine and usage writer is the caller's job.
-    Without a ``retriever``, a chat request asking for retrieval is refused."""
+    Without a ``retriever``, a chat request asking for retrieval is refused; with ``settings`` (the data
+    directory the page's contribution details and earnings are read from), the chat page is served at ``/``."""
     app = FastAPI(title="payable serve", docs_url=None, redoc_url=None)
     app.state.engine = engine
     app.state.usage = usage
     app.state.retriever = retriever
+    app.state.settings = settings
     for module in (completions, chat, models, metrics):
         app.include_router(module.router)
+    if settings is not None:
+        app.include_router(web.router)
+        app.mount("/static", web.static_files, name="static")
 
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, exc: ServingError) -> JSONResponse:
