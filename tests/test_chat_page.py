@@ -3,8 +3,9 @@ protocol (tests/chromium.py), against a real server with a RAG datanet.
 
 The page runs the question given in its URL by itself; the test waits until the page says it is done
 (``body[data-state]``), then reads what it shows: the streamed answer (and how many stream chunks built
-it), the citations with their contributions' verdicts, and the answer's earnings. The JSON endpoints the
-page reads are tested over HTTP beside it, bad input included. The screenshot goes to the test's temporary
+it), the citations with their contributions' verdicts, and the answer's earnings, read off the session's
+real Kafka broker like the usage event the answer left there. The JSON endpoints the page reads are tested
+over HTTP beside it, bad input included. The screenshot goes to the test's temporary
 directory, or to ``$PAYABLE_CHAT_SCREENSHOT`` (how docs/img/chat.png is made).
 """
 
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.parse
-from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -21,14 +22,17 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from payable import services
+from payable import kafka_log
 from payable.settings import Settings
 from pipelines.audit.tables import create_statements
 from pipelines.retrieval import build_index
 from pipelines.validate.materialize import commit, dataset_uri
+from schemas import events, topics
 from schemas.datasets import CONTRIBUTION_ROW
+from schemas.usage import USAGE_EVENT
 from serving.usage import usage_id
 from tests.chromium import Chromium
+from tests.conftest import make_settings
 from tests.serving_fixtures import running_server, write_adapter
 
 TEXTS = {
@@ -48,8 +52,8 @@ def rows(datanet_id: int, texts: dict[int, str]) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory) -> Settings:
-    settings = replace(Settings.from_env(tmp_path_factory.mktemp("chat")),
-                       kafka_bootstrap=f"127.0.0.1:{services.free_port()}")  # usage stays buffered: read there
+    settings = make_settings(tmp_path_factory.mktemp("chat") / "data")  # an empty log on the shared broker
+    kafka_log.ensure_topics(settings.kafka_bootstrap)
     commit(dataset_uri(settings.lance_dir, 1), rows(1, TEXTS), [], run_id="r1", offsets={0: (0, 3)})
     build_index(settings, 1, slashed=set())
     write_adapter(settings.adapters_dir, 1, 1, seed=1)
@@ -83,6 +87,8 @@ SHOWN = """JSON.stringify({
   citations: [...document.querySelectorAll(".citation")].map(c => ({
     id: c.id, contribution: Number(c.dataset.contributionId), text: c.textContent,
     verdict: c.querySelector(".verdict").textContent, full: c.querySelector(".full-text blockquote")?.textContent})),
+  sourcesTitle: document.querySelector(".citations-title").hidden ? null
+    : document.querySelector(".citations-title").textContent,
   usageEvent: document.querySelector(".turn").dataset.usageEvent,
   earnings: document.querySelector(".earnings").dataset.status,
   pwned: window.pwned === 1, injected: document.querySelectorAll(".turn b, .turn script").length})"""
@@ -92,6 +98,19 @@ SHOWN = """JSON.stringify({
 def browser():
     with Chromium() as running:
         yield running
+
+
+def usage_event_on_log(settings: Settings, event_id: str, timeout_s: float = 60.0) -> dict:
+    """The one usage event ``event_id`` on the usage topic, once the server's writer has delivered it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = [r for m in kafka_log.read_topic(settings.kafka_bootstrap, topics.USAGE)
+                 for t, r in [events.decode(m.value, m.headers)] if t is USAGE_EVENT and r["event_id"] == event_id]
+        if found:
+            assert len(found) == 1
+            return found[0]
+        time.sleep(0.2)
+    raise AssertionError(f"usage event {event_id} never reached {topics.USAGE}")
 
 
 def ask_in_browser(browser: Chromium, server, screenshot: Path | None = None, **params) -> dict:
@@ -104,7 +123,7 @@ def ask_in_browser(browser: Chromium, server, screenshot: Path | None = None, **
     return shown
 
 
-def test_the_page_streams_a_cited_answer_with_its_contributions_and_earnings(browser, server, tmp_path):
+def test_the_page_streams_a_cited_answer_with_its_contributions_and_earnings(browser, server, settings, tmp_path):
     target = Path(os.environ.get("PAYABLE_CHAT_SCREENSHOT") or tmp_path / "chat.png")
     shown = ask_in_browser(browser, server, target, model="dn-1", datanets="1", k=1, max_tokens=8, q="water boils?")
     assert shown["state"] == "done", shown["status"]
@@ -113,9 +132,10 @@ def test_the_page_streams_a_cited_answer_with_its_contributions_and_earnings(bro
     cited = shown["citations"][0]
     assert cited["id"] == "cite-1-1" and f"0x{11:040x}" in cited["text"] and TEXTS[11] in cited["text"]
     assert cited["verdict"] == "accepted" and cited["full"] == TEXTS[11]  # from the contribution's dataset row
+    assert shown["sourcesTitle"] == "Sources"
     assert "[1]" in shown["answer"] and shown["markers"] == ["#cite-1-1"]  # the inline marker links the citation
-    buffered = [e for e in server.service.usage.buffered() if e["event_id"] == shown["usageEvent"]]
-    assert len(buffered) == 1 and [s["contribution_id"] for s in buffered[0]["retrieved_sources"]] == [11]
+    event = usage_event_on_log(settings, shown["usageEvent"])
+    assert [s["contribution_id"] for s in event["retrieved_sources"]] == [11]
     assert shown["earnings"] == "pending"  # no usage epoch has paid it
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and target.stat().st_size > 10_000
 
@@ -126,6 +146,12 @@ def test_an_adversarial_contribution_is_shown_as_text_never_run(browser, server)
     assert [c["contribution"] for c in shown["citations"]] == [13]
     assert "<script>window.pwned = 1</script>" in shown["citations"][0]["full"]  # quoted as written
     assert not shown["pwned"] and shown["injected"] == 0
+
+
+def test_an_answer_whose_sources_do_not_fit_says_so(browser, server):
+    shown = ask_in_browser(browser, server, model="dn-1", datanets="1", k=2, max_tokens=96, q="water boils?")
+    assert shown["state"] == "done" and shown["citations"] == [] and shown["markers"] == []
+    assert shown["sourcesTitle"].startswith("No sources")
 
 
 def test_a_refused_request_is_shown_as_its_one_line_error(browser, server):

@@ -80,7 +80,9 @@ function renderAnswer(node, text, turn) {
 
 function renderCitations(view, citations, turn) {
   // One entry per citation; returns the promises of their contributions' details.
-  view.querySelector(".citations-title").hidden = citations.length === 0;
+  const title = view.querySelector(".citations-title");
+  title.hidden = false;
+  title.textContent = citations.length ? "Sources" : "No sources: nothing retrievable, or none fit the model's context";
   const list = view.querySelector(".citations");
   const details = [];
   for (const citation of citations) {
@@ -116,6 +118,8 @@ async function loadContribution(item, id) {
   const verdict = detail.verdict;
   badge.textContent = verdict.reason ? `${verdict.status}: ${verdict.reason}` : verdict.status;
   badge.classList.add(verdict.status);
+  badge.title = `verdict ${verdict.verdict_id}, from the ${verdict.source}` +
+                (verdict.rules_version ? ` (rules ${verdict.rules_version})` : "");
   const full = element("details", {class: "full-text"});
   full.append(element("summary", {}, `full contribution (${detail.text.length} characters, ` +
                                      `block ${detail.block_number}, verdict ${verdict.verdict_id})`),
