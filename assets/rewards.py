@@ -1,7 +1,5 @@
 """Reward assets: the epoch's pool split by influence (Merkle root), put on-chain exactly once."""
 
-import os
-
 import dagster as dg
 
 from assets.attribution import influence_scores
@@ -12,11 +10,6 @@ from pipelines.rewards.emitter import emit_epoch
 from pipelines.rewards.epochs import load_epoch, next_epoch_id
 
 OWNERS = ["team:protocol"]
-DEFAULT_POOL = 10_000 * 10**18  # OPEN wei per epoch unless PAYABLE_EPOCH_POOL says otherwise
-
-
-def epoch_pool() -> int:
-    return int(os.environ.get("PAYABLE_EPOCH_POOL", DEFAULT_POOL))
 
 
 @dg.asset(
@@ -25,11 +18,12 @@ def epoch_pool() -> int:
                 "weighted by reputation, penalties for redundant or harmful data, a Merkle root over "
                 "(account, amount), all recorded on the rewards outbox. Each influence run is paid in one "
                 "epoch; a run with non-finite scores is left out (listed, with why). No new epoch when nothing "
-                "changed, nor while an earlier one is unfinished on-chain.",
+                "changed, nor while an earlier one is unfinished on-chain. The pool and the split rules are the "
+                "governed parameters (ProtocolParameters) read from chain at the closing block.",
 )
 def reward_epochs(data_dir: DataDirResource, chain: ChainResource, kafka: KafkaResource) -> dg.MaterializeResult:
     settings = stage_settings(data_dir, chain, kafka)
-    due, closed_now = close_due_epoch(settings, deployment(settings), pool=epoch_pool())
+    due, closed_now = close_due_epoch(settings, deployment(settings))
     newest = due.epoch_id or next_epoch_id(settings) - 1
     metadata = {"due": due.describe(), "closed_now": closed_now is not None,
                 "excluded_runs": table_md([{"run": x.run, "reason": x.reason} for x in due.excluded])}

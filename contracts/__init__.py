@@ -18,6 +18,7 @@ REWARD_DISTRIBUTOR = "RewardDistributor"
 TIMELOCK = "PayableTimelock"
 GOVERNOR = "PayableGovernor"
 ATTRIBUTION_REGISTRY = "AttributionRegistry"
+PROTOCOL_PARAMETERS = "ProtocolParameters"
 
 
 @cache

@@ -1,10 +1,18 @@
 """Deploys payable's contract set and hands the parameters to governance.
 
-After deployment the timelock owns the registry's parameters and administers the distributor's roles;
-the deployer keeps no admin role anywhere (it renounces the timelock admin role last). The deployer
-remains the treasury's initial token holder, the operator key holds the rewards-operator role, and the
-attribution operator (the trainer key, which publishes model and influence commitments) holds the
-AttributionRegistry's operator role.
+After deployment the timelock owns the registry's parameters and the ProtocolParameters (epoch pool, usage
+terms, harm rule, reputation prior) and administers the distributor's roles; the deployer keeps no role
+anywhere (it renounces its bootstrap proposer and admin roles last). The timelock is also the treasury: it
+holds ``treasury_share`` of the supply and has approved the rewards operator to spend up to
+``funding_allowance`` of it, which is how epochs are funded; governance changes that allowance like any
+other parameter (a proposal calling ``token.approve`` from the timelock). The deployer keeps the rest of
+the supply (distribution, votes), the operator key holds the rewards-operator role, and the attribution
+operator (the trainer key, which publishes model and influence commitments) holds the AttributionRegistry's
+operator role.
+
+The treasury's first approval has to come from the timelock itself, before any proposal could pass: the
+timelock is deployed with no delay and the deployer as its only proposer, executes that approval and its
+own ``updateDelay`` in one batch, and then the deployer hands the proposer role to the governor.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
+from web3.contract import Contract
 
 import contracts
 from payable.chain import Chain, Deployment
@@ -32,18 +41,34 @@ class DeployParams:
     voting_delay_blocks: int = 1
     voting_period_blocks: int = 50
     quorum_percent: int = 4
+    treasury_share: int = 100_000_000 * TOKEN_UNIT
+    funding_allowance: int = 1_000_000 * TOKEN_UNIT
+    epoch_pool: int = 10_000 * TOKEN_UNIT
+    usage_price_per_token: int = 10**12  # OPEN wei per generated token: 1 OPEN per million tokens
+    usage_sources_bps: int = 6_000
+    usage_training_bps: int = 3_000
+    usage_trainer_bps: int = 1_000
+    refit_margin_bps: int = 10_000  # one seed-to-seed spread
+    require_refit: bool = True
+    prior_accepted: int = 1
+    prior_rejected: int = 1
+
+    def protocol_values(self) -> tuple:
+        """The ProtocolParameters constructor's ``Values`` struct, in its field order."""
+        return (self.epoch_pool, self.usage_price_per_token, self.usage_sources_bps, self.usage_training_bps,
+                self.usage_trainer_bps, self.refit_margin_bps, self.require_refit, self.prior_accepted,
+                self.prior_rejected)
 
 
 def deploy(chain: Chain, deployer: LocalAccount, operator: str, params: DeployParams = DeployParams(),
            attributor: str = ZERO_ADDRESS) -> Deployment:
-    """Deploys token, timelock, governor, registry, distributor and attribution registry; returns their addresses.
+    """Deploys token, timelock, governor, registry, distributor, attribution registry and protocol parameters,
+    funds the treasury; returns their addresses.
 
     ``attributor``: who may publish commitments (none by default: the timelock can grant the role later).
     """
     token, first = chain.deploy(deployer, contracts.OPEN_TOKEN, deployer.address, params.supply)
-    timelock, _ = chain.deploy(
-        deployer, contracts.TIMELOCK, params.timelock_delay_s, [], [ZERO_ADDRESS], deployer.address
-    )
+    timelock, _ = chain.deploy(deployer, contracts.TIMELOCK, 0, [deployer.address], [ZERO_ADDRESS], deployer.address)
     governor, _ = chain.deploy(
         deployer, contracts.GOVERNOR, token, timelock,
         params.voting_delay_blocks, params.voting_period_blocks, params.quorum_percent,
@@ -54,11 +79,14 @@ def deploy(chain: Chain, deployer: LocalAccount, operator: str, params: DeployPa
     )
     distributor, _ = chain.deploy(deployer, contracts.REWARD_DISTRIBUTOR, token, timelock, operator)
     attribution, _ = chain.deploy(deployer, contracts.ATTRIBUTION_REGISTRY, timelock, attributor, distributor)
+    parameters, _ = chain.deploy(deployer, contracts.PROTOCOL_PARAMETERS, timelock, params.protocol_values())
 
     lock = chain.contract(contracts.TIMELOCK, timelock)
+    _fund_treasury(chain, deployer, lock, chain.contract(contracts.OPEN_TOKEN, token), operator, params)
     for role in ("PROPOSER_ROLE", "CANCELLER_ROLE"):
         role_id = getattr(lock.functions, role)().call()
         chain.transact(deployer, lock.functions.grantRole(role_id, governor), label=f"grant {role}")
+        chain.transact(deployer, lock.functions.renounceRole(role_id, deployer.address), label=f"renounce {role}")
     admin_role = lock.functions.DEFAULT_ADMIN_ROLE().call()
     chain.transact(deployer, lock.functions.renounceRole(admin_role, deployer.address), label="renounce admin")
 
@@ -71,4 +99,18 @@ def deploy(chain: Chain, deployer: LocalAccount, operator: str, params: DeployPa
         timelock=Web3.to_checksum_address(timelock),
         governor=Web3.to_checksum_address(governor),
         attribution=Web3.to_checksum_address(attribution),
+        parameters=Web3.to_checksum_address(parameters),
     )
+
+
+def _fund_treasury(chain: Chain, deployer: LocalAccount, lock: Contract, token: Contract, operator: str,
+                   params: DeployParams) -> None:
+    """Moves the treasury share to the timelock, which (still without delay, the deployer its only proposer)
+    approves the operator's funding allowance and then sets its own delay, in one batch."""
+    chain.transact(deployer, token.functions.transfer(lock.address, params.treasury_share), label="fund treasury")
+    batch = ([token.address, lock.address], [0, 0],
+             [token.encode_abi("approve", args=[operator, params.funding_allowance]),
+              lock.encode_abi("updateDelay", args=[params.timelock_delay_s])],
+             bytes(32), Web3.keccak(text="payable bootstrap"))
+    chain.transact(deployer, lock.functions.scheduleBatch(*batch, 0), label="schedule bootstrap")
+    chain.transact(deployer, lock.functions.executeBatch(*batch), label="execute bootstrap")

@@ -97,6 +97,8 @@ class Deployment:
     governor: str
     attribution: str = ""
     """The AttributionRegistry (model and influence commitments); empty in deployments made before it existed."""
+    parameters: str = ""
+    """The ProtocolParameters (governed payout parameters); empty in deployments made before it existed."""
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,7 +187,8 @@ def _custom_errors() -> dict[str, str]:
     """Selector (0x + 8 hex) -> error signature, over every payable contract's ABI."""
     errors: dict[str, str] = {}
     for name in (contracts.OPEN_TOKEN, contracts.DATANET_REGISTRY, contracts.REWARD_DISTRIBUTOR,
-                 contracts.TIMELOCK, contracts.GOVERNOR, contracts.ATTRIBUTION_REGISTRY):
+                 contracts.TIMELOCK, contracts.GOVERNOR, contracts.ATTRIBUTION_REGISTRY,
+                 contracts.PROTOCOL_PARAMETERS):
         for entry in contracts.abi(name):
             if entry.get("type") == "error":
                 signature = f"{entry['name']}({','.join(i['type'] for i in entry['inputs'])})"

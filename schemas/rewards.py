@@ -16,7 +16,8 @@ Events on ``payable.rewards.outbox`` (key ``epoch-<n>``, so an epoch's events st
 - ``SlashRequested``: one per contribution whose stake the validator key must slash, with the evidence of
   a harm slash (v2; v1 events, written before, carry none);
 - ``RewardEpochClosed``: written last when an epoch is closed, the commit marker of the allocations
-  before it (from ``first_offset``); it carries the root the replay must reproduce;
+  before it (from ``first_offset``); it carries the root the replay must reproduce and (v2) the governed
+  parameters it was decided by, with the block they were read at (v1 events, written before, carry none);
 - ``RewardTxState``: the emitter's outbox, one event per state of one chain transaction step
   (intent, sent, confirmed, failed, superseded, done). An intent is durable on the log before the
   transaction leaves the process.
@@ -93,7 +94,7 @@ CONTRIBUTION_ALLOCATED = events.register("ContributionAllocated", 1, [
     *ALLOCATION,
 ], topics.REWARDS_OUTBOX)
 
-REWARD_EPOCH_CLOSED = events.register("RewardEpochClosed", 1, [
+_EPOCH_CLOSED = [
     pa.field("event_id", pa.string(), nullable=False),
     pa.field("epoch_id", pa.int64(), nullable=False),
     pa.field("merkle_root", pa.string(), nullable=False),
@@ -108,6 +109,14 @@ REWARD_EPOCH_CLOSED = events.register("RewardEpochClosed", 1, [
     pa.field("rules", pa.string(), nullable=False),         # the SplitRules as JSON
     # the influence runs paid, "<datanet>:<dataset_version>:<adapter_id>:<method>": each is paid in one epoch
     pa.field("influence_runs", pa.list_(pa.string()), nullable=False),
+]
+REWARD_EPOCH_CLOSED_V1 = events.register("RewardEpochClosed", 1, _EPOCH_CLOSED, topics.REWARDS_OUTBOX)
+# v2: the governed parameters the epoch was decided by (pipelines.rewards.params.GovernedParams as JSON: pool,
+# harm rule, reputation prior, usage terms, the ProtocolParameters address) and the block they were read at.
+REWARD_EPOCH_CLOSED = events.register("RewardEpochClosed", 2, [
+    *_EPOCH_CLOSED,
+    pa.field("params", pa.string(), nullable=False),
+    pa.field("params_block", pa.int64(), nullable=False),
 ], topics.REWARDS_OUTBOX)
 
 # The fields of one state of one outbox transaction step (pipelines.rewards.txsteps), after the fields that name

@@ -21,7 +21,6 @@ from schemas.verdicts import CONTRIBUTION_VERDICT
 from tests.test_ingest_support import CONTRIBUTOR, DEPLOYER, FAST, contribute, open_datanet, rpc, signed_contribute
 from tests.test_rewards_inputs import verdict
 
-POOL = 1_000 * 10**18
 WINDOW = replace(FAST, reorg_window=2)  # depth 0, and a reorg window a test can reach past
 
 
@@ -44,7 +43,7 @@ def paid_epoch(stack, chain, deployment) -> int:
          "trained": True, "harmful": False, "helped_queries": [], "hurt_queries": [], "score_low": float(c),
          "score_high": float(c), "checkpoint_scores": [float(c)], "robust_z": 0.0} for c in (1, 2, 3)],
         schema=influence.INFLUENCE), str(stack.lance_dir / INFLUENCE_TABLE))
-    due, _ = close_due_epoch(stack, deployment, pool=POOL)
+    due, _ = close_due_epoch(stack, deployment)
     assert due.epoch_id == 1 and emit_epoch(stack, deployment, 1).ok
     ingest_until_head(stack, deployment, WINDOW)
     return datanet

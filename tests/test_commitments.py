@@ -37,6 +37,7 @@ from schemas import topics
 from schemas.datasets import CONTRIBUTION_ROW
 from schemas.verdicts import CONTRIBUTION_VERDICT
 from tests.attribution_fixtures import FAST, write_evals, write_version
+from tests.chain_helpers import fixed_params
 from tests.conftest import make_settings
 from tests.test_rewards_emitter import run_cli
 
@@ -133,7 +134,7 @@ def test_killed_commit_reruns_publish_each_commitment_once(world, committed):
 
 def test_verify_walks_from_chain_event_to_payout_and_names_each_tampered_link(world, committed):
     settings, _, deployment, _, rows = world
-    closed = epochs.close_epoch(settings, 1, load_inputs(settings), pool=1_000 * 10**18)
+    closed = epochs.close_epoch(settings, 1, load_inputs(settings), fixed_params(1_000 * 10**18))
     assert closed.accounts and emit_epoch(settings, deployment, 1).ok
     cid = rows[4]["contribution_id"]
 

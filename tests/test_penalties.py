@@ -30,6 +30,7 @@ from pipelines.training.data import held_out
 from schemas import rewards as schema
 from schemas.verdicts import CONTRIBUTION_VERDICT
 from tests.attribution_fixtures import FAST, settings_in, write_evals, write_version
+from tests.chain_helpers import fixed_params
 from tests.test_rewards_emitter import run_cli
 from tests.test_rewards_inputs import verdict
 
@@ -118,7 +119,7 @@ def test_confirmed_harm_is_slashed_with_its_evidence_on_the_log_and_in_the_audit
         {**row, "contribution_id": 6, "refit_delta": 0.01, "refit_spread": 0.04},  # inside the seed noise
         {**row, "contribution_id": 7, "refit_delta": 0.3, "refit_spread": 0.04},  # confirmed
     ], schema=INFLUENCE), str(stack.lance_dir / INFLUENCE_TABLE))
-    result = close_epoch(stack, 1, load_inputs(stack), pool=1000)
+    result = close_epoch(stack, 1, load_inputs(stack), fixed_params(1000))
     assert result.slash_requests == 1
     (event,) = [e.record for e in outbox.read_epoch(stack.kafka_bootstrap, 1) if e.type == "SlashRequested"]
     assert (event["contribution_id"], event["reason_code"], event["score_high"], event["refit_delta"],

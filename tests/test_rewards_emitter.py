@@ -26,6 +26,7 @@ from pipelines.rewards.emitter import emit_epoch
 from pipelines.rewards.split import EpochInputs
 from pipelines.rewards.txsteps import CRASH_ENV
 from schemas import rewards as schema
+from tests.chain_helpers import fixed_params
 from tests.conftest import stack_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,7 +64,7 @@ def setup_epoch(settings: Settings, chain: Chain, deployment: Deployment, tmp_pa
                          "status": "rejected", "reason": reason, "duplicate_of": ids[0]})
     inputs = EpochInputs(pa.Table.from_pylist(influence, schema=schema.INFLUENCE),
                          pa.Table.from_pylist(verdicts, schema=schema.VERDICT), frozenset())
-    return epochs.close_epoch(settings, epoch_id, inputs, pool=POOL)
+    return epochs.close_epoch(settings, epoch_id, inputs, fixed_params(POOL))
 
 
 def run_cli(settings: Settings, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess:
@@ -166,8 +167,8 @@ def test_intent_whose_nonce_was_taken_is_superseded_not_doubled(stack, chain, de
     setup_epoch(stack, chain, deployment, tmp_path, extra_accounts=3)
     assert emit_killed(stack, deployment, 1, "fund:after_intent", push=False) == -9
     token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
-    # The treasury key is used elsewhere meanwhile: its next transaction takes the nonce of the recorded intent.
-    chain.transact(DEPLOYER, token.functions.transfer(CONTRIBUTORS[2].address, 5), label="other use")
+    # The funding (operator) key is used elsewhere meanwhile: its next transaction takes the intent's nonce.
+    chain.transact(OPERATOR, token.functions.approve(CONTRIBUTORS[2].address, 5), label="other use")
 
     result = emit_epoch(stack, deployment, 1, push=False)
     assert result.ok, result.steps
@@ -220,18 +221,18 @@ def test_outbid_pending_intent_is_re_signed_at_the_same_nonce_and_paid_once(stac
     rpc = chain.w3.provider.make_request
     rpc("evm_setAutomine", [False])
     assert emit_killed(stack, deployment, 1, "fund:after_send", push=False) == -9
-    (ours,) = pending_of(chain, DEPLOYER.address).values()
+    (ours,) = pending_of(chain, OPERATOR.address).values()
     token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
     rival_fee = int(int(ours["maxFeePerGas"], 16) * 1.15)
-    rival = token.functions.transfer(CONTRIBUTORS[2].address, 5).build_transaction({
-        "from": DEPLOYER.address, "chainId": chain.chain_id, "nonce": int(ours["nonce"], 16),
+    rival = token.functions.approve(CONTRIBUTORS[2].address, 5).build_transaction({
+        "from": OPERATOR.address, "chainId": chain.chain_id, "nonce": int(ours["nonce"], 16),
         "maxFeePerGas": rival_fee, "maxPriorityFeePerGas": rival_fee})
-    chain.w3.eth.send_raw_transaction(DEPLOYER.sign_transaction(rival).raw_transaction)
+    chain.w3.eth.send_raw_transaction(OPERATOR.sign_transaction(rival).raw_transaction)
 
     child = emitter_processes().Process(target=emit_epoch, args=(stack, deployment, 1), kwargs={"push": False})
     child.start()
     deadline = time.monotonic() + 60
-    while not any(int(tx["maxFeePerGas"], 16) > rival_fee for tx in pending_of(chain, DEPLOYER.address).values()):
+    while not any(int(tx["maxFeePerGas"], 16) > rival_fee for tx in pending_of(chain, OPERATOR.address).values()):
         assert time.monotonic() < deadline and child.is_alive(), "the rerun never outbid the rival"
         time.sleep(0.05)
     rpc("evm_mine", [])
@@ -245,7 +246,8 @@ def test_outbid_pending_intent_is_re_signed_at_the_same_nonce_and_paid_once(stac
     assert len(intents) >= 2 and len({s["nonce"] for s in intents}) == 1, "bumps reuse the nonce"
     assert [s["state"] for s in fund_states].count("confirmed") == 1
     assert len(logs(chain, token, "Transfer", to=deployment.distributor)) == 1
-    assert token.functions.balanceOf(CONTRIBUTORS[2].address).call() == 0, "the outbid rival was never mined"
+    assert token.functions.allowance(OPERATOR.address, CONTRIBUTORS[2].address).call() == 0, \
+        "the outbid rival was never mined"
     distributor = chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)
     assert len(logs(chain, distributor, "EpochPublished")) == 1
 

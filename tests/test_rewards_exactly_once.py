@@ -25,6 +25,7 @@ from pipelines.rewards.epochs import NothingToPay, close_epoch
 from pipelines.rewards.inputs import INFLUENCE_TABLE, INFLUENCE_WITH_HARM, load_inputs
 from schemas import topics
 from schemas.verdicts import CONTRIBUTION_VERDICT
+from tests.chain_helpers import fixed_params
 from tests.test_rewards_emitter import logs, run_cli
 from tests.test_rewards_inputs import verdict
 
@@ -86,26 +87,26 @@ def lines(result) -> list[dict]:
 
 def test_cli_killed_after_publish_and_after_push_then_rerun_pays_each_run_once(stack, chain, deployment):
     write_inputs(stack, EPOCH_1)
-    killed = run_cli(stack, "reward", "--pool", str(POOL), crash_at="publish:after_receipt")
+    killed = run_cli(stack, "reward", crash_at="publish:after_receipt")
     assert killed.returncode == -9, killed.stderr
-    rerun = run_cli(stack, "reward", "--pool", str(POOL))
+    rerun = run_cli(stack, "reward")
     assert rerun.returncode == 0, rerun.stderr
     assert not any("closed" in line for line in lines(rerun)), "the rerun resumes epoch 1, it closes nothing"
     assert paid_runs(stack) == {1: ["1:1:a:tracin", "2:1:a:tracin"]}, "datanet 3 scored NaN: not paid"
     assert {"excluded_run": NAN_RUN, "reason": "non-finite influence scores (NaN or infinite)"} in lines(killed)
 
     write_inputs(stack, RETRAINED)
-    killed = run_cli(stack, "reward", "--pool", str(POOL), crash_at="push:after_receipt")
+    killed = run_cli(stack, "reward", crash_at="push:after_receipt")
     assert killed.returncode == -9, killed.stderr
     assert {"excluded_run": "2:1:a:tracin", "reason": "paid in epoch 1"} in lines(killed)
-    rerun = run_cli(stack, "reward", "--pool", str(POOL))
+    rerun = run_cli(stack, "reward")
     assert rerun.returncode == 0, rerun.stderr
     assert paid_runs(stack) == {1: ["1:1:a:tracin", "2:1:a:tracin"], 2: ["1:2:a:tracin"]}
     assert set(epochs.load_epoch(stack, 2).accounts) == {A, B, E}, "epoch 2 pays datanet 1's new model only"
     assert_each_epoch_on_chain_once(stack, chain, deployment, [1, 2])
 
     block = chain.w3.eth.block_number
-    idle = run_cli(stack, "reward", "--pool", str(POOL))
+    idle = run_cli(stack, "reward")
     assert idle.returncode == 0, idle.stderr
     assert lines(idle)[-1] == {"nothing_due": "nothing is due: no influence run is left to pay"}
     for epoch in ("7", "0", "2"):
@@ -118,23 +119,24 @@ def test_cli_killed_after_publish_and_after_push_then_rerun_pays_each_run_once(s
 
 def test_close_epoch_called_directly_pays_no_run_twice(stack):
     write_inputs(stack, EPOCH_1)
-    first = close_epoch(stack, 1, load_inputs(stack), pool=POOL)
+    first = close_epoch(stack, 1, load_inputs(stack), fixed_params(POOL))
     assert [(x.run, x.reason) for x in first.excluded] == [(NAN_RUN, "non-finite influence scores (NaN or infinite)")]
     with pytest.raises(NothingToPay, match=r"epoch 2 has nothing to pay .*1:1:a:tracin: paid in epoch 1"):
-        close_epoch(stack, 2, load_inputs(stack), pool=POOL)
-    assert close_epoch(stack, 1, load_inputs(stack), pool=POOL).already_closed, "closing epoch 1 again: a no-op"
+        close_epoch(stack, 2, load_inputs(stack), fixed_params(POOL))
+    again = close_epoch(stack, 1, load_inputs(stack), fixed_params(POOL))
+    assert again.already_closed, "closing epoch 1 again: a no-op"
 
     write_inputs(stack, RETRAINED)
-    second = close_epoch(stack, 2, load_inputs(stack), pool=POOL)
+    second = close_epoch(stack, 2, load_inputs(stack), fixed_params(POOL))
     assert paid_runs(stack)[2] == ["1:2:a:tracin"]
     assert second.total + second.carry_out == POOL + first.carry_out
     with pytest.raises(NothingToPay):
-        close_epoch(stack, 3, load_inputs(stack), pool=POOL)
+        close_epoch(stack, 3, load_inputs(stack), fixed_params(POOL))
 
 
 def test_dagster_assets_pay_each_run_once(stack, chain, deployment):
     write_inputs(stack, [row for row in EPOCH_1 if row[2] == 2])  # datanet 2 first, closed by a script
-    close_epoch(stack, 1, load_inputs(stack), pool=POOL)
+    close_epoch(stack, 1, load_inputs(stack), fixed_params(POOL))
     write_inputs(stack, [row for row in EPOCH_1 if row[2] != 2])
 
     def materialize() -> dict[str, dict]:

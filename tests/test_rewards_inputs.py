@@ -6,6 +6,7 @@ import json
 
 import pyarrow as pa
 
+from contracts.deploy import DeployParams
 from payable import kafka_log
 from pipelines.rewards.inputs import INFLUENCE_TABLE, INFLUENCE_WITH_HARM, load_inputs
 from pipelines.rewards.split import HarmEvidence
@@ -69,10 +70,11 @@ def test_loaders_take_latest_verdicts_unretracted_slashes_and_the_newest_dataset
     assert inputs.influence.column("score").to_pylist() == [1.0, -9.0], "only the newest dataset version"
     assert inputs.harmful == {7: HarmEvidence(-9.0, -1.0, -0.5, -4.0)}, "attribution's harm evidence, newest version"
 
-    result = run_cli(stack, "reward", "--pool", "1000")
+    result = run_cli(stack, "reward")
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert lines[0]["closed"] == 1 and lines[0]["total"] == "1000" and lines[0]["accounts"] == 1
+    pool = str(DeployParams().epoch_pool)  # the governed pool at launch
+    assert lines[0]["closed"] == 1 and lines[0]["total"] == pool and lines[0]["accounts"] == 1
     assert {line["step"]: line["state"] for line in lines[1:]} == {
         "fund": "done", "publish": "done", "link": "skipped", "push-0": "done", "slash-3": "skipped"}, \
         "3 is not on this chain; no run was committed to link"

@@ -9,33 +9,29 @@ import click
 from payable.cli import Context, fail, pass_context
 from payable.cli.params import ADDRESS, UIntType
 
-DEFAULT_POOL = 10_000 * 10**18  # OPEN wei per epoch unless --pool or PAYABLE_EPOCH_POOL says otherwise
-
 
 @click.command()
 @click.option("--epoch", "epoch_id", type=UIntType(256, 0, "epoch id"),
               help="Epoch id; refused unless it is the due one (default: the due epoch, if any).")
-@click.option("--pool", type=UIntType(256, 0, "pool in wei"), envvar="PAYABLE_EPOCH_POOL", default=DEFAULT_POOL,
-              show_default="10000 OPEN, env PAYABLE_EPOCH_POOL", help="OPEN wei to distribute this epoch.")
 @click.option("--method", help="Influence method to pay on (needed when several are scored).")
 @click.option("--push/--no-push", default=None, help="Pay every account with claimBatch (default: small epochs).")
 @pass_context
-def reward(ctx: Context, epoch_id: int | None, pool: int, method: str | None, push: bool | None) -> None:
+def reward(ctx: Context, epoch_id: int | None, method: str | None, push: bool | None) -> None:
     """Close the due reward epoch (split, Merkle root, log) and put it on-chain exactly once; safe to rerun.
 
     The due epoch is the one a killed run left unfinished, else a new one when some influence run is
-    unpaid; with nothing due, no transaction is sent."""
+    unpaid; with nothing due, no transaction is sent. The pool and the split rules are governed parameters,
+    read from the chain (ProtocolParameters) when the epoch closes: governance changes them, not this command."""
     from pipelines.rewards.cycle import EpochNotDue, close_due_epoch
     from pipelines.rewards.emitter import emit_epoch
     from pipelines.rewards.epochs import EpochConflict, EpochNotClosed, NothingToPay
-    from pipelines.rewards.split import SplitRules
+    from pipelines.rewards.params import ParametersMissing
     from pipelines.rewards.txsteps import ChainUnavailable
 
     settings = ctx.settings
     try:
         deployment = ctx.deployment()
-        due, closed = close_due_epoch(settings, deployment, pool=pool, rules=SplitRules(method=method),
-                                      epoch_id=epoch_id)
+        due, closed = close_due_epoch(settings, deployment, method=method, epoch_id=epoch_id)
         for exclusion in due.excluded:
             click.echo(json.dumps(exclusion.to_json()))
         if due.epoch_id is None:
@@ -43,10 +39,10 @@ def reward(ctx: Context, epoch_id: int | None, pool: int, method: str | None, pu
             return
         if closed is not None:
             click.echo(json.dumps({"closed": closed.epoch_id, "merkle_root": closed.merkle_root,
-                                   "total": str(closed.total), "accounts": closed.accounts}))
+                                   "pool": str(closed.pool), "total": str(closed.total), "accounts": closed.accounts}))
         result = emit_epoch(settings, deployment, due.epoch_id, push=push)
-    except (EpochNotDue, NothingToPay, EpochConflict, EpochNotClosed, ChainUnavailable, FileNotFoundError,
-            ValueError) as exc:
+    except (EpochNotDue, NothingToPay, EpochConflict, EpochNotClosed, ChainUnavailable, ParametersMissing,
+            FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     for step in result.steps:
         click.echo(json.dumps({"step": step.name, "state": step.state, "detail": step.detail,

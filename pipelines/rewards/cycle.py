@@ -11,20 +11,23 @@ The epoch that is due is, in this order:
 
 That a run is paid once is not decided here but in ``epochs.close_epoch``, below every caller; this
 module only picks the epoch id, so an operator's explicit id that is not the due one is refused
-(``EpochNotDue``) rather than closed out of turn.
+(``EpochNotDue``) rather than closed out of turn. Nor does any caller choose the pool or the split rules: a
+new epoch is closed by the governed parameters (``params.governed_params``) read from the chain at the
+block it closes, and the epoch records them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from payable.chain import Deployment
+from payable.chain import Chain, Deployment
 from payable.settings import Settings
 from pipelines.rewards import outbox
 from pipelines.rewards.epochs import EpochResult, close_epoch, paid_runs
 from pipelines.rewards.inputs import load_inputs
+from pipelines.rewards.params import governed_params
 from pipelines.rewards.runs import Exclusion, payable_runs
-from pipelines.rewards.split import EpochInputs, SplitRules
+from pipelines.rewards.split import EpochInputs
 
 
 class EpochNotDue(ValueError):
@@ -55,25 +58,28 @@ def unfinished_epoch(settings: Settings, deployment: Deployment,
     return min(set(closed) - finished, default=None)
 
 
-def due_epoch(settings: Settings, deployment: Deployment, rules: SplitRules | None = None) -> Due:
+def due_epoch(settings: Settings, deployment: Deployment, method: str | None = None) -> Due:
     """The epoch that is due (see the module docstring); sends nothing."""
-    return _due(settings, deployment, rules)[0]
+    return _due(settings, deployment, method)[0]
 
 
-def close_due_epoch(settings: Settings, deployment: Deployment, *, pool: int, rules: SplitRules | None = None,
+def close_due_epoch(settings: Settings, deployment: Deployment, *, method: str | None = None,
                     epoch_id: int | None = None) -> tuple[Due, EpochResult | None]:
-    """Closes the due epoch if it is a new one; (what is due, the close's result or None).
+    """Closes the due epoch if it is a new one, by the governed parameters at the chain's head; (what is
+    due, the close's result or None).
 
-    ``epoch_id``, when given, must be the due epoch (``EpochNotDue`` otherwise)."""
-    due, inputs = _due(settings, deployment, rules)
+    ``method``: the influence method to pay on (needed when several are scored). ``epoch_id``, when given,
+    must be the due epoch (``EpochNotDue`` otherwise)."""
+    due, inputs = _due(settings, deployment, method)
     if epoch_id is not None and epoch_id != due.epoch_id:
         raise EpochNotDue(f"epoch {epoch_id} is not due: {due.describe()}")
     if due.epoch_id is None or due.resume or inputs is None:
         return due, None
-    return due, close_epoch(settings, due.epoch_id, inputs, pool=pool, rules=rules)
+    governed = governed_params(Chain(settings.rpc_url), deployment)
+    return due, close_epoch(settings, due.epoch_id, inputs, governed, method=method)
 
 
-def _due(settings: Settings, deployment: Deployment, rules: SplitRules | None) -> tuple[Due, EpochInputs | None]:
+def _due(settings: Settings, deployment: Deployment, method: str | None) -> tuple[Due, EpochInputs | None]:
     """What is due, and the inputs a new epoch would be closed from (None when resuming)."""
     closed = outbox.closed_epochs(settings.kafka_bootstrap)
     unfinished = unfinished_epoch(settings, deployment, closed)
@@ -81,5 +87,5 @@ def _due(settings: Settings, deployment: Deployment, rules: SplitRules | None) -
         return Due(unfinished, resume=True), None
     next_id = max(closed, default=0) + 1
     inputs = load_inputs(settings)
-    payable, excluded = payable_runs(inputs, paid_runs(closed, besides=next_id), (rules or SplitRules()).method)
+    payable, excluded = payable_runs(inputs, paid_runs(closed, besides=next_id), method)
     return Due(next_id if payable.influence.num_rows else None, excluded=excluded), inputs

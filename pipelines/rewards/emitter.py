@@ -3,8 +3,9 @@
 Each effect is a ``txsteps.Step`` whose chain check makes it idempotent and whose intent goes on the
 rewards outbox before the transaction is sent:
 
-- ``fund``: the treasury tops the distributor up to ``outstanding + total`` (done once the balance covers
-  it or the epoch is published);
+- ``fund``: the operator tops the distributor up to ``outstanding + total`` from the treasury (the timelock),
+  spending the allowance governance approved it for (``transferFrom``; no key holds the treasury's tokens);
+  done once the balance covers it or the epoch is published;
 - ``publish``: the operator publishes (epoch, root, total) (done when ``epochRoot(epoch)`` is our root; a
   different root there is an ``EpochConflict``, never overwritten: the contract refuses anyway);
 - ``link``: the operator links the published epoch to the influence runs it pays, by their commitment ids, on
@@ -44,17 +45,16 @@ CANNOT_SLASH = {0: "no such contribution on-chain", 3: "stake already released t
 
 @dataclass(frozen=True)
 class Signers:
-    """Who signs what (least authority): treasury funds, operator publishes and pushes, validator slashes."""
+    """Who signs what (least authority): the operator funds (within the treasury's allowance), publishes and
+    pushes; the validator slashes."""
 
-    treasury: LocalAccount
     operator: LocalAccount
     validator: LocalAccount
 
     @classmethod
     def from_env(cls, settings: Settings) -> Signers:
         local = settings.local_chain
-        return cls(load_account(Role.DEPLOYER, local_chain=local), load_account(Role.OPERATOR, local_chain=local),
-                   load_account(Role.VALIDATOR, local_chain=local))
+        return cls(load_account(Role.OPERATOR, local_chain=local), load_account(Role.VALIDATOR, local_chain=local))
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,8 @@ def _steps(chain: Chain, deployment: Deployment, epoch: ClosedEpoch, signers: Si
     registry = chain.contract(contracts.DATANET_REGISTRY, deployment.registry)
     steps = []
     if epoch.accounts:
-        steps += [_fund(epoch, distributor, token, signers.treasury), _publish(epoch, distributor, signers.operator)]
+        steps += [_fund(epoch, distributor, token, deployment.timelock, signers.operator),
+                  _publish(epoch, distributor, signers.operator)]
         if deployment.attribution and runs:
             attribution = chain.contract(contracts.ATTRIBUTION_REGISTRY, deployment.attribution)
             steps.append(_link(epoch.epoch_id, runs, attribution, signers.operator))
@@ -140,7 +141,7 @@ def _published(epoch: ClosedEpoch, distributor) -> bool:
     return False
 
 
-def _fund(epoch: ClosedEpoch, distributor, token, treasury: LocalAccount) -> Step:
+def _fund(epoch: ClosedEpoch, distributor, token, treasury: str, funder: LocalAccount) -> Step:
     def shortfall() -> int:
         required = distributor.functions.outstanding().call() + epoch.total
         return required - token.functions.balanceOf(distributor.address).call()
@@ -152,9 +153,9 @@ def _fund(epoch: ClosedEpoch, distributor, token, treasury: LocalAccount) -> Ste
 
     def call():
         missing = rpc(shortfall)
-        return token.functions.transfer(distributor.address, missing) if missing > 0 else None
+        return token.functions.transferFrom(treasury, distributor.address, missing) if missing > 0 else None
 
-    return Step("fund", treasury, check, call)
+    return Step("fund", funder, check, call)
 
 
 def _publish(epoch: ClosedEpoch, distributor, operator: LocalAccount) -> Step:

@@ -5,6 +5,9 @@ contribution) and slash request to the rewards outbox and then a RewardEpochClos
 root and the influence runs it paid; the files under the data directory are a projection that
 ``load_epoch`` rebuilds from the log when they are missing.
 
+The pool and the split rules are the governed parameters it is given (``params.GovernedParams``, read from
+the chain by the cycle), recorded in the marker with the block they were read at.
+
 Exactly once (invariant 4) is decided here, below every caller: an epoch pays only the influence runs no
 other closed epoch paid (``runs.payable_runs``, which also leaves out runs with non-finite scores), so a
 script, the CLI or Dagster closing "the next epoch" on unchanged inputs gets ``NothingToPay`` rather
@@ -23,6 +26,7 @@ import pyarrow as pa
 from payable.settings import Settings
 from pipelines.rewards import outbox, store
 from pipelines.rewards.merkle import build_tree
+from pipelines.rewards.params import GovernedParams
 from pipelines.rewards.runs import Exclusion, payable_runs
 from pipelines.rewards.split import EpochInputs, EpochParams, SlashRequest, SplitRules, split_rewards
 from schemas import rewards as schema
@@ -50,6 +54,7 @@ class EpochResult:
     epoch_id: int
     merkle_root: str
     total: int
+    pool: int  # the governed pool it was closed with
     carry_out: int
     accounts: int
     slash_requests: int
@@ -73,11 +78,13 @@ def paid_runs(closed: dict[int, dict], *, besides: int) -> dict[str, int]:
             for run in record["influence_runs"]}
 
 
-def close_epoch(settings: Settings, epoch_id: int, inputs: EpochInputs, *, pool: int,
-                rules: SplitRules | None = None) -> EpochResult:
-    """Decides epoch ``epoch_id`` from the runs of ``inputs`` no other epoch paid, and records it on the log
-    and under the data directory; raises ``NothingToPay`` rather than close an epoch that pays no run."""
-    rules = rules or SplitRules()
+def close_epoch(settings: Settings, epoch_id: int, inputs: EpochInputs, governed: GovernedParams, *,
+                method: str | None = None) -> EpochResult:
+    """Decides epoch ``epoch_id`` from the runs of ``inputs`` no other epoch paid, by the ``governed`` pool and
+    rules (``method``: the influence method to pay on), and records it on the log and under the data
+    directory; raises ``NothingToPay`` rather than close an epoch that pays no run."""
+    rules = governed.split_rules(method)
+    pool = governed.epoch_pool
     closed = outbox.closed_epochs(settings.kafka_bootstrap)
     inputs, excluded = payable_runs(inputs, paid_runs(closed, besides=epoch_id), rules.method)
     params = EpochParams(epoch_id, pool, _carry_in(closed, epoch_id), rules)
@@ -97,7 +104,7 @@ def close_epoch(settings: Settings, epoch_id: int, inputs: EpochInputs, *, pool:
             store.save(directory, epoch, split.allocations)
         return _result(epoch, directory, excluded, already_closed=True)
 
-    _write_decision(settings, epoch, split.allocations, inputs, rules)
+    _write_decision(settings, epoch, split.allocations, inputs, rules, governed)
     store.save(directory, epoch, split.allocations)
     return _result(epoch, directory, excluded, already_closed=False)
 
@@ -156,7 +163,7 @@ def _closed_entry(entries: list[outbox.Entry]) -> outbox.Entry | None:
 
 
 def _write_decision(settings: Settings, epoch: store.ClosedEpoch, allocations: pa.Table, inputs: EpochInputs,
-                    rules: SplitRules) -> None:
+                    rules: SplitRules, governed: GovernedParams) -> None:
     """Allocations and slash requests first, then the closing marker that names where they start."""
     n = epoch.epoch_id
     writer = outbox.OutboxWriter(settings.kafka_bootstrap)  # creates the topic on first use
@@ -178,6 +185,7 @@ def _write_decision(settings: Settings, epoch: store.ClosedEpoch, allocations: p
             "carry_out": str(epoch.carry_out), "accounts": len(epoch.accounts),
             "slash_requests": len(epoch.slash_requests), "first_offset": first_offset,
             "inputs_digest": inputs.digest(), "rules": rules.to_json(), "influence_runs": inputs.influence_runs(),
+            "params": governed.to_json(), "params_block": governed.block,
         }])
     finally:
         writer.close()
@@ -185,5 +193,5 @@ def _write_decision(settings: Settings, epoch: store.ClosedEpoch, allocations: p
 
 def _result(epoch: store.ClosedEpoch, directory: Path, excluded: tuple[Exclusion, ...], *,
             already_closed: bool) -> EpochResult:
-    return EpochResult(epoch.epoch_id, "0x" + epoch.root.hex(), epoch.total, epoch.carry_out, len(epoch.accounts),
-                       len(epoch.slash_requests), directory, already_closed, excluded)
+    return EpochResult(epoch.epoch_id, "0x" + epoch.root.hex(), epoch.total, epoch.pool, epoch.carry_out,
+                       len(epoch.accounts), len(epoch.slash_requests), directory, already_closed, excluded)

@@ -32,8 +32,9 @@ Penalties: a contribution rejected for a redundant reason (``pipelines.validate.
 An accepted contribution flagged harmful by attribution earns nothing; its stake is slashed (reason 2) only
 on confirmed evidence (invariant 7): the bootstrap interval of its score lies below zero, and the refit of the
 adapter without the flagged contributions lowered the eval loss by more than ``refit_margin`` times the
-seed-to-seed spread of the full-data fit (``HarmEvidence.confirmed``). A flag without that confirmation
-(``harmful_unconfirmed``) keeps its stake. The evidence travels with the slash request.
+seed-to-seed spread of the full-data fit (``HarmEvidence.confirmed``). The margin, whether the refit is required
+at all, and the reputation prior are governed parameters (``pipelines.rewards.params``), like the pool. A flag
+without that confirmation (``harmful_unconfirmed``) keeps its stake. The evidence travels with the slash request.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class SplitRules:
     harmful_reasons: tuple[str, ...] = ("harmful", "adversarial", "poisoned")
     refit_margin: float = 1.0
     """A harm slash needs the refit's eval-loss improvement above this many seed-to-seed spreads."""
+    require_refit: bool = True
+    """Whether a harm slash needs the counterfactual refit at all (False: the interval below zero suffices)."""
     # Rejections that are no fault of the contributor (a reorg dropped the fact) and do not lower reputation.
     neutral_reasons: tuple[str, ...] = (reasons.RETRACTED,)
 
@@ -104,7 +107,10 @@ class HarmEvidence:
     """Seed-to-seed range of the full-data fit's eval loss."""
 
     def confirmed(self, rules: SplitRules) -> bool:
-        """The money rule: the whole interval below zero, and the refit beat the seed noise."""
+        """The money rule: the whole interval below zero, and (unless governance waived the refit) the refit
+        beat the seed noise."""
+        if not rules.require_refit:
+            return self.score_high < 0
         if self.refit_delta is None or self.refit_spread is None:
             return False
         beats_noise = self.refit_delta > max(rules.refit_margin * self.refit_spread, 0.0)
