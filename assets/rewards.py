@@ -5,6 +5,7 @@ import dagster as dg
 from assets.attribution import influence_scores
 from assets.plots import table_md
 from orchestration.resources import ChainResource, DataDirResource, KafkaResource, deployment, stage_settings
+from pipelines.rewards import outbox
 from pipelines.rewards.cycle import close_due_epoch, unfinished_epoch
 from pipelines.rewards.emitter import emit_epoch
 from pipelines.rewards.epochs import load_epoch, next_epoch_id
@@ -30,10 +31,13 @@ def reward_epochs(data_dir: DataDirResource, chain: ChainResource, kafka: KafkaR
     if newest == 0:
         return dg.MaterializeResult(metadata={"epoch_id": 0, **metadata})
     epoch = load_epoch(settings, newest)
+    marker = outbox.closed_epochs(settings.kafka_bootstrap)[newest]
     payouts = sorted(zip(epoch.accounts, epoch.amounts, strict=True), key=lambda p: -p[1])
     return dg.MaterializeResult(metadata={
         "epoch_id": newest, **metadata,
         "merkle_root": "0x" + epoch.root.hex(),
+        "governed_params": marker.get("params", "closed before governed parameters"),
+        "params_block": marker.get("params_block", 0),
         "pool": str(epoch.pool), "carry_in": str(epoch.carry_in), "carry_out": str(epoch.carry_out),
         "total_paid": str(epoch.total),
         "accounts_paid": len(epoch.accounts),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import dagster as dg
+import duckdb
 import pytest
 
 import contracts
@@ -15,6 +16,7 @@ from contracts.deploy import DeployParams
 from orchestration.resources import resources_for
 from payable.chain import ChainError
 from payable.keys import Role, dev_account
+from pipelines.audit.build import build_audit_db
 from pipelines.rewards import epochs, outbox
 from pipelines.rewards.params import GovernedParams, governed_params
 from schemas import rewards as schema
@@ -111,7 +113,14 @@ def test_a_proposal_changes_the_pool_and_the_next_epoch_pays_it_through_the_cli_
                 for e in result.get_asset_materialization_events()}
     assert metadata["reward_epochs"]["epoch_id"].value == 3 and metadata["reward_epochs"]["pool"].value == str(
         newer_pool)
-    assert GovernedParams.from_json(closed_marker(stack, 3)["params"]).epoch_pool == newer_pool
+    marker = closed_marker(stack, 3)
+    assert GovernedParams.from_json(marker["params"]).epoch_pool == newer_pool
+    assert metadata["reward_epochs"]["params_block"].value == marker["params_block"]
+    audit = build_audit_db(stack)
+    with duckdb.connect(str(audit.path), read_only=True) as con:
+        rows = con.execute("SELECT epoch_id, pool, params_block FROM reward_epochs ORDER BY epoch_id").fetchall()
+    assert [(n, int(pool)) for n, pool, _ in rows] == [(1, launch.epoch_pool), (2, new_pool), (3, newer_pool)]
+    assert [b for _, _, b in rows] == [closed_marker(stack, n)["params_block"] for n in (1, 2, 3)]
 
     distributor = chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)
     published = {e["args"]["epochId"]: e["args"]["total"] for e in logs(chain, distributor, "EpochPublished")}

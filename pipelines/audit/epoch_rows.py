@@ -77,6 +77,7 @@ def _epoch_row(closed: dict, published: dict | None, source: str) -> dict:
             "pool": closed["pool"], "carry_in": closed["carry_in"], "carry_out": closed["carry_out"],
             "accounts": closed["accounts"], "slash_requests": closed["slash_requests"],
             "inputs_digest": closed["inputs_digest"], "rules": closed["rules"],
+            "params": closed.get("params"), "params_block": closed.get("params_block"),  # v1 markers: none
             "method": json.loads(closed["rules"]).get("method"), "influence_runs": closed["influence_runs"],
             "closed_event_id": closed["event_id"],
             "allocation_source": source, "published": published is not None,

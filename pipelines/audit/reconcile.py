@@ -2,7 +2,8 @@
 
 Each check yields ``Difference`` rows naming the table, the row's key, what was expected and what was
 found. No differences means: the distributor holds exactly what published epochs still owe; each epoch's
-root and total on-chain are the audit's; claimed flags and amounts match the RewardClaimed facts; every
+root and total on-chain are the audit's; the governed parameters an epoch records are the chain's at the block
+it records (and its pool is theirs); claimed flags and amounts match the RewardClaimed facts; every
 contribution of a paid dataset version has exactly one payout row whose amount is its exact share; and
 every submitted contribution has a verdict, accepted or rejected (invariant 5).
 """
@@ -22,6 +23,7 @@ from pipelines.audit.chain_view import ChainRewards, audited_block, claimed_flag
 from pipelines.audit.shares import apportion
 from pipelines.ingest import checkpoint
 from pipelines.log_views import read_view
+from pipelines.rewards.params import GovernedParams, read_params
 from schemas import events, topics
 
 ZERO_ROOT = "0x" + "00" * 32
@@ -54,7 +56,8 @@ def reconcile(settings: Settings, deployment: Deployment, *, db_path: Path | Non
     con = duckdb.connect(str(path), read_only=True)
     try:
         return (_deep_reorg(settings, ingested) + _distributor(con, on_chain, deployment)
-                + _epochs(con, chain, deployment, on_chain) + _claims(con, chain, deployment, on_chain)
+                + _epochs(con, chain, deployment, on_chain) + _governed(con, chain)
+                + _claims(con, chain, deployment, on_chain)
                 + _runs_paid_once(con) + _funded_once(con, on_chain, deployment) + _payouts(con) + _coverage(con)
                 + _verdicts(con))
     finally:
@@ -149,6 +152,22 @@ def _epochs(con, chain: Chain, deployment: Deployment, on_chain: ChainRewards) -
     for epoch_id in sorted(set(on_chain.published) - set(epochs)):
         out.append(Difference("epoch published on-chain is in the audit", "reward_epochs", f"epoch_id={epoch_id}",
                               on_chain.published[epoch_id][:2], None))
+    return out
+
+
+def _governed(con, chain: Chain) -> list[Difference]:
+    """An epoch was closed by the governed parameters it records: the ProtocolParameters held them at its block."""
+    out = []
+    for e in _rows(con, "SELECT epoch_id, pool, params FROM reward_epochs WHERE params IS NOT NULL ORDER BY epoch_id"):
+        key = f"epoch_id={e['epoch_id']}"
+        recorded = GovernedParams.from_json(e["params"])
+        on_chain = read_params(chain, recorded.address, recorded.block)
+        if on_chain != recorded:
+            out.append(Difference("governed parameters at the recorded block", "reward_epochs", key,
+                                  on_chain.to_json(), recorded.to_json()))
+        if int(e["pool"]) != recorded.epoch_pool:
+            out.append(Difference("pool = governed epochPool", "reward_epochs", key, recorded.epoch_pool,
+                                  int(e["pool"])))
     return out
 
 

@@ -67,6 +67,7 @@ TABLES: dict[str, str] = {
         epoch_id BIGINT PRIMARY KEY, merkle_root VARCHAR NOT NULL, total {AMOUNT} NOT NULL,
         pool {AMOUNT} NOT NULL, carry_in {AMOUNT} NOT NULL, carry_out {AMOUNT} NOT NULL, accounts BIGINT NOT NULL,
         slash_requests BIGINT NOT NULL, inputs_digest VARCHAR NOT NULL, rules VARCHAR NOT NULL,
+        params VARCHAR, params_block BIGINT,
         method VARCHAR, influence_runs VARCHAR[] NOT NULL, closed_event_id VARCHAR NOT NULL,
         allocation_source VARCHAR NOT NULL,
         published BOOLEAN NOT NULL, publish_event_id VARCHAR, publish_tx_hash VARCHAR,

@@ -65,7 +65,10 @@ def governed_params(chain: Chain, deployment: Deployment, block: int | None = No
     if not deployment.parameters:
         raise ParametersMissing("this deployment has no ProtocolParameters contract (it predates governed "
                                 "parameters): redeploy with `payable deploy`")
-    at = chain.w3.eth.block_number if block is None else block
-    values = chain.contract(contracts.PROTOCOL_PARAMETERS, deployment.parameters).functions.all().call(
-        block_identifier=at)
-    return GovernedParams(*values, block=at, address=deployment.parameters.lower())
+    return read_params(chain, deployment.parameters, chain.w3.eth.block_number if block is None else block)
+
+
+def read_params(chain: Chain, address: str, block: int) -> GovernedParams:
+    """The values of the ProtocolParameters at ``address`` as of ``block`` (one ``all()`` call)."""
+    values = chain.contract(contracts.PROTOCOL_PARAMETERS, address).functions.all().call(block_identifier=block)
+    return GovernedParams(*values, block=block, address=address.lower())
