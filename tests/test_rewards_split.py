@@ -98,6 +98,14 @@ def test_a_confirmed_harmful_contribution_earns_nothing_and_is_slashed_with_its_
     assert flagged.digest() != replace(base, harmful={3: replace(CONFIRMED, refit_delta=0.2)}).digest()
 
 
+def test_governance_can_waive_the_refit_but_never_the_interval_below_zero():
+    no_refit = replace(CONFIRMED, refit_delta=None, refit_spread=None)
+    waived = SplitRules(require_refit=False)
+    assert not no_refit.confirmed(SplitRules()), "by default a harm slash needs the counterfactual refit"
+    assert no_refit.confirmed(waived)
+    assert not replace(no_refit, score_high=0.1).confirmed(waived), "an interval reaching zero is never enough"
+
+
 def test_reputation_weights_contributors_with_rejected_history_down():
     history = [verdict_row(10 + i, 2, "rejected", "hash_mismatch") for i in range(3)]
     split = split_rewards(
