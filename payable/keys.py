@@ -1,7 +1,8 @@
 """Signing keys per role, from the environment or a keystore file, never from code or logs.
 
-Roles follow least authority (invariant 6): the deployer deploys and holds the treasury; the rewards
-operator alone publishes epochs; validators alone slash; contributors submit; the trainer (a model
+Roles follow least authority (invariant 6): the deployer deploys and holds the supply outside the treasury
+(the treasury is the governance timelock); the rewards operator alone publishes epochs and funds them, within
+the allowance governance gave it; validators alone slash; contributors submit; the trainer (a model
 builder) requests access to permissioned datanets, trains only where it holds a grant, and alone publishes
 the model and influence commitments (the AttributionRegistry's attribution operator). For each role
 payable reads ``PAYABLE_<ROLE>_KEY`` (hex), else ``PAYABLE_<ROLE>_KEYSTORE`` (an encrypted JSON keystore)

@@ -73,14 +73,15 @@ def deploy(ctx: Context) -> None:
 @click.argument("amount", type=WEI)
 @pass_context
 def fund(ctx: Context, address: str, amount: int) -> None:
-    """Send AMOUNT OPEN (in wei) from the treasury (deployer key) to ADDRESS."""
+    """Send AMOUNT OPEN (in wei) from the deployer key's holdings to ADDRESS (the protocol treasury, the
+    timelock, spends only through governance)."""
     import contracts
     from payable.keys import Role, load_account
 
     chain = ctx.chain()
     token = chain.contract(contracts.OPEN_TOKEN, ctx.deployment().token)
-    treasury = load_account(Role.DEPLOYER, local_chain=ctx.settings.local_chain)
-    receipt = chain.transact(treasury, token.functions.transfer(address, amount), label="transfer OPEN")
+    deployer = load_account(Role.DEPLOYER, local_chain=ctx.settings.local_chain)
+    receipt = chain.transact(deployer, token.functions.transfer(address, amount), label="transfer OPEN")
     click.echo(json.dumps({"to": address, "amount": str(amount), "tx_hash": "0x" + receipt["transactionHash"].hex()}))
 
 
