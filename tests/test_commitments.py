@@ -9,6 +9,7 @@ table, a row of the dataset version or an amount of the epoch's allocation is ta
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import lance
@@ -28,16 +29,17 @@ from pipelines.attribution.table import influence_uri, write_influence
 from pipelines.commitments import sources
 from pipelines.commitments.publisher import CommitmentConflict, commit_all, publish
 from pipelines.commitments.verify import verify_contribution
-from pipelines.rewards import epochs
+from pipelines.rewards import epochs, outbox
+from pipelines.rewards.cycle import close_due_epoch
 from pipelines.rewards.emitter import emit_epoch
-from pipelines.rewards.inputs import load_inputs
+from pipelines.rewards.params import GovernedParams
 from pipelines.training import train_latest
 from pipelines.validate import materialize
+from schemas import rewards as reward_schema
 from schemas import topics
 from schemas.datasets import CONTRIBUTION_ROW
 from schemas.verdicts import CONTRIBUTION_VERDICT
 from tests.attribution_fixtures import FAST, write_evals, write_version
-from tests.chain_helpers import fixed_params
 from tests.conftest import make_settings
 from tests.test_rewards_emitter import run_cli
 
@@ -134,17 +136,17 @@ def test_killed_commit_reruns_publish_each_commitment_once(world, committed):
 
 def test_verify_walks_from_chain_event_to_payout_and_names_each_tampered_link(world, committed):
     settings, _, deployment, _, rows = world
-    closed = epochs.close_epoch(settings, 1, load_inputs(settings), fixed_params(1_000 * 10**18))
-    assert closed.accounts and emit_epoch(settings, deployment, 1).ok
+    _, closed = close_due_epoch(settings, deployment)  # by the governed parameters, as every caller closes
+    assert closed is not None and closed.accounts and emit_epoch(settings, deployment, 1).ok
     cid = rows[4]["contribution_id"]
 
     ok = run_cli(settings, "verify", "--contribution", str(cid), "--epoch", "1")
     assert ok.returncode == 0, ok.stderr
     links = [line.split()[1] for line in ok.stdout.splitlines()]
     assert links == ["chain-event", "model-commitment", "dataset", "influence-commitment", "score", "epoch",
-                     "epoch-runs", "payout"]
-    assert all("(tx 0x" in line for line in ok.stdout.splitlines() if line.split()[1] != "dataset"
-               and line.split()[1] != "score")
+                     "epoch-runs", "epoch-params", "payout"]
+    assert all("(tx 0x" in line for line in ok.stdout.splitlines()
+               if line.split()[1] not in ("dataset", "score", "epoch-params"))
 
     with _tampered_score(settings, cid):
         bad = run_cli(settings, "verify", "--contribution", str(cid))
@@ -154,6 +156,14 @@ def test_verify_walks_from_chain_event_to_payout_and_names_each_tampered_link(wo
     with _tampered_allocation(settings, rows[4]["contributor"]):
         assert verify_contribution(settings, deployment, cid, 1).broken.link == "payout"
     assert verify_contribution(settings, deployment, cid, 1).ok, "restored projections verify again"
+
+    # Last, as the log cannot be restored: a marker claiming a pool the governed parameters never had.
+    marker = outbox.closed_epochs(settings.kafka_bootstrap)[1]
+    forged = replace(GovernedParams.from_json(marker["params"]), epoch_pool=1)
+    writer = outbox.OutboxWriter(settings.kafka_bootstrap)
+    writer.append(reward_schema.REWARD_EPOCH_CLOSED, [{**marker, "params": forged.to_json()}])
+    writer.close()
+    assert verify_contribution(settings, deployment, cid, 1).broken.link == "epoch-params"
 
 
 def test_a_run_whose_scores_changed_cannot_be_recommitted(world, committed):

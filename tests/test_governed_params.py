@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import dagster as dg
-import duckdb
 import pytest
 
 import contracts
@@ -16,10 +15,12 @@ from contracts.deploy import DeployParams
 from orchestration.resources import resources_for
 from payable.chain import ChainError
 from payable.keys import Role, dev_account
-from pipelines.audit.build import build_audit_db
+from pipelines.audit.epoch_rows import epoch_rows
+from pipelines.log_views import read_view
 from pipelines.rewards import epochs, outbox
 from pipelines.rewards.params import GovernedParams, governed_params
 from schemas import rewards as schema
+from schemas import topics
 from tests.chain_helpers import enact, mine
 from tests.test_rewards_emitter import logs, run_cli
 from tests.test_rewards_exactly_once import EPOCH_1, RETRAINED, lines, write_inputs
@@ -116,11 +117,11 @@ def test_a_proposal_changes_the_pool_and_the_next_epoch_pays_it_through_the_cli_
     marker = closed_marker(stack, 3)
     assert GovernedParams.from_json(marker["params"]).epoch_pool == newer_pool
     assert metadata["reward_epochs"]["params_block"].value == marker["params_block"]
-    audit = build_audit_db(stack)
-    with duckdb.connect(str(audit.path), read_only=True) as con:
-        rows = con.execute("SELECT epoch_id, pool, params_block FROM reward_epochs ORDER BY epoch_id").fetchall()
-    assert [(n, int(pool)) for n, pool, _ in rows] == [(1, launch.epoch_pool), (2, new_pool), (3, newer_pool)]
-    assert [b for _, _, b in rows] == [closed_marker(stack, n)["params_block"] for n in (1, 2, 3)]
+    audited = epoch_rows(read_view(stack.kafka_bootstrap, topics.REWARDS_OUTBOX),
+                         read_view(stack.kafka_bootstrap, topics.CHAIN_FACTS), None, {}).reward_epochs
+    assert [(r["epoch_id"], GovernedParams.from_json(r["params"]).epoch_pool, r["params_block"]) for r in audited] == [
+        (n, pool, closed_marker(stack, n)["params_block"])
+        for n, pool in ((1, launch.epoch_pool), (2, new_pool), (3, newer_pool))], "the audit's reward_epochs rows"
 
     distributor = chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)
     published = {e["args"]["epochId"]: e["args"]["total"] for e in logs(chain, distributor, "EpochPublished")}

@@ -9,9 +9,11 @@ Links, in order (each names the transaction that anchors it where there is one):
 - ``influence-commitment`` / ``score``: the same for the influence run and the contribution's score
   (fixed point, ``records.fixed_point``);
 - with an epoch: ``epoch`` (its root on-chain; every run it pays is committed and its rows give the committed
-  root), ``epoch-runs`` (the registry links the epoch to exactly those runs) and ``payout``: the split
-  (``pipelines.rewards.split``) recomputed from those scores and the epoch's published rules gives the root
-  on-chain, and the contributor's amount in the epoch's allocation.
+  root), ``epoch-runs`` (the registry links the epoch to exactly those runs), ``epoch-params`` (the pool and
+  rules the epoch recorded are the governed ProtocolParameters' at the block it recorded; epochs closed before
+  governed parameters have no such link) and ``payout``: the split (``pipelines.rewards.split``) recomputed
+  from those scores and the epoch's rules gives the root on-chain, and the contributor's amount in the
+  epoch's allocation.
 Verification stops at the first broken link and names it. Scores are rebuilt from the projections (the
 influence table, the dataset version), so a tampered projection fails against the on-chain roots.
 """
@@ -40,6 +42,7 @@ from pipelines.rewards import outbox
 from pipelines.rewards.epochs import load_epoch
 from pipelines.rewards.inputs import load_inputs
 from pipelines.rewards.merkle import PayoutTree, build_tree, process_proof, row_leaf
+from pipelines.rewards.params import GovernedParams, read_params
 from pipelines.rewards.runs import run_names, runs_root
 from pipelines.rewards.split import EpochParams, SplitRules, split_rewards
 from pipelines.validate import materialize
@@ -238,6 +241,26 @@ class _Verifier:
         self.closed = closed[-1]
         return list(self.closed["influence_runs"])
 
+    def _governed(self, epoch_id: int) -> None:
+        """The epoch's pool and rules are the governed ones: those the ProtocolParameters held at its block."""
+        if "params" not in self.closed:
+            return  # closed before governed parameters (RewardEpochClosed v1)
+        recorded = GovernedParams.from_json(self.closed["params"])
+        if recorded.address != self.deployment.parameters.lower():
+            raise BrokenLink("epoch-params", f"epoch {epoch_id} names parameters at {recorded.address or 'none'}, "
+                             f"the deployment's are {self.deployment.parameters}")
+        on_chain = read_params(self.chain, recorded.address, recorded.block)
+        if on_chain != recorded:
+            raise BrokenLink("epoch-params", f"epoch {epoch_id} recorded {recorded.to_json()}; the chain held "
+                             f"{on_chain.to_json()} at block {recorded.block}")
+        rules = recorded.split_rules(json.loads(self.closed["rules"]).get("method")).to_json()
+        if int(self.closed["pool"]) != recorded.epoch_pool or rules != self.closed["rules"]:
+            raise BrokenLink("epoch-params", f"epoch {epoch_id} was closed with pool {self.closed['pool']} and "
+                             f"rules {self.closed['rules']}, not the governed pool {recorded.epoch_pool} and {rules}")
+        self.add("epoch-params", f"epoch {epoch_id} closed by the governed parameters at block {recorded.block}: "
+                 f"pool {recorded.epoch_pool}, prior {recorded.prior_accepted}/{recorded.prior_rejected}, harm "
+                 f"margin {recorded.refit_margin_bps} bps, refit required {recorded.require_refit}", "")
+
     def _latest_runs(self, datanet_id: int) -> list[str]:
         """The committed runs on the datanet's newest committed adapter."""
         models = [ModelCommitment.from_record(r) for r in map(log.recorded, self.log.values())
@@ -268,6 +291,7 @@ class _Verifier:
         self.add("epoch-runs", f"epoch {epoch_id} pays the committed runs {', '.join(runs)} (runs root "
                  f"{hexed(linked)})", hexed(found[0]["transactionHash"]) if found else "")
 
+        self._governed(epoch_id)
         inputs = load_inputs(self.settings)
         names = pa.array(run_names(inputs.influence), type=pa.string())
         inputs = dataclasses.replace(inputs, influence=inputs.influence.filter(pc.is_in(names, pa.array(runs))))
