@@ -44,10 +44,10 @@ class DeployParams:
     treasury_share: int = 100_000_000 * TOKEN_UNIT
     funding_allowance: int = 1_000_000 * TOKEN_UNIT
     epoch_pool: int = 10_000 * TOKEN_UNIT
-    usage_price_per_token: int = 10**12  # OPEN wei per generated token: 1 OPEN per million tokens
-    usage_sources_bps: int = 6_000
-    usage_training_bps: int = 3_000
-    usage_trainer_bps: int = 1_000
+    usage_price_per_token: int = 10**15  # OPEN wei per prompt or completion token: 0.001 OPEN
+    usage_sources_bps: int = 5_000       # the cited RAG sources
+    usage_training_bps: int = 4_000      # the contributors whose data trained the adapter
+    usage_trainer_bps: int = 1_000       # the adapter's trainer
     refit_margin_bps: int = 10_000  # one seed-to-seed spread
     require_refit: bool = True
     prior_accepted: int = 1

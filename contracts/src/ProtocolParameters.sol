@@ -17,7 +17,7 @@ contract ProtocolParameters is Ownable {
 
     /// @notice OPEN wei newly allotted to each reward epoch.
     uint256 public epochPool;
-    /// @notice OPEN wei a served request pays per generated token.
+    /// @notice OPEN wei a served request pays per prompt or completion token.
     uint256 public usagePricePerToken;
     /// @notice How a usage payment is split (basis points, summing to 10,000): the cited sources, the data
     /// that trained the adapter, and the adapter's trainer.
