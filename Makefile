@@ -9,7 +9,7 @@ NPM_STAMP := node_modules/.installed
 KAFKA_LIB := .cache/kafka/lib
 KAFKA_STAMP := $(KAFKA_LIB)/.installed
 
-.PHONY: install browser demo demo-real test lint contracts up down ui ui-check clean
+.PHONY: install postgres browser demo demo-real test lint contracts up down ui ui-check clean
 
 $(PY_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ $(KAFKA_STAMP): engines/kafka/pom.xml $(PY_STAMP)
 	rm -f $@
 	$(BIN)/python -c 'from payable import services; services.install_kafka()'
 
-install: $(PY_STAMP) $(NPM_STAMP) $(KAFKA_STAMP)
+install: $(PY_STAMP) $(NPM_STAMP) $(KAFKA_STAMP) postgres
+
+# Debian's PostgreSQL server, for Dagster on PostgreSQL (PAYABLE_DAGSTER_STORAGE=postgres) and its tests; Debian
+# keeps initdb off PATH, in /usr/lib/postgresql/<version>/bin (payable.postgres looks there)
+postgres:
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 # Debian's chromium, for the real-browser UI test and `make ui-check` (root on the project's machines)
 browser:

@@ -1,4 +1,5 @@
-"""The embedded local services: an anvil chain node and an Apache Kafka broker, run by payable itself.
+"""The embedded local services: an anvil chain node, an Apache Kafka broker and (for Dagster on PostgreSQL)
+a private PostgreSQL cluster, run by payable itself.
 
 Each service runs as a child process bound to 127.0.0.1 with its PID file, log and data under the data
 directory. ``up`` is idempotent (a running service is left alone, a stale PID file is cleared, a port held
@@ -13,6 +14,7 @@ import base64
 import contextlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from payable.errors import PayableError
 from payable.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -37,8 +40,8 @@ KAFKA_JVM_FLAGS = ("-Xms64m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtL
                    "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={KAFKA_ENGINE / 'log4j2.properties'}")
 
 
-class ServiceError(RuntimeError):
-    """A local service could not be started, or is not healthy."""
+class ServiceError(PayableError, RuntimeError):
+    """A local service could not be started, or is not healthy (its message says which and why)."""
 
 
 def anvil_binary() -> Path:
@@ -148,7 +151,13 @@ class Service:
     command: Callable[[Settings], list[str]]
     ready: Callable[[int], bool]
     binary_name: str
+    port_variable: str
+    """The environment variable that moves it to another port (named when the port is taken)."""
     timeout_s: float = 10.0
+    user: str | None = None
+    """The account it runs as (None: this process's); PostgreSQL refuses to run as root."""
+    stop_signal: signal.Signals = signal.SIGTERM
+    """What asks it to stop: SIGTERM for most; PostgreSQL's SIGTERM waits for every client to leave."""
 
     def pid_file(self, settings: Settings) -> Path:
         return settings.run_dir / f"{self.name}.pid"
@@ -243,18 +252,32 @@ def _kafka_command(settings: Settings) -> list[str]:
 def broker_service(settings: Settings) -> Service:
     """The local broker `payable up` runs: Apache Kafka, or the noida-db emulator when PAYABLE_BROKER=noida."""
     if settings.broker == "noida":
-        return Service("broker", settings.kafka_port, _noida_command, broker_ready, "noida-db")
-    return Service("broker", settings.kafka_port, _kafka_command, broker_ready, KAFKA_MAIN, timeout_s=90.0)
+        return Service("broker", settings.kafka_port, _noida_command, broker_ready, "noida-db", "PAYABLE_KAFKA_PORT")
+    return Service("broker", settings.kafka_port, _kafka_command, broker_ready, KAFKA_MAIN, "PAYABLE_KAFKA_PORT",
+                   timeout_s=90.0)
 
 
 def local_services(settings: Settings) -> list[Service]:
     """The services that the embedded defaults need; a configured remote endpoint drops its service."""
     services = []
     if settings.local_chain:
-        services.append(Service("chain", settings.anvil_port, _anvil_command, anvil_ready, "anvil"))
+        services.append(Service("chain", settings.anvil_port, _anvil_command, anvil_ready, "anvil",
+                                "PAYABLE_ANVIL_PORT"))
     if settings.local_kafka:
         services.append(broker_service(settings))
+    if settings.local_postgres:
+        from payable import postgres  # it builds on this module
+
+        services.append(postgres.service(settings))
     return services
+
+
+def run_as(user: str | None) -> dict:
+    """``subprocess`` keyword arguments that run a child as ``user`` with its own groups (none: as we are)."""
+    if user is None:
+        return {}
+    account = pwd.getpwnam(user)
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": os.getgrouplist(user, account.pw_gid)}
 
 
 def _pid_alive(pid: int, binary_name: str) -> bool:
@@ -291,7 +314,7 @@ def start(service: Service, settings: Settings) -> int:
     if port_open(service.port):
         raise ServiceError(
             f"{service.name}: port 127.0.0.1:{service.port} is already taken by another process; "
-            f"stop it or choose another port (PAYABLE_{'ANVIL' if service.name == 'chain' else 'KAFKA'}_PORT)"
+            f"stop it or choose another port ({service.port_variable})"
         )
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     settings.log_dir.mkdir(parents=True, exist_ok=True)
@@ -303,6 +326,7 @@ def start(service: Service, settings: Settings) -> int:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            **run_as(service.user),
         )
     service.pid_file(settings).write_text(f"{process.pid}\n")
     deadline = time.monotonic() + service.timeout_s
@@ -326,7 +350,7 @@ def stop(service: Service, settings: Settings, timeout_s: float = 30.0) -> bool:
     pid = running_pid(service, settings)
     if pid is None:
         return False
-    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, service.stop_signal)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and _pid_alive(pid, service.binary_name):
         time.sleep(0.05)

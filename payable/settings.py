@@ -24,6 +24,7 @@ def _env_int(name: str, default: int) -> int:
 
 
 BROKERS = ("kafka", "noida")
+DAGSTER_STORAGES = ("sqlite", "postgres")
 
 
 def _env_choice(name: str, choices: tuple[str, ...]) -> str:
@@ -52,6 +53,11 @@ class Settings:
     # Beam pipeline options every pipeline runs with (e.g. "--runner=... --dask_client_address=..."):
     # the one place the runner is chosen; the CLI's --beam-options and Dagster's BeamResource fill it.
     beam_options: tuple[str, ...] = field(default=())
+    # Where Dagster keeps runs, events and schedules: SQLite under the data directory, or PostgreSQL
+    # (dagster.postgres.yaml): the server DAGSTER_PG_HOST names, else a private cluster `payable up` runs.
+    dagster_storage: str = field(default="sqlite")
+    postgres_port: int = field(default=5433)
+    local_postgres: bool = field(default=False)
 
     @classmethod
     def from_env(cls, data_dir: str | Path | None = None) -> Settings:
@@ -61,6 +67,7 @@ class Settings:
         kafka_port = _env_int("PAYABLE_KAFKA_PORT", 9092)
         rpc_url = os.environ.get("PAYABLE_RPC_URL") or ""
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP") or ""
+        storage = _env_choice("PAYABLE_DAGSTER_STORAGE", DAGSTER_STORAGES)
         return cls(
             data_dir=root,
             rpc_url=rpc_url or f"http://127.0.0.1:{anvil_port}",
@@ -73,6 +80,9 @@ class Settings:
             broker=_env_choice("PAYABLE_BROKER", BROKERS),
             block_time=_env_int("PAYABLE_BLOCK_TIME", 0),
             beam_options=tuple(shlex.split(os.environ.get("PAYABLE_BEAM_OPTIONS", ""))),
+            dagster_storage=storage,
+            postgres_port=_env_int("PAYABLE_POSTGRES_PORT", 5433),
+            local_postgres=storage == "postgres" and not os.environ.get("DAGSTER_PG_HOST"),
         )
 
     # Layout of the data directory: one place, so every stage agrees on it.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -48,8 +49,7 @@ def test_a_port_taken_by_someone_else_is_a_clear_error(settings):
 
 def test_a_service_that_never_gets_ready_is_reported_with_its_log(settings, monkeypatch):
     chain = services.local_services(settings)[0]
-    never_ready = services.Service(chain.name, chain.port, chain.command, lambda port: False,
-                                   chain.binary_name, timeout_s=0.5)
+    never_ready = replace(chain, ready=lambda port: False, timeout_s=0.5)
     with pytest.raises(services.ServiceError, match=r"did not become ready on 127.0.0.1:\d+ in 0.5 s: see .*chain.log"):
         services.start(never_ready, settings)
     assert services.running_pid(chain, settings) is None, "the half-started process is stopped"
@@ -57,8 +57,6 @@ def test_a_service_that_never_gets_ready_is_reported_with_its_log(settings, monk
 
 def test_the_local_chain_mines_on_a_timer_when_given_a_block_time(tmp_path):
     """PAYABLE_BLOCK_TIME: blocks (so confirmations) accrue with no transaction at all, as on a real chain."""
-    from dataclasses import replace
-
     from payable.chain import Chain
 
     settings = replace(make_settings(tmp_path / "data", own_broker=True), block_time=1)

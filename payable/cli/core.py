@@ -15,7 +15,8 @@ from payable.cli.params import ADDRESS, DATANET_ID, WEI, UIntType
 @click.command()
 @pass_context
 def up(ctx: Context) -> None:
-    """Start the local chain node and Kafka broker (embedded defaults)."""
+    """Start the local chain node and Kafka broker (embedded defaults), and PostgreSQL for Dagster when
+    PAYABLE_DAGSTER_STORAGE=postgres names no server (DAGSTER_PG_HOST)."""
     from payable import services
 
     try:
