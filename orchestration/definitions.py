@@ -24,6 +24,9 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource]) -> dg.Defin
         sensors=[new_chain_facts, changed_datasets],
         schedules=[ingest_every_minute, close_reward_epoch],
         resources=resources,
+        # One process per run, its steps one after another: a step subprocess would import the graph (torch,
+        # Beam, Lance: tens of seconds on two cores) again for steps that mostly wait on each other anyway.
+        executor=dg.in_process_executor,
     )
 
 
