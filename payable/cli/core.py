@@ -48,7 +48,7 @@ def status(ctx: Context) -> None:
     for row in rows:
         state = "healthy" if row.healthy else "DOWN"
         pid = f"pid {row.pid}" if row.pid else "-"
-        click.echo(f"{row.name:7} {row.endpoint:28} {pid:12} {state}")
+        click.echo(f"{row.name:8} {row.endpoint:28} {pid:12} {state}")
     if not all(row.healthy for row in rows):
         sys.exit(1)
 
