@@ -13,6 +13,7 @@ package creates; that account must be able to reach the data directory (``initdb
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -46,8 +47,6 @@ def owner() -> str | None:
     """The account the cluster runs as: this process's, or ``postgres`` when this process is root."""
     if os.geteuid() != 0:
         return None
-    import pwd
-
     try:
         pwd.getpwnam("postgres")
     except KeyError:
