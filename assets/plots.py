@@ -49,3 +49,12 @@ def table_md(rows: Sequence[dict]) -> dg.MetadataValue:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def bars(labels: Sequence[str], values: Sequence[float], title: str, ylabel: str,
+         save_to: Path | None = None) -> dg.MetadataValue:
+    figure, axis = plt.subplots(figsize=(6, 3))
+    axis.bar(list(labels), list(values), color="#4f6bed")
+    axis.set(title=title, ylabel=ylabel)
+    axis.tick_params(axis="x", labelrotation=30)
+    return _markdown(figure, save_to)

@@ -5,13 +5,13 @@ Load with ``dagster dev -m orchestration.definitions`` (``payable ui`` does this
 
 import dagster as dg
 
-from assets import attribution, audit, commitments, ingest, retrieval, rewards, serving, training, validation
+from assets import attribution, audit, commitments, ingest, retrieval, rewards, serving, training, usage, validation
 from orchestration.jobs import datanet_job, ingest_job, rewards_job, serving_job, validate_job
 from orchestration.resources import resources_from_env
 from orchestration.schedules import close_reward_epoch, ingest_every_minute
 from orchestration.sensors import changed_datasets, new_chain_facts
 
-ASSET_MODULES = (ingest, validation, training, attribution, commitments, rewards, audit, retrieval, serving)
+ASSET_MODULES = (ingest, validation, training, attribution, commitments, rewards, audit, retrieval, serving, usage)
 
 
 

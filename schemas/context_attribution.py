@@ -10,9 +10,10 @@ everything decided about one usage event stays in order on one partition.
   usage event's order with its normalized weight: weights are >= 0 and sum to 1 per event (a source whose
   raw weight is negative, i.e. that made the answer less likely, gets 0; when every raw weight is <= 0 the
   weight is split equally among the sources). ``forward_passes`` is what the method spent.
-- ``ContextAttributionSkipped`` v1: a usage event the stage did not attribute, with a machine-readable
-  ``reason`` (``pipelines.context_attribution.reasons``) and a human-readable ``detail``, so every usage
-  event ends attributed or skipped with a reason (invariant 5). Its id hashes the usage event id and reason.
+- ``ContextAttributionSkipped`` v1: a RAG usage event the stage did not attribute, with a machine-readable
+  ``reason`` (``pipelines.context_attribution.reasons``) and a human-readable ``detail``, so every RAG
+  usage event ends attributed or skipped with a reason (invariant 5); a plain completion gets no record.
+  Its id hashes the usage event id and the reason.
 """
 
 from __future__ import annotations

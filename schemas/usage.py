@@ -4,7 +4,17 @@ Its id is a hash of the request id (``serving.usage.usage_id``), so a request re
 ``X-Request-Id``, or an event re-sent after a broker outage, is the same event (invariants 2 and 8).
 It names everything a usage reward needs: which adapters answered (their datanets, dataset versions and
 ensemble weights), on which base model, how many tokens, for whom (the caller's address, when the
-request carried one), and, where retrieval was used, the retrieved sources (empty until the RAG issue).
+request carried one), and, where retrieval was used, the retrieved sources.
+
+Version 2 adds what context attribution needs to rescore a RAG answer after the fact, all nullable and
+set only when sources were retrieved (a plain completion's text never reaches the log): ``messages``, the
+caller's chat turns before the sources were added; ``answer``, the text the model generated (without the
+citation markers serving appends); ``source_words``, parallel to ``retrieved_sources``, how many words of
+each source's text the prompt showed (serving may cut the last source to fit the context). With these and
+the chunk texts of the dataset version each source names, the prompt is rebuilt exactly. They are fields of
+the event rather than a separate transcript record so that the answer and its sources can never be written
+apart. v2 carries every v1 field unchanged, so a consumer of v1 fields reads both versions alike; v1 events
+on the log stay valid and are simply not attributable.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ RETRIEVED_SOURCE = pa.struct([
     pa.field("score", pa.float64(), nullable=False),  # fused retrieval score
 ])
 
-USAGE_EVENT = events.register("UsageEvent", 1, [
+_V1_FIELDS = [
     pa.field("event_id", pa.string(), nullable=False),
     pa.field("request_id", pa.string(), nullable=False),
     pa.field("model", pa.string(), nullable=False),  # the name the caller asked for (adapter id, alias, ensemble)
@@ -38,4 +48,16 @@ USAGE_EVENT = events.register("UsageEvent", 1, [
     pa.field("finish_reason", pa.string(), nullable=False),  # stop | length | cancelled | error
     pa.field("retrieved_sources", pa.list_(RETRIEVED_SOURCE), nullable=False),
     pa.field("served_at_ms", pa.int64(), nullable=False),
+]
+
+CHAT_MESSAGE = pa.struct([pa.field("role", pa.string(), nullable=False),
+                          pa.field("content", pa.string(), nullable=False)])
+
+USAGE_EVENT_V1 = events.register("UsageEvent", 1, _V1_FIELDS, topics.USAGE)
+USAGE_EVENT = events.register("UsageEvent", 2, [
+    *_V1_FIELDS,
+    pa.field("messages", pa.list_(CHAT_MESSAGE), nullable=True),
+    pa.field("answer", pa.string(), nullable=True),
+    pa.field("source_words", pa.list_(pa.int64()), nullable=True),
 ], topics.USAGE)
+"""The version serving writes."""

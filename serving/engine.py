@@ -66,6 +66,14 @@ class ServedBase:
         return "".join(f"<|{role}|>\n{content}\n" for role, content in messages) + "<|assistant|>\n"
 
 
+def load_adapter(entry: AdapterEntry, base: ServedBase, shapes: dict[str, tuple[int, int]]) -> LoraAdapter:
+    """Reads an adapter's PEFT folder for ``base``; :class:`AdapterLoadError` when it was trained on another."""
+    if entry.base_model_hash and entry.base_model_hash != base.hash:
+        raise AdapterLoadError(f"{entry.adapter_id} was trained on base model {entry.base_model_hash[:12]}, "
+                               f"not the served {base.name} ({base.hash[:12]})")
+    return load_peft_folder(entry.folder, shapes, entry.adapter_id)
+
+
 @dataclass(frozen=True)
 class Resolved:
     """A model name resolved to concrete adapters (empty for the base model) and their weights."""
@@ -94,6 +102,8 @@ class GenerateRequest:
     logprobs: bool = False
     caller: str | None = None
     retrieved_sources: Sequence[dict] = ()  # what retrieval put in the prompt (serving.rag.usage_sources)
+    messages: Sequence[tuple[str, str]] = ()  # the caller's chat before the sources were added (RAG only)
+    source_words: Sequence[int] = ()  # words of each retrieved source the prompt showed (serving.rag.shown_words)
 
 
 @dataclass
@@ -163,10 +173,7 @@ class Engine:
 
     def load(self, entry: AdapterEntry) -> LoraAdapter:
         """Reads an adapter's PEFT folder for this base (runs in the cache's loader threads)."""
-        if entry.base_model_hash and entry.base_model_hash != self.base.hash:
-            raise AdapterLoadError(f"{entry.adapter_id} was trained on base model {entry.base_model_hash[:12]}, "
-                                   f"not the served {self.base.name} ({self.base.hash[:12]})")
-        return load_peft_folder(entry.folder, self.shapes, entry.adapter_id)
+        return load_adapter(entry, self.base, self.shapes)
 
     async def adapter(self, resolved: Resolved) -> LoraAdapter | None:
         """The resident adapter for ``resolved``, loading (and merging) it off the batcher's thread."""
@@ -255,7 +262,8 @@ class Engine:
                 adapters=[(e.adapter_id, e.datanet_id, e.dataset_version, w) for e, w in prepared.resolved.parts],
                 base_model_hash=self.base.hash, prompt_tokens=len(prompt), completion_tokens=completion,
                 latency_s=time.perf_counter() - prepared.started, caller=request.caller, finish_reason=finish,
-                retrieved_sources=request.retrieved_sources,
+                retrieved_sources=request.retrieved_sources, messages=request.messages, answer=text.sent_text(),
+                source_words=request.source_words,
             ))
 
 
@@ -284,6 +292,10 @@ class _Detokenizer:
         piece = text[self.sent:max(end, self.sent)]
         self.sent += len(piece)
         return piece, False
+
+    def sent_text(self) -> str:
+        """The text sent so far: the answer as the caller received it (before any citation markers)."""
+        return self.tokenizer.decode(self.ids, skip_special_tokens=True)[:self.sent]
 
     def flush(self) -> str:
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)

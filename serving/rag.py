@@ -50,11 +50,17 @@ def quote(text: str) -> str:
     return _DELIMITER.sub(r"(\1", " ".join(text.split()))
 
 
-def augment(messages: list[tuple[str, str]], sources: Sequence[Source]) -> list[tuple[str, str]]:
-    """The chat with a system message carrying the quoted sources first; unchanged when nothing was found."""
+def augment(messages: list[tuple[str, str]], sources: Sequence[Source],
+            numbers: Sequence[int] | None = None) -> list[tuple[str, str]]:
+    """The chat with a system message carrying the quoted sources first; unchanged when nothing was found.
+
+    Sources are numbered [1], [2], ... unless ``numbers`` says otherwise: context attribution rebuilds
+    this prompt with sources left out, and a kept source keeps the number the answer cited it by.
+    """
     if not sources:
         return messages
-    block = "\n".join(f"[{i}] {quote(s.text)}" for i, s in enumerate(sources, start=1))
+    numbers = numbers or range(1, len(sources) + 1)
+    block = "\n".join(f"[{n}] {quote(s.text)}" for n, s in zip(numbers, sources, strict=True))
     return [("system", f"{INSTRUCTIONS}\n{OPEN}\n{block}\n{CLOSE}"), *messages]
 
 
@@ -101,3 +107,13 @@ def usage_sources(sources: Sequence[Source]) -> list[dict]:
     """The sources as the usage event's ``retrieved_sources`` (schemas.usage.RETRIEVED_SOURCE)."""
     return [{"datanet_id": s.datanet_id, "contribution_id": s.contribution_id, "contributor": s.contributor,
              "chunk_id": s.chunk_id, "dataset_version": s.dataset_version, "score": s.score} for s in sources]
+
+
+def shown_words(sources: Sequence[Source]) -> list[int]:
+    """Words of each source's text the prompt showed (the usage event's ``source_words``; ``fit`` may cut)."""
+    return [len(s.text.split()) for s in sources]
+
+
+def shown_text(text: str, words: int) -> str:
+    """A source's text as the prompt showed it, from its full chunk text and its ``source_words`` entry."""
+    return " ".join(text.split()[:words])

@@ -34,8 +34,15 @@ def usage_id(request_id: str) -> str:
 
 def usage_event(*, request_id: str, model: str, adapters: Sequence[tuple[str, int, int, float]], base_model_hash: str,
                 prompt_tokens: int, completion_tokens: int, latency_s: float, caller: str | None,
-                finish_reason: str, retrieved_sources: Sequence[dict] = ()) -> dict:
-    """A UsageEvent record; ``adapters`` are (adapter id, datanet id, dataset version, ensemble weight)."""
+                finish_reason: str, retrieved_sources: Sequence[dict] = (),
+                messages: Sequence[tuple[str, str]] = (), answer: str = "",
+                source_words: Sequence[int] = ()) -> dict:
+    """A UsageEvent (v2) record; ``adapters`` are (adapter id, datanet id, dataset version, ensemble weight).
+
+    The transcript (``messages``, ``answer``, ``source_words``) is kept only when sources were retrieved:
+    context attribution needs it to rescore the answer, and nothing else puts a caller's text on the log.
+    """
+    rag = bool(retrieved_sources)
     return {
         "event_id": usage_id(request_id), "request_id": request_id, "model": model,
         "adapter_ids": [a[0] for a in adapters], "datanet_ids": [a[1] for a in adapters],
@@ -43,6 +50,8 @@ def usage_event(*, request_id: str, model: str, adapters: Sequence[tuple[str, in
         "base_model_hash": base_model_hash, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
         "latency_ms": round(latency_s * 1000.0, 3), "caller": caller, "finish_reason": finish_reason,
         "retrieved_sources": list(retrieved_sources), "served_at_ms": int(time.time() * 1000),
+        "messages": [{"role": r, "content": c} for r, c in messages] if rag else None,
+        "answer": answer if rag else None, "source_words": [int(w) for w in source_words] if rag else None,
     }
 
 

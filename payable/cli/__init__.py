@@ -46,6 +46,7 @@ COMMANDS = {
     "audit": "payable.cli.audit:audit",
     "reconcile": "payable.cli.audit:reconcile",
     "serve": "payable.cli.serve:serve",
+    "attribute-usage": "payable.cli.usage:attribute_usage",
 }
 
 

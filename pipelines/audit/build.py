@@ -23,6 +23,7 @@ from payable import kafka_log
 from payable.settings import Settings
 from pipelines.audit import artifact_rows, decision_rows, fact_rows, tables
 from pipelines.audit.epoch_rows import epoch_rows
+from pipelines.audit.usage_rows import usage_tables
 from pipelines.log_views import LogView, read_view
 from schemas import rewards as _reward_events  # noqa: F401 - registers the outbox events for decoding
 from schemas import topics
@@ -64,7 +65,8 @@ def build_audit_db(settings: Settings, path: Path | None = None) -> AuditSummary
     return AuditSummary(target, rows, missing, sum(len(v.undecodable) for v in views.values()))
 
 
-SOURCE_TOPICS = (topics.CHAIN_FACTS, topics.VERDICTS, topics.REWARDS_OUTBOX, topics.CHAIN_DLQ, topics.VERDICTS_DLQ)
+SOURCE_TOPICS = (topics.CHAIN_FACTS, topics.VERDICTS, topics.REWARDS_OUTBOX, topics.CHAIN_DLQ, topics.VERDICTS_DLQ,
+                 topics.USAGE, topics.USAGE_ATTRIBUTION)
 MARKS_TABLE = "built_from"
 _STORED = "stored tables"
 
@@ -113,6 +115,7 @@ def _table_contents(settings: Settings, views: dict[str, LogView]) -> dict[str, 
     influence = artifact_rows.influence_table(settings)
     rewards = epoch_rows(views[topics.REWARDS_OUTBOX], facts, influence,
                          {c["contribution_id"]: c["event_id"] for c in contributions})
+    usage_events, citations = usage_tables(views[topics.USAGE], views[topics.USAGE_ATTRIBUTION])
     return {
         "chain_events": fact_rows.chain_event_rows(facts),
         "datanets": fact_rows.datanet_rows(facts),
@@ -129,6 +132,8 @@ def _table_contents(settings: Settings, views: dict[str, LogView]) -> dict[str, 
         "payouts": rewards.payouts,
         "slash_requests": rewards.slash_requests,
         "reward_tx_states": rewards.reward_tx_states,
+        "usage_events": usage_events,
+        "citations": citations,
     }
 
 

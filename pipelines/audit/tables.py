@@ -92,6 +92,17 @@ TABLES: dict[str, str] = {
         event_id VARCHAR PRIMARY KEY, epoch_id BIGINT NOT NULL, chain_id BIGINT NOT NULL,
         distributor VARCHAR NOT NULL, step VARCHAR NOT NULL, state VARCHAR NOT NULL, sender VARCHAR,
         nonce BIGINT, tx_hash VARCHAR, block_number BIGINT, detail VARCHAR NOT NULL, log_offset BIGINT NOT NULL""",
+    "usage_events": """
+        usage_event_id VARCHAR PRIMARY KEY, request_id VARCHAR NOT NULL, model VARCHAR NOT NULL,
+        adapter_ids VARCHAR[] NOT NULL, datanet_ids BIGINT[] NOT NULL, base_model_hash VARCHAR NOT NULL,
+        prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, latency_ms DOUBLE NOT NULL, caller VARCHAR,
+        finish_reason VARCHAR NOT NULL, sources BIGINT NOT NULL, answer VARCHAR, served_at_ms BIGINT NOT NULL,
+        attribution VARCHAR, attribution_reason VARCHAR, log_partition BIGINT NOT NULL, log_offset BIGINT NOT NULL""",
+    "citations": """
+        usage_event_id VARCHAR NOT NULL, marker BIGINT NOT NULL, contribution_id BIGINT NOT NULL,
+        datanet_id BIGINT NOT NULL, contributor VARCHAR NOT NULL, chunk_id VARCHAR NOT NULL,
+        dataset_version BIGINT NOT NULL, retrieval_score DOUBLE NOT NULL, weight DOUBLE,
+        attribution_event_id VARCHAR, PRIMARY KEY (usage_event_id, marker)""",
 }
 
 # Views: derived in SQL from the tables above, so they can never disagree with them.

@@ -1,13 +1,16 @@
 """Machine-readable reasons a usage event is not attributed: the vocabulary of ``ContextAttributionSkipped``.
 
 The audit and the Dagster check match on these strings, so they are constants here and nowhere else.
+Only RAG answers (usage events with retrieved sources) are decided; a plain completion has nothing to
+attribute and gets no record.
 """
 
 from __future__ import annotations
 
-NO_SOURCES = "no_sources"  # nothing was retrieved: not a RAG answer, nothing to attribute
-NO_TRANSCRIPT = "no_transcript"  # the usage event carries no question or answer text (e.g. a v1 event)
-UNKNOWN_ADAPTER = "unknown_adapter"  # an adapter the registry does not hold: the answer cannot be rescored
-UNKNOWN_CHUNK = "unknown_chunk"  # a retrieved chunk id no retrieval index holds: its text cannot be rebuilt
+NO_TRANSCRIPT = "no_transcript"  # no messages or answer text (a v1 event, or an answer cut before its first word)
+UNKNOWN_ADAPTER = "unknown_adapter"  # an adapter the registry does not hold or cannot load: no rescoring
+UNKNOWN_BASE_MODEL = "unknown_base_model"  # served on a base model this stage cannot rebuild
+UNKNOWN_CHUNK = "unknown_chunk"  # a chunk its dataset version does not hold: its text cannot be rebuilt
+CONTEXT_EXCEEDED = "context_exceeded"  # the rebuilt prompt and answer no longer fit the model's context
 
-REASONS = frozenset({NO_SOURCES, NO_TRANSCRIPT, UNKNOWN_ADAPTER, UNKNOWN_CHUNK})
+REASONS = frozenset({NO_TRANSCRIPT, UNKNOWN_ADAPTER, UNKNOWN_BASE_MODEL, UNKNOWN_CHUNK, CONTEXT_EXCEEDED})

@@ -74,7 +74,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
     prepared = await engine.prepare(GenerateRequest(
         request_id=rid, model=body.model, prompt=prompt, max_tokens=body.token_budget(),
         temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=body.stop_list(), caller=caller(request),
-        retrieved_sources=rag.usage_sources(sources),
+        retrieved_sources=rag.usage_sources(sources), messages=messages, source_words=rag.shown_words(sources),
     ))
     deltas = _with_markers(engine.stream(prepared), sources)
     cited = rag.citations(sources) if body.retrieval is not None else None
