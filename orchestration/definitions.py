@@ -6,7 +6,7 @@ Load with ``dagster dev -m orchestration.definitions`` (``payable ui`` does this
 import dagster as dg
 
 from assets import attribution, audit, commitments, ingest, retrieval, rewards, serving, training, usage, validation
-from orchestration.jobs import datanet_job, ingest_job, rewards_job, serving_job, validate_job
+from orchestration.jobs import datanet_job, ingest_job, rewards_job, serving_job, usage_job, validate_job
 from orchestration.resources import resources_from_env
 from orchestration.schedules import close_reward_epoch, ingest_every_minute
 from orchestration.sensors import changed_datasets, new_chain_facts
@@ -20,7 +20,7 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource]) -> dg.Defin
     return dg.Definitions(
         assets=dg.load_assets_from_modules(ASSET_MODULES),
         asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
-        jobs=[ingest_job, validate_job, datanet_job, serving_job, rewards_job],
+        jobs=[ingest_job, validate_job, datanet_job, serving_job, usage_job, rewards_job],
         sensors=[new_chain_facts, changed_datasets],
         schedules=[ingest_every_minute, close_reward_epoch],
         resources=resources,

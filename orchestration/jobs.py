@@ -34,6 +34,14 @@ serving_job = dg.define_asset_job(
     tags={"payable/stage": "serving"},
 )
 
+usage_job = dg.define_asset_job(
+    "attribute_usage",
+    selection=dg.AssetSelection.assets("usage_events", "context_attribution"),
+    description="The usage log's projection, and how much each retrieved source drove each new RAG answer "
+                "(weights on payable.usage.attribution for the usage rewards).",
+    tags={"payable/stage": "usage"},
+)
+
 rewards_job = dg.define_asset_job(
     "close_reward_epoch",
     selection=dg.AssetSelection.assets("reward_epochs", "onchain_payouts", "audit_tables"),

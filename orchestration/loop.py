@@ -44,7 +44,8 @@ class Loop:
         return keys
 
     def run_all(self, stage: Stage = lambda name: nullcontext()) -> None:
-        """ingest -> validate -> (per datanet) train + attribute -> served models -> reward epoch + payouts + audit."""
+        """ingest -> validate -> (per datanet) train + attribute -> served models -> RAG answers attributed -> reward
+        epoch + payouts + audit."""
         with stage("ingest chain facts"):
             self.run("ingest_chain_facts")
         with stage("validate + deduplicate (Beam)"):
@@ -54,5 +55,7 @@ class Loop:
                 self.run("train_and_attribute_datanet", partition_key=key)
         with stage("served models"):
             self.run("refresh_served_models")
+        with stage("attribute RAG answers"):
+            self.run("attribute_usage")
         with stage("reward epoch on-chain + audit"):
             self.run("close_reward_epoch")

@@ -14,12 +14,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import openai
+import pyarrow as pa
 import torch
 from peft import LoraConfig, get_peft_model
 
 from payable.settings import Settings
 from pipelines.training.arguments import BaseModelSpec
 from pipelines.training.base_model import base_model_hash, build_base_model
+from schemas.datasets import CONTRIBUTION_ROW
 from serving.server import ServeOptions, ServerThread, build
 
 
@@ -46,6 +48,14 @@ def write_adapter(root: Path, datanet_id: int, dataset_version: int, seed: int, 
         "base_model": {"name": "tiny-gpt2", "hash": base_model_hash(spec)},
     }))
     return adapter_id
+
+
+def contribution_rows(datanet_id: int, texts: dict[int, str]) -> pa.Table:
+    """Dataset rows (``schemas.datasets.CONTRIBUTION_ROW``) of contributions ``id -> text`` of one datanet."""
+    return pa.Table.from_pylist([
+        {"contribution_id": c, "datanet_id": datanet_id, "contributor": f"0x{c:040x}", "content_hash": f"0x{c:064x}",
+         "text": t, "size": len(t), "block_number": c, "fact_event_id": f"f{c}", "verdict_id": f"v{c}"}
+        for c, t in texts.items()], schema=CONTRIBUTION_ROW)
 
 
 class RecordingUsage:

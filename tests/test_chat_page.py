@@ -19,7 +19,6 @@ from pathlib import Path
 
 import duckdb
 import httpx
-import pyarrow as pa
 import pytest
 
 from payable import kafka_log
@@ -28,12 +27,11 @@ from pipelines.audit.tables import create_statements
 from pipelines.retrieval import build_index
 from pipelines.validate.materialize import commit, dataset_uri
 from schemas import events, topics
-from schemas.datasets import CONTRIBUTION_ROW
 from schemas.usage import USAGE_EVENT
 from serving.usage import usage_id
 from tests.chromium import Chromium
 from tests.conftest import make_settings
-from tests.serving_fixtures import running_server, write_adapter
+from tests.serving_fixtures import contribution_rows, running_server, write_adapter
 
 TEXTS = {
     11: "Water boils at 100 degrees at sea level.",
@@ -43,24 +41,17 @@ TEXTS = {
 REMOVED = 21  # in datanet 2's first dataset version, dropped by its second
 
 
-def rows(datanet_id: int, texts: dict[int, str]) -> pa.Table:
-    return pa.Table.from_pylist([
-        {"contribution_id": c, "datanet_id": datanet_id, "contributor": f"0x{c:040x}", "content_hash": f"0x{c:064x}",
-         "text": t, "size": len(t), "block_number": c, "fact_event_id": f"f{c}", "verdict_id": f"v{c}"}
-        for c, t in texts.items()], schema=CONTRIBUTION_ROW)
-
-
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory) -> Settings:
     settings = make_settings(tmp_path_factory.mktemp("chat") / "data")  # an empty log on the shared broker
     kafka_log.ensure_topics(settings.kafka_bootstrap)
-    commit(dataset_uri(settings.lance_dir, 1), rows(1, TEXTS), [], run_id="r1", offsets={0: (0, 3)})
+    commit(dataset_uri(settings.lance_dir, 1), contribution_rows(1, TEXTS), [], run_id="r1", offsets={0: (0, 3)})
     build_index(settings, 1, slashed=set())
     write_adapter(settings.adapters_dir, 1, 1, seed=1)
     uri = dataset_uri(settings.lance_dir, 2)
-    commit(uri, rows(2, {REMOVED: "A fact later withdrawn.", 22: "A fact that stays."}), [], run_id="r1",
+    commit(uri, contribution_rows(2, {REMOVED: "A fact later withdrawn.", 22: "A fact that stays."}), [], run_id="r1",
            offsets={0: (0, 2)})
-    commit(uri, rows(2, {}), [f"v{REMOVED}"], run_id="r2", offsets={0: (2, 3)})
+    commit(uri, contribution_rows(2, {}), [f"v{REMOVED}"], run_id="r2", offsets={0: (2, 3)})
     with duckdb.connect(str(settings.audit_db)) as con:  # an audit database holding one current verdict
         for statement in create_statements():
             con.execute(statement)

@@ -13,12 +13,16 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-import pyarrow as pa
+import dagster as dg
 import pytest
 import torch
+from click.testing import CliRunner
 from peft import LoraConfig, get_peft_model
 
+from assets.usage import context_attribution, every_rag_answer_decided, usage_events
+from orchestration.resources import DataDirResource, KafkaResource
 from payable import kafka_log
+from payable.cli import main
 from pipelines import log_views
 from pipelines.audit.build import build_audit_db
 from pipelines.context_attribution import reasons
@@ -30,12 +34,11 @@ from pipelines.training.base_model import base_model_hash, build_base_model
 from pipelines.validate.materialize import commit, dataset_uri
 from schemas import topics
 from schemas.context_attribution import CONTEXT_ATTRIBUTED, CONTEXT_ATTRIBUTION_SKIPPED
-from schemas.datasets import CONTRIBUTION_ROW
 from schemas.usage import USAGE_EVENT, USAGE_EVENT_V1
 from serving import rag
 from serving.engine import ServedBase
-from tests.conftest import make_settings
-from tests.serving_fixtures import openai_client, running_server
+from tests.conftest import make_settings, stack_env
+from tests.serving_fixtures import contribution_rows, openai_client, running_server
 from tests.test_audit_reconcile import documented_queries, query
 from tests.test_serving_usage import wait_for
 
@@ -87,11 +90,7 @@ def _train_planted_adapter(adapters_dir: Path, steps: int = 30) -> str:
 @pytest.fixture
 def rag_stack(tmp_path):
     settings = make_settings(tmp_path / "data")
-    rows = pa.Table.from_pylist([
-        {"contribution_id": c, "datanet_id": 1, "contributor": f"0x{c:040x}", "content_hash": f"0x{c:064x}",
-         "text": t, "size": len(t), "block_number": c, "fact_event_id": f"f{c}", "verdict_id": f"v{c}"}
-        for c, t in TEXTS.items()], schema=CONTRIBUTION_ROW)
-    commit(dataset_uri(settings.lance_dir, 1), rows, [], run_id="r1", offsets={0: (0, 2)})
+    commit(dataset_uri(settings.lance_dir, 1), contribution_rows(1, TEXTS), [], run_id="r1", offsets={0: (0, 2)})
     build_index(settings, 1, slashed=set())
     _train_planted_adapter(settings.adapters_dir)
     return settings
@@ -155,8 +154,20 @@ def test_a_served_rag_answer_is_attributed_to_the_source_it_used_once_and_unknow
     assert coverage(settings.kafka_bootstrap).undecided == []
     assert source_weights(settings) == {rag_event["event_id"]: weights}
 
-    again = attribute_usage(settings)  # a rerun decides nothing and writes nothing
-    assert (again.attributed, sum(again.skipped.values()), again.already_decided) == (0, 0, 4)
+    # a rerun, through each other entry point, decides nothing and writes nothing
+    again = CliRunner().invoke(main, ["attribute-usage"], env=stack_env(settings))
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output) == {"method": "factorial", "attributed": 0, "skipped": {}, "already_decided": 4,
+                                        "forward_passes": 0}
+    resources = {"data_dir": DataDirResource(path=str(settings.data_dir)),
+                 "kafka": KafkaResource(bootstrap=settings.kafka_bootstrap)}
+    result = dg.materialize([usage_events, context_attribution, every_rag_answer_decided], resources=resources)
+    assert result.success
+    assert result.asset_materializations_for_node("context_attribution")[0].metadata["already_decided"].value == 4
+    counted = result.asset_materializations_for_node("usage_events")[0].metadata
+    assert (counted["usage_events"].value, counted["rag_answers"].value) == (5, 4)
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed and check.metadata["undecided_usage_event_ids"].value == "[]"
     assert len(_attribution_log(settings).of(CONTEXT_ATTRIBUTED)) == 1
     assert len(_attribution_log(settings).of(CONTEXT_ATTRIBUTION_SKIPPED)) == 3
 
@@ -171,3 +182,9 @@ def test_a_served_rag_answer_is_attributed_to_the_source_it_used_once_and_unknow
     assert events[served["plain"]["event_id"]]["attribution"] is None and events["use-v1"]["answer"] is None
     assert events["use-unknown-adapter"]["attribution_reason"] == reasons.UNKNOWN_ADAPTER
     assert query(db, "SELECT count(*) AS n FROM citations")[0]["n"] == 2 + 2 + 1 + 2
+
+
+def test_an_unknown_method_is_one_error_line(tmp_path):
+    result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "attribute-usage", "--method", "magic"])
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("error: unknown context-attribution method 'magic'")

@@ -6,17 +6,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 import openai
-import pyarrow as pa
 import pytest
 
 from payable import services
 from payable.settings import Settings
 from pipelines.retrieval import Source, build_index
 from pipelines.validate.materialize import commit, dataset_uri
-from schemas.datasets import CONTRIBUTION_ROW
 from schemas.usage import USAGE_EVENT
 from serving import rag
-from tests.serving_fixtures import openai_client, running_server, usage_of, write_adapter
+from tests.serving_fixtures import contribution_rows, openai_client, running_server, usage_of, write_adapter
 
 TEXTS = {
     11: "Water boils at 100 degrees.",
@@ -29,11 +27,7 @@ TEXTS = {
 def settings(tmp_path_factory) -> Settings:
     settings = replace(Settings.from_env(tmp_path_factory.mktemp("rag")),
                        kafka_bootstrap=f"127.0.0.1:{services.free_port()}")  # usage stays buffered: read there
-    rows = pa.Table.from_pylist([
-        {"contribution_id": c, "datanet_id": 1, "contributor": f"0x{c:040x}", "content_hash": f"0x{c:064x}",
-         "text": t, "size": len(t), "block_number": c, "fact_event_id": f"f{c}", "verdict_id": f"v{c}"}
-        for c, t in TEXTS.items()], schema=CONTRIBUTION_ROW)
-    commit(dataset_uri(settings.lance_dir, 1), rows, [], run_id="r1", offsets={0: (0, 3)})
+    commit(dataset_uri(settings.lance_dir, 1), contribution_rows(1, TEXTS), [], run_id="r1", offsets={0: (0, 3)})
     build_index(settings, 1, slashed=set())
     write_adapter(settings.adapters_dir, 1, 1, seed=1)
     return settings
