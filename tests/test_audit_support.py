@@ -24,15 +24,15 @@ from pipelines.rewards.claims import claim
 from pipelines.rewards.emitter import emit_epoch
 from pipelines.rewards.epochs import close_epoch
 from pipelines.rewards.inputs import load_inputs
+from pipelines.rewards.params import governed_params
 from pipelines.training import train_latest
 from pipelines.validate.run import validate_new_offsets
 from schemas import events, topics
 from tests.attribution_fixtures import FAST, write_evals
-from tests.chain_helpers import fixed_params, mine
+from tests.chain_helpers import mine
 
 DEPLOYER, VALIDATOR = dev_account(Role.DEPLOYER.value), dev_account(Role.VALIDATOR.value)
 ON_TOPIC, SECOND, OFF_TOPIC = (dev_account(i) for i in (3, 4, 5))
-POOL = 1_000 * 10**18
 STAKE = 10**18
 
 # (event name, contract attribute of Deployment, fact type, fields of the fact from the log's args)
@@ -120,7 +120,7 @@ def run_small_loop(settings: Settings, chain: Chain, deployment: Deployment, tmp
     write_evals(settings, datanet, [" ".join(sentence(rng, "cooking") for _ in range(2)) for _ in range(8)])
     record = train_latest(settings, datanet, FAST, show_progress=False).record
     attribute(settings, datanet, record.adapter_id, ScoreArguments(method="tracin", projection_dim=64))
-    close_epoch(settings, 1, load_inputs(settings), fixed_params(POOL))
+    close_epoch(settings, 1, load_inputs(settings), governed_params(chain, deployment))
     assert emit_epoch(settings, deployment, 1, push=False).ok
     run.claim_tx = claim(settings, deployment, 1, ON_TOPIC).tx_hash
     produce_chain_facts(settings, chain, deployment, run.seen_facts)

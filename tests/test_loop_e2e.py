@@ -98,7 +98,7 @@ def test_a_demo_contribution_verifies_from_its_chain_event_to_its_payout(demo):
     accepted = next(i for i, item in enumerate(demo_corpus.plan(), start=1) if item.expect == "accepted")
     out = run(settings, "verify", "--contribution", str(accepted), "--epoch", "1").stdout
     links = [line.split()[1] for line in out.splitlines()]
-    assert links[0] == "chain-event" and links[-3:] == ["epoch", "epoch-runs", "payout"]
+    assert links[0] == "chain-event" and links[-4:] == ["epoch", "epoch-runs", "epoch-params", "payout"]
     assert {"model-commitment", "dataset", "influence-commitment", "score"} <= set(links)
 
 

@@ -56,7 +56,7 @@ def reconcile(settings: Settings, deployment: Deployment, *, db_path: Path | Non
     con = duckdb.connect(str(path), read_only=True)
     try:
         return (_deep_reorg(settings, ingested) + _distributor(con, on_chain, deployment)
-                + _epochs(con, chain, deployment, on_chain) + _governed(con, chain)
+                + _epochs(con, chain, deployment, on_chain) + _governed(con, chain, deployment)
                 + _claims(con, chain, deployment, on_chain)
                 + _runs_paid_once(con) + _funded_once(con, on_chain, deployment) + _payouts(con) + _coverage(con)
                 + _verdicts(con))
@@ -155,12 +155,17 @@ def _epochs(con, chain: Chain, deployment: Deployment, on_chain: ChainRewards) -
     return out
 
 
-def _governed(con, chain: Chain) -> list[Difference]:
-    """An epoch was closed by the governed parameters it records: the ProtocolParameters held them at its block."""
+def _governed(con, chain: Chain, deployment: Deployment) -> list[Difference]:
+    """An epoch was closed by the governed parameters it records: the deployment's ProtocolParameters held them
+    at its block."""
     out = []
     for e in _rows(con, "SELECT epoch_id, pool, params FROM reward_epochs WHERE params IS NOT NULL ORDER BY epoch_id"):
         key = f"epoch_id={e['epoch_id']}"
         recorded = GovernedParams.from_json(e["params"])
+        if recorded.address != deployment.parameters.lower():
+            out.append(Difference("governed parameters of this deployment", "reward_epochs", key,
+                                  deployment.parameters.lower(), recorded.address or "none"))
+            continue
         on_chain = read_params(chain, recorded.address, recorded.block)
         if on_chain != recorded:
             out.append(Difference("governed parameters at the recorded block", "reward_epochs", key,
