@@ -1,5 +1,7 @@
 """Attribution assets: every accepted contribution's influence on its datanet's model (Proof of Attribution)."""
 
+from dataclasses import replace
+
 import dagster as dg
 import pyarrow.compute as pc
 
@@ -8,12 +10,20 @@ from assets.plots import histogram, table_md
 from assets.training import lora_adapters
 from orchestration.resources import DataDirResource, KafkaResource
 from pipelines import log_views
-from pipelines.attribution import Unscorable, attribute
+from pipelines.attribution import Attribution, ScoreArguments, Unscorable, attribute, canaries
+from pipelines.attribution.arguments import QualityArguments
 from pipelines.attribution.counterfactual import Refit
 from pipelines.attribution.store import adapter_store_bytes
 from pipelines.training.registry import AdapterRegistry
 
 OWNERS = ["team:ml"]
+
+
+class InfluenceConfig(dg.Config):
+    """Run configuration of ``influence_scores`` (the launchpad's config editor)."""
+
+    lds_subsets: int = QualityArguments().lds_subsets
+    """Retrained subsets behind the run's LDS (one LoRA fit each); 0 leaves the LDS unmeasured."""
 
 
 @dg.asset(
@@ -22,13 +32,16 @@ OWNERS = ["team:ml"]
     description="Influence of each accepted contribution on the adapter's eval loss (DataInf / TracIn / TRAK "
                 "on LoRA gradients), aggregated per contribution and contributor, with the eval queries each "
                 "helped or hurt; harmful contributions are flagged (bootstrap interval below zero, negative at "
-                "every checkpoint, a robust outlier) and refitted without, the evidence the penalty stage needs.",
+                "every checkpoint, a robust outlier) and refitted without, the evidence the penalty stage needs; "
+                "the run's quality: LDS over retrained subsets, AUC on the operator's revealed canaries.",
 )
-def influence_scores(context: dg.AssetExecutionContext, data_dir: DataDirResource) -> dg.MaterializeResult:
+def influence_scores(context: dg.AssetExecutionContext, config: InfluenceConfig, data_dir: DataDirResource,
+                     kafka: KafkaResource) -> dg.MaterializeResult:
     settings = data_dir.settings()
     datanet_id = datanet_id_of(context.partition_key)
+    args = replace(ScoreArguments(), quality=replace(QualityArguments(), lds_subsets=config.lds_subsets))
     try:
-        result = attribute(settings, datanet_id)
+        result = attribute(settings, datanet_id, args=args, canaries=canaries.for_datanet(kafka.bootstrap, datanet_id))
     except Unscorable as exc:  # this datanet's partition fails alone; the others are scored and paid
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     table = result.table
@@ -44,6 +57,7 @@ def influence_scores(context: dg.AssetExecutionContext, data_dir: DataDirResourc
                                                     table["adapter_id"][0].as_py()) if table.num_rows else 0,
         "harmful_contribution_ids": str(harmful["contribution_id"].to_pylist()),
         **refit_metadata(result.refit),
+        **quality_metadata(result),
         "harm_evidence": table_md([{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()}
                                    for r in harmful.select(EVIDENCE_COLUMNS).to_pylist()]),
         "score_min": float(pc.min(table["score"]).as_py()) if scores else 0.0,
@@ -54,6 +68,13 @@ def influence_scores(context: dg.AssetExecutionContext, data_dir: DataDirResourc
         "influence_by_contributor": table_md([{"contributor": r["contributor"], "score": round(r["score_sum"], 6)}
                                               for r in totals.to_pylist()]),
     })
+
+
+def quality_metadata(result: Attribution) -> dict:
+    """The run's quality figures: LDS (NaN: unmeasured) and its cost, the canary AUC or why it is unmeasured."""
+    auc = result.table["canary_auc"][0].as_py() if result.table.num_rows else None
+    return {"lds": dg.FloatMetadataValue(result.lds.value), "lds_subsets": result.lds.subsets,
+            "lds_seconds": round(result.lds.seconds, 2), "canary_auc": result.canaries.describe(auc)}
 
 
 EVIDENCE_COLUMNS = ["contribution_id", "contributor", "score", "score_low", "score_high", "robust_z", "refit_delta",

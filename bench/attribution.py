@@ -29,20 +29,21 @@ import torch
 from peft import set_peft_model_state_dict
 from rich.console import Console
 from rich.table import Table
-from scipy.stats import spearmanr
 from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.func import functional_call
 
 from pipelines.attribution.arguments import ScoreArguments
+from pipelines.attribution.counterfactual import query_losses
+from pipelines.attribution.quality import lds, random_subsets, retrained_losses
 from pipelines.attribution.scoring import score_examples
 from pipelines.attribution.synthetic import make_datanet
 from pipelines.attribution.task import LoRALanguageModelTask, Params, Task
 from pipelines.training.arguments import BaseModelSpec, TrainingArguments
 from pipelines.training.base_model import SMOLLM2, load_model, load_tokenizer
 from pipelines.training.data import tokenize
-from pipelines.training.lora import mean_loss, train_lora
+from pipelines.training.lora import train_lora
 
 torch.set_num_threads(1)
 OUT = Path(__file__).parent / "out"
@@ -88,13 +89,6 @@ def fit(kind: str, x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int, che
         if epoch in keep:
             snaps.append({k: v.detach().clone() for k, v in model.named_parameters()})
     return model, snaps
-
-
-def lds(scores: np.ndarray, subsets: np.ndarray, losses: np.ndarray) -> float:
-    """Mean over queries of Spearman(sum of subset scores, minus the retrained loss)."""
-    predicted = subsets.astype(np.float64) @ scores  # (subsets, queries)
-    corr = [spearmanr(predicted[:, j], -losses[:, j]).statistic for j in range(scores.shape[1])]
-    return float(np.nanmean(corr))
 
 
 @dataclass(frozen=True)
@@ -191,15 +185,11 @@ def dattri_digits(kind: str, model: nn.Module, snaps: list[Params], x: torch.Ten
     return out
 
 
-def retrained_losses(num: int, n: int, retrain: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(subsets (num, n) bool, query losses (num, m)) of models retrained on seeded random halves."""
-    rng = np.random.default_rng(0)
-    subsets = np.zeros((num, n), dtype=bool)
-    losses = []
-    for s in range(num):
-        subsets[s, rng.choice(n, n // 2, replace=False)] = True
-        losses.append(retrain(subsets[s]))
-    return subsets, np.stack(losses)
+def retrained_halves(num: int, n: int, retrain: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(subsets (num, n) bool, query losses (num, m)) of models retrained on seeded random halves (the same
+    subsets and LDS math as every influence run's own quality figure, ``pipelines.attribution.quality``)."""
+    subsets = random_subsets(n, num)
+    return subsets, retrained_losses(subsets, retrain)
 
 
 def rows_of(setting: str, results: dict[str, list[Result]], subsets: np.ndarray, losses: np.ndarray,
@@ -244,7 +234,7 @@ def digits(kind: str, quick: bool) -> list[dict]:
         with torch.no_grad():
             return nn.functional.cross_entropy(retrained(xq), yq, reduction="none").numpy()
 
-    subsets, losses = retrained_losses(20 if quick else 60, n, retrain)
+    subsets, losses = retrained_halves(20 if quick else 60, n, retrain)
     return rows_of(f"digits-{kind}", results, subsets, losses)
 
 
@@ -313,13 +303,9 @@ def lora_text(setting: str, dn, args: TrainingArguments, methods: tuple[str, ...
             candidates[i] = Result(per_contribution, r.seconds, r.config, r.extra_seconds)
 
     def retrain(keep: np.ndarray) -> np.ndarray:
-        kept = tokenize([t for t, k in zip(texts, keep, strict=True) if k], tok, args.max_length)
-        retrained = train_lora(load_model(args.base), kept, queries, args, show_progress=False).model
-        return np.array([mean_loss(retrained, type(queries)(queries.input_ids[j:j + 1],
-                                                            queries.attention_mask[j:j + 1], queries.owner[j:j + 1]))
-                         for j in range(m)])
+        return query_losses([t for t, k in zip(texts, keep, strict=True) if k], dn.eval_texts, args)
 
-    subsets, losses = retrained_losses(num_subsets, n, retrain)
+    subsets, losses = retrained_halves(num_subsets, n, retrain)
     rows = rows_of(setting, results, subsets, losses, corrupted)
     for row in rows:
         row.update({"contributions": n, "examples": len(train), "queries": m, "tokens": args.max_length,

@@ -43,9 +43,10 @@ class Loop:
             self.instance.add_dynamic_partitions(datanet_partitions.name, new)
         return keys
 
-    def run_all(self, stage: Stage = lambda name: nullcontext()) -> None:
+    def run_all(self, stage: Stage = lambda name: nullcontext(), before_rewards: Callable[[], None] | None = None
+                ) -> None:
         """ingest -> validate -> (per datanet) train + attribute -> served models -> RAG answers attributed -> reward
-        epoch + payouts + audit."""
+        epoch + payouts + audit; ``before_rewards`` runs before the epoch (the demo reveals its canaries there)."""
         with stage("ingest chain facts"):
             self.run("ingest_chain_facts")
         with stage("validate + deduplicate (Beam)"):
@@ -57,5 +58,7 @@ class Loop:
             self.run("refresh_served_models")
         with stage("attribute RAG answers"):
             self.run("attribute_usage")
+        if before_rewards is not None:
+            before_rewards()
         with stage("reward epoch on-chain + audit"):
             self.run("close_reward_epoch")

@@ -34,6 +34,7 @@ from payable.datanets import contribute as submit
 from payable.keys import Role, dev_account
 from payable.progress import console
 from payable.settings import Settings
+from pipelines.attribution import canaries
 
 
 @dataclass
@@ -87,6 +88,29 @@ def submit_planned(chain: Chain, deployment: Deployment, store: ContentStore, da
     return results
 
 
+DEMO_CANARIES = 3
+"""Garbage canaries the attribution operator plants in the science datanet (its runs' canary AUC)."""
+
+
+def plant_canaries(settings: Settings, chain: Chain, deployment: Deployment, datanet_id: int) -> canaries.Planted:
+    """Funds the attribution operator's stakes and plants the demo's canaries (``payable canaries plant``)."""
+    trainer = dev_account(Role.TRAINER.value)
+    token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
+    chain.transact(dev_account(Role.DEPLOYER.value), token.functions.transfer(trainer.address, 10 * TOKEN_UNIT))
+    return canaries.plant(settings, datanet_id, DEMO_CANARIES, trainer)
+
+
+def reveal_canaries(settings: Settings, deployment: Deployment, planted: canaries.Planted) -> None:
+    """``payable canaries reveal`` then ``payable commit`` for the datanet: its run, waiting for the reveal,
+    is committed with its canary AUC before the epoch pays it."""
+    from pipelines.commitments.publisher import commit_all
+
+    salt, ids = canaries.read_secret(settings.data_dir, planted.datanet_id, planted.commitment)
+    canaries.reveal_and_score(settings, planted.datanet_id, salt, ids)
+    if not commit_all(settings, deployment, [planted.datanet_id]).ok:
+        raise RuntimeError(f"datanet {planted.datanet_id}'s commitments did not all land on-chain")
+
+
 def mine_confirmations(chain: Chain, depth: int) -> None:
     """The local dev node only mines on transactions: mine empty blocks so recent facts become final."""
     chain.w3.provider.make_request("anvil_mine", [hex(depth)])
@@ -114,9 +138,12 @@ def read_outcome(audit_db) -> dict:
         payouts = rows("""SELECT epoch_id, account, amount, claimed, claim_tx_hash FROM account_payouts
                           ORDER BY amount DESC""")
         epochs = rows("SELECT epoch_id, merkle_root FROM reward_epochs ORDER BY epoch_id")
+        quality = rows("""SELECT DISTINCT datanet_id, dataset_version, method, lds, lds_subsets, canary_auc
+                          FROM influence_scores ORDER BY datanet_id, dataset_version""")
     finally:
         con.close()
-    return {"contributions": contributions, "payouts": payouts, "epoch": epochs[-1] if epochs else None}
+    return {"contributions": contributions, "payouts": payouts, "epoch": epochs[-1] if epochs else None,
+            "quality": quality}
 
 
 def contributions_table(outcome: dict, planted: dict[int, str]) -> Table:
@@ -186,20 +213,30 @@ def run_demo(settings: Settings, fresh: bool = True, base: str = "tiny") -> dict
         tmp_dir.mkdir(parents=True, exist_ok=True)
         submissions = submit_planned(chain, deployment, store, datanet_ids, tmp_dir)
 
+    with timer.stage("plant canaries"):
+        planted = plant_canaries(settings, chain, deployment, datanet_ids["science"])
+
+    def reveal() -> None:
+        with timer.stage("reveal canaries + commit their run"):
+            reveal_canaries(settings, deployment, planted)
+
     loop = Loop(settings)
     mine_confirmations(chain, settings.confirmations)
-    loop.run_all(timer.stage)
+    loop.run_all(timer.stage, before_rewards=reveal)
     with timer.stage("ingest reward facts back + audit"):
         mine_confirmations(chain, settings.confirmations)
         loop.run("ingest_chain_facts")
         loop.run("close_reward_epoch")
 
     outcome = read_outcome(settings.audit_db)
-    console.print(contributions_table(outcome, {s.contribution_id: item.planted for item, s in submissions}))
+    labels = {s.contribution_id: item.planted for item, s in submissions}
+    console.print(contributions_table(outcome, labels | {c: "canary (operator)" for c in planted.contribution_ids}))
     console.print(payouts_table(outcome))
     summary = {
         "datanets": datanet_ids,
-        "contributions": len(submissions),
+        "contributions": len(submissions) + len(planted.contribution_ids),
+        "canaries": list(planted.contribution_ids),
+        "quality": outcome["quality"],
         "contributors": len({item.contributor for item, _ in submissions}),
         "accepted": sum(1 for row in outcome["contributions"] if row["status"] == "accepted"),
         "rejected_by_reason": dict(Counter(row["reason"] for row in outcome["contributions"]

@@ -32,6 +32,13 @@ INFLUENCE = pa.schema([
     pa.field("robust_z", pa.float64(), nullable=False),
     pa.field("refit_delta", pa.float64(), nullable=True),
     pa.field("refit_spread", pa.float64(), nullable=True),
+    # the run's quality figures (pipelines.attribution.quality), the same on every row of a run; added in the
+    # second version of the table: older tables get nulls (unmeasured) when next written
+    pa.field("lds", pa.float64(), nullable=True),
+    pa.field("lds_subsets", pa.int32(), nullable=True),
+    pa.field("canary_commitment", pa.string(), nullable=True),
+    pa.field("canary", pa.bool_(), nullable=True),
+    pa.field("canary_auc", pa.float64(), nullable=True),
 ])
 """``score`` > 0: the contribution lowered the mean eval loss. ``copies``: identical contributions sharing one
 copy's credit. ``trained``: false for contributions held out as eval queries (scored as if added).
@@ -39,4 +46,9 @@ copy's credit. ``trained``: false for contributions held out as eval queries (sc
 terms per checkpoint; ``robust_z``: its median/MAD z-score within the run. ``harmful``: flagged (interval below
 zero, negative at every checkpoint, a low outlier): earns nothing, and is slashed only when the counterfactual
 refit confirms it. ``refit_delta``: eval-loss improvement of the refit without the run's flagged trained
-contributions; ``refit_spread``: seed-to-seed range of the full-data eval loss (both null when not refitted)."""
+contributions; ``refit_spread``: seed-to-seed range of the full-data eval loss (both null when not refitted).
+``lds``: the run's linear datamodeling score over ``lds_subsets`` retrained subsets (null: unmeasured);
+``canary_commitment``: the CanariesCommitted commitment in force for the datanet when the run was scored
+(null: none); ``canary``: the contribution is a revealed canary of that commitment (null until revealed);
+``canary_auc``: ROC AUC of the run's harm ranking on those canaries (null until a matching reveal)."""
+QUALITY_COLUMNS = ("lds", "lds_subsets", "canary_commitment", "canary", "canary_auc")

@@ -17,6 +17,8 @@
 |                           |                             | records and their tx states     |                       |
 | payable.usage.attribution | usage event id              | ContextAttributed, ContextAttri-| context-attribution   |
 |                           |                             | butionSkipped (per RAG answer)  | stage                 |
+| payable.canaries          | datanet id                  | CanariesCommitted, Canaries-    | attribution operator  |
+|                           |                             | Revealed (planted known-bad)    | (`payable canaries`)  |
 
 Every message carries the headers ``event-type`` (e.g. b"ContributionSubmitted") and
 ``schema-version`` (e.g. b"1"); values are UTF-8 JSON objects validated against the pyarrow schema
@@ -35,9 +37,10 @@ REWARDS_OUTBOX = "payable.rewards.outbox"
 USAGE = "payable.usage"
 COMMITMENTS = "payable.commitments"
 USAGE_ATTRIBUTION = "payable.usage.attribution"
+CANARIES = "payable.canaries"
 
 ALL_TOPICS = (CHAIN_FACTS, CHAIN_CHECKPOINTS, CHAIN_DLQ, ALERTS, VERDICTS, VERDICTS_DLQ, REWARDS_OUTBOX, USAGE,
-              COMMITMENTS, USAGE_ATTRIBUTION)
+              COMMITMENTS, USAGE_ATTRIBUTION, CANARIES)
 
 HEADER_EVENT_TYPE = "event-type"
 HEADER_SCHEMA_VERSION = "schema-version"

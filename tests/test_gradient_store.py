@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from assets.attribution import influence_scores
-from orchestration.resources import DataDirResource
+from orchestration.resources import DataDirResource, KafkaResource
 from pipelines.attribution import ScoreArguments, attribute
 from pipelines.attribution.answers import attributor, ensure_store, score_eval_set, top_contributions
 from pipelines.attribution.scoring import score_examples
@@ -33,6 +33,7 @@ from pipelines.training import AdapterRegistry, load_adapter, train_latest
 from pipelines.training.base_model import load_tokenizer
 from pipelines.training.data import tokenize
 from tests.attribution_fixtures import FAST, settings_in, write_evals, write_version
+from tests.conftest import shared_broker
 
 PLANTER = "0xfac7000000000000000000000000000000000000"
 FACT = "the zebra quillon eats purple kelp at midnight on mars ."
@@ -147,7 +148,9 @@ def test_the_dagster_asset_reports_the_store_it_wrote(run) -> None:
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("datanet", ["dn-1"])
     result = dg.materialize([influence_scores], partition_key="dn-1", instance=instance,
-                            resources={"data_dir": DataDirResource(path=str(settings.data_dir))})
+                            run_config={"ops": {"influence_scores": {"config": {"lds_subsets": 0}}}},
+                            resources={"data_dir": DataDirResource(path=str(settings.data_dir)),
+                                       "kafka": KafkaResource(bootstrap=shared_broker().kafka_bootstrap)})
     metadata = result.asset_materializations_for_node("influence_scores")[0].metadata
     registry = AdapterRegistry(settings.adapters_dir)
     store = open_store(registry, record)

@@ -44,7 +44,10 @@ def test_every_planted_contribution_ends_as_planted(demo):
     settings, summary = demo
     outcome = {row["contribution_id"]: row for row in read_outcome(settings.audit_db)["contributions"]}
     planned = demo_corpus.plan()
-    assert len(outcome) == len(planned) == summary["contributions"]
+    assert len(outcome) == len(planned) + len(summary["canaries"]) == summary["contributions"]
+    assert all(outcome[c]["status"] == "accepted" and outcome[c]["paid"] == 0 for c in summary["canaries"])
+    (science,) = [q for q in summary["quality"] if q["datanet_id"] == summary["datanets"]["science"]]
+    assert -1 <= science["lds"] <= 1 and science["canary_auc"] > 0.5, "the demo's run is judged by its canaries"
     for contribution_id, item in enumerate(planned, start=1):
         row = outcome[contribution_id]
         decided = row["status"] if row["status"] == "accepted" else row["reason"]

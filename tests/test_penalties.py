@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from assets.attribution import influence_scores
-from orchestration.resources import DataDirResource
+from orchestration.resources import DataDirResource, KafkaResource
 from payable import kafka_log
 from pipelines.attribution import INFLUENCE, ScoreArguments, attribute
 from pipelines.attribution.arguments import HarmArguments
@@ -153,7 +153,8 @@ def test_a_datanet_whose_only_eval_query_is_held_out_fails_alone_without_nan(sta
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("datanet", ["dn-3"])
     run = dg.materialize([influence_scores], partition_key="dn-3", instance=instance, raise_on_error=False,
-                         resources={"data_dir": DataDirResource(path=str(stack.data_dir))})
+                         resources={"data_dir": DataDirResource(path=str(stack.data_dir)),
+                                    "kafka": KafkaResource(bootstrap=stack.kafka_bootstrap)})
     assert not run.success
     (failure,) = [e for e in run.all_events if e.event_type_value == "STEP_FAILURE"]
     assert "only eval query" in failure.step_failure_data.user_failure_data.description

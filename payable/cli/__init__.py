@@ -37,6 +37,7 @@ COMMANDS = {
     "validate": "payable.cli.validate:validate",
     "train": "payable.cli.attribution:train",
     "attribute": "payable.cli.attribution:attribute",
+    "canaries": "payable.cli.attribution:canaries",
     "commit": "payable.cli.commitments:commit",
     "demo": "payable.cli.core:demo",
     "ui": "payable.cli.ui:ui",

@@ -57,24 +57,87 @@ def train(ctx: Context, datanet_id: int, base: str | None, target_modules: str |
               help="Influence method: tracin, datainf, trak or influence (default: tracin).")
 @click.option("--beam/--in-process", "use_beam", default=False, show_default=True,
               help="Score as a Beam pipeline (batches of examples) instead of in one process.")
+@click.option("--lds-subsets", type=click.IntRange(min=0), default=None,
+              help="Retrained subsets behind the run's LDS, one LoRA fit each; 0 = unmeasured (default: 8).")
 @beam_options
 @pass_context
-def attribute(ctx: Context, datanet_id: int, adapter_id: str | None, method: str | None, use_beam: bool) -> None:
+def attribute(ctx: Context, datanet_id: int, adapter_id: str | None, method: str | None, use_beam: bool,
+              lds_subsets: int | None) -> None:
     """Score every accepted contribution's influence on the adapter's eval loss; writes the influence table.
 
     One JSON line per contribution, best first, with the harm evidence (interval, robust z, refit delta and the
-    seed spread it must beat); a datanet that cannot be scored fails with the reason."""
+    seed spread it must beat); the run's quality (LDS, canary AUC or why it is unmeasured) on stderr; a datanet
+    that cannot be scored fails with the reason."""
     from dataclasses import replace
 
-    from pipelines.attribution import ScoreArguments
+    from pipelines.attribution import ScoreArguments, canaries
     from pipelines.attribution import attribute as score
 
     try:
         args = ScoreArguments() if method is None else replace(ScoreArguments(), method=method)
-        table = score(ctx.settings, datanet_id, adapter_id, args, use_beam=use_beam).table
+        if lds_subsets is not None:
+            args = replace(args, quality=replace(args.quality, lds_subsets=lds_subsets))
+        result = score(ctx.settings, datanet_id, adapter_id, args, use_beam=use_beam,
+                       canaries=canaries.for_datanet(ctx.settings.kafka_bootstrap, datanet_id))
     except (LookupError, ValueError) as exc:
         fail(str(exc))
     columns = ["contribution_id", "contributor", "score", "rank", "harmful", "score_low", "score_high", "robust_z",
                "refit_delta", "refit_spread"]
-    for row in table.sort_by("rank").select(columns).to_pylist():
+    for row in result.table.sort_by("rank").select(columns).to_pylist():
         click.echo(json.dumps(row, allow_nan=False))
+    auc = result.table["canary_auc"][0].as_py() if result.table.num_rows else None
+    lds = "unmeasured" if result.lds.value != result.lds.value else f"{result.lds.value:.3f}"
+    click.echo(f"quality: LDS {lds} over {result.lds.subsets} retrained subsets ({result.lds.seconds:.1f} s); "
+               f"canary AUC {result.canaries.describe(auc)}", err=True)
+
+
+@click.group()
+def canaries() -> None:
+    """Plant known-bad canary contributions (ids committed on the log), reveal them after the run."""
+
+
+@canaries.command()
+@click.option("--datanet", "datanet_id", type=int, required=True, help="Datanet id.")
+@click.option("--count", type=click.IntRange(min=1), default=3, show_default=True, help="Canaries to plant.")
+@pass_context
+def plant(ctx: Context, datanet_id: int, count: int) -> None:
+    """Submit COUNT garbage texts through the chain (the attribution operator's key, staked) and commit their ids;
+    the salt and ids stay in a private file until `payable canaries reveal`."""
+    from payable.keys import Role, load_account
+    from pipelines.attribution import canaries as canary
+
+    planted = canary.plant(ctx.settings, datanet_id, count,
+                           load_account(Role.TRAINER, local_chain=ctx.settings.local_chain))
+    click.echo(json.dumps({"datanet_id": datanet_id, "commitment": planted.commitment, "count": count,
+                           "secret": str(planted.secret)}))
+
+
+@canaries.command()
+@click.option("--datanet", "datanet_id", type=int, required=True, help="Datanet id.")
+@click.option("--salt", default=None, help="The commitment's salt (default: from the secret file plant wrote).")
+@click.option("--ids", default=None, help="Comma-separated canary contribution ids (with --salt).")
+@pass_context
+def reveal(ctx: Context, datanet_id: int, salt: str | None, ids: str | None) -> None:
+    """Reveal the datanet's canaries: checked against the commitment on the log (a mismatch is refused), then
+    each run scored under it gets its canary AUC. One JSON line per run."""
+    from pipelines.attribution import canaries as canary
+
+    if (salt is None) != (ids is None):
+        fail("give both --salt and --ids, or neither (to read the secret file)")
+    if salt is None:
+        state = canary.for_datanet(ctx.settings.kafka_bootstrap, datanet_id)
+        if state.in_force is None:
+            fail(f"datanet {datanet_id} has no canary commitment on the log: nothing to reveal")
+        salt, ids_list = canary.read_secret(ctx.settings.data_dir, datanet_id, state.in_force)
+    else:
+        try:
+            ids_list = [int(part) for part in ids.split(",") if part.strip()]
+        except ValueError:
+            fail(f"--ids must be comma-separated integers, got {ids!r}")
+    revealed = canary.reveal_and_score(ctx.settings, datanet_id, salt, ids_list)
+    for (datanet, version, adapter, method), auc in sorted(revealed.aucs.items()):
+        click.echo(json.dumps({"run": f"{datanet}:{version}:{adapter}:{method}", "commitment": revealed.commitment,
+                               "canaries": list(revealed.contribution_ids), "canary_auc": auc}))
+    if not revealed.aucs:
+        click.echo(json.dumps({"commitment": revealed.commitment, "canaries": list(revealed.contribution_ids),
+                               "canary_auc": None, "detail": "no influence run was scored under this commitment"}))

@@ -25,6 +25,9 @@ def commit(ctx: Context, datanet_ids: tuple[int, ...]) -> None:
         click.echo(json.dumps({"commitment_id": commitment.commitment_id, "record_hash": commitment.record_hash(),
                                "step": step.name, "state": step.state, "detail": step.detail,
                                "tx_hashes": list(step.tx_hashes)}))
+    for run in result.waiting:
+        click.echo(json.dumps({"run": run, "state": "waiting", "detail": "canaries not revealed yet: "
+                               "`payable canaries reveal`, then `payable commit` commits the run with its AUC"}))
     if not result.ok:
         fail("some commitments are not on-chain yet; rerun `payable commit` to resume")
 

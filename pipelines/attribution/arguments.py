@@ -40,6 +40,25 @@ class HarmArguments:
 
 
 @dataclass(frozen=True)
+class QualityArguments:
+    """How a run's quality figures are measured (``quality.py``): its LDS over retrained subsets."""
+
+    lds_subsets: int = 8
+    """Random training subsets the adapter is refitted on to measure the run's LDS (one LoRA fit each: the cost);
+    0 leaves the LDS unmeasured. Under 3 a rank correlation means nothing, so 1 and 2 are refused."""
+    subset_fraction: float = 0.5
+    """Share of the training contributions in each subset (the LDS literature's 50%)."""
+    seed: int = 0
+    """Seeds which contributions each subset holds."""
+
+    def __post_init__(self) -> None:
+        if self.lds_subsets < 0 or self.lds_subsets in (1, 2):
+            raise ValueError(f"lds_subsets must be 0 (unmeasured) or at least 3, got {self.lds_subsets}")
+        if not 0 < self.subset_fraction < 1:
+            raise ValueError(f"subset_fraction must be in (0, 1), got {self.subset_fraction}")
+
+
+@dataclass(frozen=True)
 class ScoreArguments:
     """How influence scores are computed and reported."""
 
@@ -68,6 +87,8 @@ class ScoreArguments:
     """Evidence: how many eval queries each contribution helped and hurt most are reported."""
     harm: HarmArguments = field(default_factory=HarmArguments)
     """When a contribution is flagged harmful and how the flag is confirmed."""
+    quality: QualityArguments = field(default_factory=QualityArguments)
+    """How the run's LDS is measured (its canary AUC needs no setting: ``canaries.py``)."""
     num_threads: int = 1
 
     def __post_init__(self) -> None:

@@ -10,8 +10,10 @@ import pyarrow as pa
 from payable.settings import Settings
 from pipelines.attribution.aggregate import ContributionScores, contribution_scores, evidence, ranks
 from pipelines.attribution.arguments import ScoreArguments
+from pipelines.attribution.canaries import DatanetCanaries
 from pipelines.attribution.counterfactual import Refit, refit_without
 from pipelines.attribution.harm import NoiseEvidence, noise_evidence
+from pipelines.attribution.quality import LdsMeasurement, RunCanaries, measure_lds
 from pipelines.attribution.scoring import score_examples
 from pipelines.attribution.store import save_gradients
 from pipelines.attribution.table import INFLUENCE, write_influence
@@ -37,10 +39,13 @@ class Unscorable(ValueError):
 
 @dataclass(frozen=True)
 class Attribution:
-    """One run's influence table and, when contributions were flagged, the counterfactual refit behind it."""
+    """One run's influence table, the counterfactual refit behind its flags (None when nothing was flagged),
+    and its quality figures (``quality.py``)."""
 
     table: pa.Table
     refit: Refit | None
+    lds: LdsMeasurement
+    canaries: RunCanaries
 
 
 @dataclass(frozen=True)
@@ -67,9 +72,12 @@ def run_scores(contributions: pa.Table, query_ids: list[str], example_scores: np
 
 
 def influence_rows(record: AdapterRecord, contributions: pa.Table, query_ids: list[str], trained: np.ndarray,
-                   run: RunScores, refit: Refit | None, args: ScoreArguments) -> pa.Table:
+                   run: RunScores, refit: Refit | None, args: ScoreArguments,
+                   lds: LdsMeasurement | None = None, canaries: RunCanaries | None = None) -> pa.Table:
     """The influence table of one run (pure: no model, no I/O)."""
     agg, noise = run.scores, run.noise
+    lds = lds or LdsMeasurement(float("nan"), 0, 0.0)
+    canaries = canaries or RunCanaries(None, None)
     cids = contributions["contribution_id"].to_pylist()
     refitted = set(refit.removed) if refit else set()
     helped, hurt = evidence(agg.per_query, query_ids, args.top_queries)
@@ -85,13 +93,19 @@ def influence_rows(record: AdapterRecord, contributions: pa.Table, query_ids: li
         "robust_z": noise.robust_z,
         "refit_delta": [refit.delta if c in refitted else None for c in cids],
         "refit_spread": [refit.spread if c in refitted else None for c in cids],
+        "lds": [None if np.isnan(lds.value) else lds.value] * n, "lds_subsets": [lds.subsets] * n,
+        "canary_commitment": [canaries.commitment] * n,
+        "canary": [None if canaries.ids is None else c in canaries.ids for c in cids],
+        "canary_auc": [canaries.auc(agg.score, cids)] * n,
     }, schema=INFLUENCE)
 
 
 def attribute_record(registry: AdapterRegistry, settings: Settings, record: AdapterRecord, args: ScoreArguments,
-                     use_beam: bool = False) -> Attribution:
+                     use_beam: bool = False, canaries: DatanetCanaries | None = None) -> Attribution:
     """Scores every contribution of the adapter's dataset version (held-out ones too) against its eval queries,
-    then refits without the flagged ones to confirm them (``counterfactual.py``)."""
+    refits without the flagged ones to confirm them (``counterfactual.py``), and measures the run's quality:
+    its LDS over retrained subsets, and its AUC on the datanet's canaries when ``canaries`` (the log's state)
+    holds a commitment already revealed (else the commitment in force is recorded for a later reveal)."""
     dataset = read_version(record.dataset_uri, record.dataset_version)
     if fingerprint(dataset.table) != record.dataset_fingerprint:
         raise ValueError(f"{record.dataset_uri}@{record.dataset_version} no longer matches {record.adapter_id}")
@@ -131,8 +145,14 @@ def attribute_record(registry: AdapterRegistry, settings: Settings, record: Adap
     if suspects and args.harm.refit and len(suspects) < train_rows.num_rows:
         refit = refit_without(train_rows, queries["text"].to_pylist(), suspects, train_args, args.harm.spread_seeds,
                               known=_registered_eval_loss(record, train_rows, queries, train_args))
-    table = influence_rows(record, dataset.table, queries["query_id"].to_pylist(), trained, run, refit, args)
-    return Attribution(table, refit)
+    row_of = {cid: i for i, cid in enumerate(cids)}
+    per_query = run.scores.per_query[[row_of[c] for c in train_rows["contribution_id"].to_pylist()]]
+    lds = measure_lds(train_rows, queries["text"].to_pylist(), per_query,
+                      train_args, args.quality)
+    judged = RunCanaries.of(canaries)
+    table = influence_rows(record, dataset.table, queries["query_id"].to_pylist(), trained, run, refit, args,
+                           lds, judged)
+    return Attribution(table, refit, lds, judged)
 
 
 def _registered_eval_loss(record: AdapterRecord, train_rows: pa.Table, queries: pa.Table,
@@ -145,14 +165,17 @@ def _registered_eval_loss(record: AdapterRecord, train_rows: pa.Table, queries: 
 
 
 def attribute(settings: Settings, datanet_id: int, adapter_id: str | None = None,
-              args: ScoreArguments | None = None, use_beam: bool = False) -> Attribution:
+              args: ScoreArguments | None = None, use_beam: bool = False,
+              canaries: DatanetCanaries | None = None) -> Attribution:
     """Scores the adapter (latest of the datanet if ``None``), writes ``<lance_dir>/influence.lance``; the one
-    entry point of the CLI and the Dagster asset. Raises ``Unscorable`` for a datanet that cannot be scored."""
+    entry point of the CLI and the Dagster asset, which pass the datanet's ``canaries`` as the log has them
+    (``canaries.for_datanet``; None: no canary commitment, the AUC is unmeasured). Raises ``Unscorable`` for a
+    datanet that cannot be scored."""
     args = args or ScoreArguments()
     registry = AdapterRegistry(settings.adapters_dir)
     record = registry.record(datanet_id, adapter_id) if adapter_id else registry.latest(datanet_id)
     if record is None:
         raise LookupError(f"datanet {datanet_id} has no trained adapter")
-    result = attribute_record(registry, settings, record, args, use_beam=use_beam)
+    result = attribute_record(registry, settings, record, args, use_beam=use_beam, canaries=canaries)
     write_influence(settings.lance_dir, result.table)
     return result

@@ -16,13 +16,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.training.arguments import TrainingArguments
 from pipelines.training.base_model import load_model, load_tokenizer
-from pipelines.training.data import tokenize
-from pipelines.training.lora import train_lora
+from pipelines.training.data import Examples, tokenize
+from pipelines.training.lora import TrainResult, per_owner_losses, train_lora
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,26 @@ class Refit:
         return max(self.full_losses.values()) - min(self.full_losses.values())
 
 
-def eval_loss(train_texts: list[str], query_texts: list[str], args: TrainingArguments) -> float:
-    """Eval loss of a LoRA adapter fitted to ``train_texts`` with ``args`` (what the registry's fit measures)."""
+def _fit(train_texts: list[str], query_texts: list[str], args: TrainingArguments) -> tuple[TrainResult, Examples]:
+    """A LoRA adapter fitted to ``train_texts`` with ``args`` as the registry's fit does, and the tokenized
+    queries it was evaluated on."""
     tokenizer = load_tokenizer(args.base)
     train = tokenize(train_texts, tokenizer, args.max_length)
     queries = tokenize(query_texts, tokenizer, args.max_length)
     model = load_model(args.base, args.quantization)
-    return train_lora(model, train, queries, args, show_progress=False).metrics["eval_loss"]
+    return train_lora(model, train, queries, args, show_progress=False), queries
+
+
+def eval_loss(train_texts: list[str], query_texts: list[str], args: TrainingArguments) -> float:
+    """Eval loss of a LoRA adapter fitted to ``train_texts`` with ``args`` (what the registry's fit measures)."""
+    return _fit(train_texts, query_texts, args)[0].metrics["eval_loss"]
+
+
+def query_losses(train_texts: list[str], query_texts: list[str], args: TrainingArguments) -> np.ndarray:
+    """Loss of each query (shape (queries,)) under a LoRA adapter fitted to ``train_texts`` with ``args``: a
+    query cut into several examples sums their losses, as attribution sums their scores (the LDS target)."""
+    result, queries = _fit(train_texts, query_texts, args)
+    return per_owner_losses(result.model, queries, len(query_texts))
 
 
 def refit_without(train_rows: pa.Table, query_texts: list[str], removed: list[int], args: TrainingArguments,

@@ -14,7 +14,7 @@ import lance
 import pyarrow as pa
 
 from payable.settings import Settings
-from pipelines.attribution.table import influence_uri
+from pipelines.attribution.table import influence_uri, read_influence
 from pipelines.training.registry import AdapterRecord
 from pipelines.validate import materialize
 
@@ -56,8 +56,7 @@ def training_rows(adapters_dir: Path) -> list[dict]:
 
 def influence_table(settings: Settings) -> pa.Table | None:
     """The whole influence table (every dataset version, adapter and method), or None before attribution."""
-    uri = influence_uri(settings.lance_dir)
-    if not Path(uri).exists():
+    if not Path(influence_uri(settings.lance_dir)).exists():
         return None
-    table = lance.dataset(uri).to_table()
+    table = read_influence(settings.lance_dir)  # a table from before the quality columns: they read as NULL
     return table.sort_by([("contribution_id", "ascending"), ("adapter_id", "ascending"), ("method", "ascending")])

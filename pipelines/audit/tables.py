@@ -62,6 +62,7 @@ TABLES: dict[str, str] = {
         hurt_queries STRUCT(query_id VARCHAR, score DOUBLE)[] NOT NULL,
         score_low DOUBLE NOT NULL, score_high DOUBLE NOT NULL, checkpoint_scores DOUBLE[] NOT NULL,
         robust_z DOUBLE NOT NULL, refit_delta DOUBLE, refit_spread DOUBLE,
+        lds DOUBLE, lds_subsets INTEGER, canary_commitment VARCHAR, canary BOOLEAN, canary_auc DOUBLE,
         PRIMARY KEY (contribution_id, adapter_id, method)""",
     "reward_epochs": f"""
         epoch_id BIGINT PRIMARY KEY, merkle_root VARCHAR NOT NULL, total {AMOUNT} NOT NULL,

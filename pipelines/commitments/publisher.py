@@ -13,6 +13,7 @@ each commitment is published once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,6 +41,8 @@ class CommitmentConflict(PayableError, RuntimeError):
 class CommitResult:
     commitments: tuple[Commitment, ...]
     steps: tuple[StepOutcome, ...]
+    waiting: tuple[str, ...] = ()
+    """Influence runs not committed yet: their canaries are unrevealed (``sources.awaits_canary_reveal``)."""
 
     @property
     def ok(self) -> bool:
@@ -51,7 +54,9 @@ def commit_all(settings: Settings, deployment: Deployment, datanet_ids: list[int
     """Commits every registered adapter of the datanets and every influence run scored on them; safe to rerun.
 
     A commitment already recorded on the log is taken from there, not recomputed: what was committed stays
-    committed (a projection that changed since is for ``verify`` to find), and a rerun reads no trees.
+    committed (a projection that changed since is for ``verify`` to find), and a rerun reads no trees. A run
+    whose canaries are not revealed yet waits (``CommitResult.waiting``): the next call after the reveal
+    commits it with its AUC.
     """
     history = log.read_log(settings.kafka_bootstrap)
 
@@ -61,10 +66,13 @@ def commit_all(settings: Settings, deployment: Deployment, datanet_ids: list[int
     models = [ModelCommitment.from_record(r) if (r := logged(record.adapter_id)) else
               sources.model_commitment(settings, record) for record in sources.adapters(settings, datanet_ids)]
     table = sources.influence_table(settings)
+    names = sources.runs_of(table, {m.adapter_id for m in models})
+    waiting = tuple(run for run in names
+                    if not logged(run) and sources.awaits_canary_reveal(sources.run_rows(table, run)))
     runs = [InfluenceCommitment.from_record(r) if (r := logged(run)) else
             sources.influence_commitment(sources.run_rows(table, run), run)
-            for run in sources.runs_of(table, {m.adapter_id for m in models})]
-    return publish(settings, deployment, [*models, *runs], signer)
+            for run in names if run not in waiting]
+    return dataclasses.replace(publish(settings, deployment, [*models, *runs], signer), waiting=waiting)
 
 
 def publish(settings: Settings, deployment: Deployment, commitments: Sequence[Commitment],

@@ -15,16 +15,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from payable.settings import Settings
-from pipelines.attribution.table import influence_uri
+from pipelines.attribution.table import read_influence
 from pipelines.commitments import trees
-from pipelines.commitments.records import InfluenceCommitment, ModelCommitment, canonical_hash, hexed
+from pipelines.commitments.records import InfluenceCommitment, ModelCommitment, canonical_hash, fixed_point, hexed
 from pipelines.rewards.runs import run_names
 from pipelines.training.data import fingerprint_queries, read_version, split_train_eval
 from pipelines.training.registry import AdapterRecord, AdapterRegistry
 from pipelines.validate import materialize
 
 RUN_COLUMNS = ["contribution_id", "contributor", "datanet_id", "dataset_version", "adapter_id", "method", "score",
-               "rank", "harmful"]
+               "rank", "harmful", "lds", "canary_commitment", "canary", "canary_auc"]
 DEFAULT_HOLDOUT_MOD = 10
 
 
@@ -66,12 +66,7 @@ def weights_hash(folder: Path) -> str:
 
 
 def influence_table(settings: Settings) -> pa.Table:
-    import lance
-
-    uri = influence_uri(settings.lance_dir)
-    if not Path(uri).exists():
-        return pa.table({c: [] for c in RUN_COLUMNS})
-    return lance.dataset(uri).to_table(columns=RUN_COLUMNS)
+    return read_influence(settings.lance_dir).select(RUN_COLUMNS)
 
 
 def run_rows(table: pa.Table, run: str) -> pa.Table:
@@ -90,10 +85,19 @@ def runs_of(table: pa.Table, adapter_ids: set[str]) -> list[str]:
     return sorted({run for run in run_names(table) if run.split(":")[2] in adapter_ids})
 
 
+def awaits_canary_reveal(rows: pa.Table) -> bool:
+    """The run was scored under a canary commitment not revealed yet: committing it now would fix its AUC at
+    "unmeasured" forever (a commitment is published once), so it waits for the reveal."""
+    return rows.num_rows > 0 and rows["canary_commitment"][0].is_valid and not rows["canary"][0].is_valid
+
+
 def influence_commitment(rows: pa.Table, run: str) -> InfluenceCommitment:
-    """The commitment of one run's rows (``run_rows``); quality figures unset until they are measured."""
+    """The commitment of one run's rows (``run_rows``), with its quality figures as the rows hold them: LDS and
+    canary AUC in fixed point, 0 while unmeasured (no LDS subsets; no canaries, or not yet revealed)."""
     if rows.num_rows == 0:
         raise LookupError(f"influence run {run} has no rows")
     tree = trees.scores_tree(rows["contribution_id"].to_pylist(), rows["score"].to_pylist())
     _, _, adapter, method = run.split(":")
-    return InfluenceCommitment(run, adapter, method, hexed(tree.root), rows.num_rows)
+    lds, auc = (rows[name][0].as_py() for name in ("lds", "canary_auc"))
+    return InfluenceCommitment(run, adapter, method, hexed(tree.root), rows.num_rows,
+                               lds=0 if lds is None else fixed_point(lds), auc=0 if auc is None else fixed_point(auc))

@@ -32,6 +32,7 @@ from payable.chain import Chain, Deployment
 from payable.settings import Settings
 from pipelines.commitments import log, sources, trees
 from pipelines.commitments.records import (
+    SCORE_SCALE,
     InfluenceCommitment,
     ModelCommitment,
     commitment_id,
@@ -200,7 +201,8 @@ class _Verifier:
             raise BrokenLink("influence-commitment", f"the log's record of {run} does not hash to its record_hash")
         tx = self._onchain("influence-commitment", record, f"influence run {run}")
         return commitment, Link("influence-commitment", f"run {run}: scores root {commitment.scores_root} "
-                                f"({commitment.contributions} rows, scale {record['score_scale']})", tx)
+                                f"({commitment.contributions} rows, scale {record['score_scale']}; "
+                                f"{_quality(commitment)})", tx)
 
     def _scores(self, commitment: InfluenceCommitment, contribution_id: int | None) -> None:
         rows = sources.run_rows(self.influence, commitment.run)
@@ -292,7 +294,7 @@ class _Verifier:
                  f"{hexed(linked)})", hexed(found[0]["transactionHash"]) if found else "")
 
         self._governed(epoch_id)
-        inputs = load_inputs(self.settings)
+        inputs = load_inputs(self.settings, closing=False)
         names = pa.array(run_names(inputs.influence), type=pa.string())
         inputs = dataclasses.replace(inputs, influence=inputs.influence.filter(pc.is_in(names, pa.array(runs))))
         rules = SplitRules(**{k: tuple(v) if isinstance(v, list) else v
@@ -317,3 +319,8 @@ class _Verifier:
         self.add("payout", f"{contributor} is paid {expected} in epoch {epoch_id}: the recomputed split gives the "
                  f"on-chain root {onchain_root}", publish_tx)
 
+
+def _quality(commitment: InfluenceCommitment) -> str:
+    """The run's committed quality figures (fixed point, 0 = unmeasured) as an operator reads them."""
+    return ", ".join(f"{name} {value / SCORE_SCALE:.3f}" if value else f"{name} unmeasured"
+                     for name, value in (("LDS", commitment.lds), ("canary AUC", commitment.auc)))

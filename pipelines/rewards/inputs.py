@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from payable import kafka_log
 from payable.settings import Settings
+from pipelines.attribution.canaries import payout_exclusions
 from pipelines.rewards.split import EpochInputs, HarmEvidence
 from schemas import events, influence, topics
 from schemas import rewards as schema
@@ -26,10 +27,13 @@ INFLUENCE_WITH_HARM = pa.schema([*schema.INFLUENCE, *(influence.INFLUENCE.field(
     "harmful", *(name for name in EVIDENCE if name not in schema.INFLUENCE.names)))])
 
 
-def load_inputs(settings: Settings) -> EpochInputs:
+def load_inputs(settings: Settings, closing: bool = True) -> EpochInputs:
+    """To close an epoch (``closing``), refuses (``CanaryError``) while a canary commitment is unrevealed: its
+    canaries could be paid. Rechecking a closed epoch (``verify``) needs only the canaries revealed so far."""
     influence = load_influence(settings)
     return EpochInputs(influence.select(schema.INFLUENCE.names), load_verdicts(settings.kafka_bootstrap),
-                       load_slashed(settings.kafka_bootstrap), harm_evidence(influence))
+                       load_slashed(settings.kafka_bootstrap), harm_evidence(influence),
+                       payout_exclusions(settings.kafka_bootstrap, refuse_pending=closing))
 
 
 def harm_evidence(influence: pa.Table) -> dict[int, HarmEvidence]:

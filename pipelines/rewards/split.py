@@ -29,7 +29,9 @@ Penalties: a contribution rejected for a redundant reason (``pipelines.validate.
 2 = harmful) for the datanet's validator key, unless its stake is already slashed. Other rejections (e.g.
 ``hash_mismatch``) earn nothing and keep their stake.
 
-An accepted contribution flagged harmful by attribution earns nothing; its stake is slashed (reason 2) only
+A revealed canary (the operator's planted known-bad contribution, ``pipelines.attribution.canaries``) earns
+nothing and is never slashed (outcome ``canary``). An accepted contribution flagged harmful by attribution earns
+nothing; its stake is slashed (reason 2) only
 on confirmed evidence (invariant 7): the bootstrap interval of its score lies below zero, and the refit of the
 adapter without the flagged contributions lowered the eval loss by more than ``refit_margin`` times the
 seed-to-seed spread of the full-data fit (``HarmEvidence.confirmed``). The margin, whether the refit is required
@@ -126,6 +128,8 @@ class EpochInputs:
     slashed: frozenset[int]  # contribution ids whose stake is already slashed on-chain
     # contribution id -> evidence, for the contributions the attribution stage flagged as harmful
     harmful: Mapping[int, HarmEvidence] = field(default_factory=dict)
+    # revealed canary contribution ids (pipelines.attribution.canaries): the operator's plants, never paid
+    canaries: frozenset[int] = frozenset()
 
     def influence_runs(self) -> list[str]:
         """The (datanet, dataset version, adapter, method) runs whose scores these inputs pay on."""
@@ -147,6 +151,8 @@ class EpochInputs:
                     h.update(json.dumps(column.to_pylist()).encode())
         h.update(json.dumps(sorted(self.slashed)).encode())
         h.update(json.dumps([[cid, dataclasses.asdict(self.harmful[cid])] for cid in sorted(self.harmful)]).encode())
+        if self.canaries:
+            h.update(json.dumps(["canaries", sorted(self.canaries)]).encode())
         return "0x" + h.hexdigest()
 
 
@@ -311,6 +317,8 @@ def _outcome(cid: int, status: str, reason: str | None, inputs: EpochInputs, rul
         return "no_verdict"
     if status == "rejected":
         return f"rejected:{reason or 'unspecified'}"
+    if cid in inputs.canaries:
+        return "canary"
     if cid in inputs.slashed:
         return "slashed"
     if cid in inputs.harmful:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
 from rich.progress import Progress
@@ -95,6 +96,18 @@ def mean_loss(model: torch.nn.Module, examples: Examples, batch_size: int = 64) 
         logits = model(**batch).logits
         total += float(example_losses(logits, batch["input_ids"], batch["attention_mask"]).sum())
     return total / max(len(examples), 1)
+
+
+@torch.no_grad()
+def per_owner_losses(model: torch.nn.Module, examples: Examples, owners: int, batch_size: int = 64) -> np.ndarray:
+    """Summed per-example loss of each owner's examples (shape (owners,)): a text cut into windows is one row."""
+    out = np.zeros(owners)
+    device = device_of(model)
+    for start in range(0, len(examples), batch_size):
+        batch = {k: v.to(device) for k, v in examples.batch(slice(start, start + batch_size)).items()}
+        losses = example_losses(model(**batch).logits, batch["input_ids"], batch["attention_mask"])
+        np.add.at(out, examples.owner[start:start + batch_size].numpy(), losses.double().cpu().numpy())
+    return out
 
 
 def adapter_state(model: PeftModel) -> dict[str, torch.Tensor]:
