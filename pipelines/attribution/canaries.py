@@ -15,6 +15,7 @@ its canaries are not yet known to the split, so paying anything could pay them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -24,13 +25,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import sha3  # safe-pysha3: keccak256 as the EVM computes it
 from eth_account.signers.local import LocalAccount
 
 from payable import kafka_log
 from payable.errors import PayableError
 from payable.settings import Settings
-from pipelines.rewards.merkle import keccak
-from pipelines.rewards.outbox import OutboxWriter, derived_id
 from schemas import canaries as schema
 from schemas import events, topics
 
@@ -47,7 +47,7 @@ def commitment_of(salt: str, contribution_ids: Sequence[int]) -> str:
     if len(raw) != 32:
         raise CanaryError(f"a canary salt is 32 bytes, got {len(raw)}")
     words = b"".join(int(cid).to_bytes(32, "big") for cid in sorted(set(contribution_ids)))
-    return "0x" + keccak(raw + words).hex()
+    return "0x" + sha3.keccak_256(raw + words).hexdigest()
 
 
 def canary_texts(count: int, seed: int) -> list[str]:
@@ -108,8 +108,16 @@ def payout_exclusions(bootstrap: str, refuse_pending: bool = True) -> frozenset[
     return frozenset(cid for s in state.values() for ids in s.revealed.values() for cid in ids)
 
 
-def _writer(bootstrap: str) -> OutboxWriter:
-    return OutboxWriter(bootstrap, topic=topics.CANARIES, key=lambda r: topics.datanet_key(r["datanet_id"]))
+def _append(bootstrap: str, event_type: events.EventType, record: dict) -> None:
+    """Writes one canary event, keyed by its datanet, and waits for the broker's acknowledgement."""
+    kafka_log.ensure_topics(bootstrap, [topics.CANARIES])
+    producer = kafka_log.make_producer(bootstrap)
+    try:
+        (future,) = kafka_log.produce(producer, event_type, [record], key=lambda r: topics.datanet_key(r["datanet_id"]),
+                                      topic=topics.CANARIES)
+        future.get(timeout=30)
+    finally:
+        producer.close(timeout=30)
 
 
 def secret_path(data_dir: Path, datanet_id: int, commitment: str) -> Path:
@@ -129,12 +137,8 @@ def commit(bootstrap: str, data_dir: Path, datanet_id: int, contribution_ids: Se
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         json.dump({"datanet_id": datanet_id, "commitment": commitment, "salt": salt, "contribution_ids": ids}, out)
-    writer = _writer(bootstrap)
-    try:
-        writer.append(schema.CANARIES_COMMITTED, [{"event_id": commitment, "datanet_id": datanet_id,
-                                                   "commitment": commitment, "count": len(ids)}])
-    finally:
-        writer.close()
+    _append(bootstrap, schema.CANARIES_COMMITTED, {"event_id": commitment, "datanet_id": datanet_id,
+                                                   "commitment": commitment, "count": len(ids)})
     return commitment
 
 
@@ -163,13 +167,10 @@ def reveal(bootstrap: str, datanet_id: int, salt: str, contribution_ids: Sequenc
                           f"{state.in_force[:18]}… (wrong salt or ids): refused")
     ids = tuple(sorted(set(int(c) for c in contribution_ids)))
     if commitment not in state.revealed:
-        writer = _writer(bootstrap)
-        try:
-            writer.append(schema.CANARIES_REVEALED, [{
-                "event_id": derived_id("CanariesRevealed", commitment), "datanet_id": datanet_id,
-                "commitment": commitment, "salt": salt, "contribution_ids": list(ids)}])
-        finally:
-            writer.close()
+        event_id = "0x" + hashlib.sha256(f"CanariesRevealed:{commitment}".encode()).hexdigest()
+        _append(bootstrap, schema.CANARIES_REVEALED, {"event_id": event_id, "datanet_id": datanet_id,
+                                                      "commitment": commitment, "salt": salt,
+                                                      "contribution_ids": list(ids)})
     return commitment, ids
 
 
