@@ -10,6 +10,7 @@ canary (and refuses to close while they are unrevealed).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import dagster as dg
 import lance
@@ -22,9 +23,6 @@ import contracts
 from assets.attribution import influence_scores
 from orchestration.resources import DataDirResource, KafkaResource
 from payable import services
-from payable.chain import Chain
-from payable.content_store import ContentStore
-from payable.datanets import DatanetSpec, contribute, create_datanet
 from payable.keys import Role, dev_account
 from pipelines.attribution import canaries
 from pipelines.attribution.quality import canary_auc, lds, random_subsets
@@ -39,11 +37,10 @@ from schemas.datasets import CONTRIBUTION_ROW
 from schemas.influence import QUALITY_COLUMNS
 from tests.attribution_fixtures import FAST, write_evals, write_version
 from tests.conftest import make_settings
-from tests.test_commitments import EVALS, TEXTS, _accept
+from tests.test_commitments import EVALS, _accept, dataset_row, science_datanet
 from tests.test_rewards_emitter import run_cli
 
-DEPLOYER, VALIDATOR, TRAINER = (dev_account(r.value) for r in (Role.DEPLOYER, Role.VALIDATOR, Role.TRAINER))
-CONTRIBUTORS = [dev_account(i) for i in (3, 4, 5)]
+TRAINER = dev_account(Role.TRAINER.value)
 CANARIES = 3
 SUBSETS = 8
 
@@ -112,29 +109,10 @@ def world(tmp_path_factory):
     settings = make_settings(tmp / "data")
     services.up(settings)
     try:
-        chain = Chain(settings.rpc_url)
-        from contracts.deploy import deploy
-
-        deployment = deploy(chain, DEPLOYER, dev_account(Role.OPERATOR.value).address, attributor=TRAINER.address)
-        deployment.save(settings.deployment_file)
-        store = ContentStore(settings.content_dir)
-        datanet = create_datanet(chain, deployment, store, DEPLOYER, DatanetSpec("science"), min_stake=10**18,
-                                 max_contribution_size=10_000, validators=[VALIDATOR.address])
-        token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
-        rows = []
-        for who in [*CONTRIBUTORS, TRAINER]:
-            chain.transact(DEPLOYER, token.functions.transfer(who.address, 3 * 10**18), label="stake money")
-        for k, who in enumerate(CONTRIBUTORS):
-            files = []
-            for i in range(3 * k, 3 * k + 3):
-                files.append(tmp / f"c{i}.txt")
-                files[-1].write_text(TEXTS[i])
-            for s, path in zip(contribute(chain, deployment, store, who, datanet, files), files, strict=True):
-                rows.append(_row(s, datanet, who.address, path.read_text()))
+        chain, deployment, datanet, rows = science_datanet(settings, tmp, also_funded=(TRAINER,))
         planted = canaries.plant(settings, datanet, CANARIES, TRAINER, seed=11)
         for cid, text in zip(planted.contribution_ids, canaries.canary_texts(CANARIES, 11), strict=True):
-            submitted = registry_submission(chain, deployment, cid)
-            rows.append(_row(submitted, datanet, TRAINER.address, text))
+            rows.append(dataset_row(registry_submission(chain, deployment, cid), datanet, TRAINER.address, text))
         write_version(settings, datanet, pa.Table.from_pylist(rows, schema=CONTRIBUTION_ROW))
         write_evals(settings, datanet, EVALS)
         _accept(settings, chain.chain_id, rows)
@@ -144,10 +122,12 @@ def world(tmp_path_factory):
         services.down(settings)
 
 
+@dataclass(frozen=True)
 class _Submitted:
-    def __init__(self, contribution_id: int, content_hash: str, size: int, block_number: int):
-        self.contribution_id, self.content_hash, self.size, self.block_number = (contribution_id, content_hash, size,
-                                                                                 block_number)
+    contribution_id: int
+    content_hash: str
+    size: int
+    block_number: int
 
 
 def registry_submission(chain, deployment, contribution_id: int) -> _Submitted:
@@ -157,12 +137,6 @@ def registry_submission(chain, deployment, contribution_id: int) -> _Submitted:
                                                                 from_block=deployment.deploy_block)
     return _Submitted(contribution_id, hexed(event["args"]["contentHash"]), event["args"]["size"],
                       event["blockNumber"])
-
-
-def _row(s, datanet: int, address: str, text: str) -> dict:
-    return {"contribution_id": s.contribution_id, "datanet_id": datanet, "contributor": address.lower(),
-            "content_hash": s.content_hash, "text": text, "size": s.size, "block_number": s.block_number,
-            "fact_event_id": f"fact-{s.contribution_id}", "verdict_id": f"v-{s.contribution_id}"}
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,38 @@ TEXTS = [f"{topic} number {i}: the {topic} of the sample is described here in pl
 EVALS = ["water boils when heated", "plants grow in light", "ice melts in the sun"]
 
 
+def science_datanet(settings, tmp: Path, also_funded: tuple = ()) -> tuple[Chain, Deployment, int, list[dict]]:
+    """Contracts and a datanet with nine real contributions (three contributors, staked through the chain);
+    ``also_funded`` accounts get stake money too. Returns the dataset rows of the contributions."""
+    chain = Chain(settings.rpc_url)
+    from contracts.deploy import deploy
+
+    deployment = deploy(chain, DEPLOYER, dev_account(Role.OPERATOR.value).address, attributor=TRAINER.address)
+    deployment.save(settings.deployment_file)
+    store = ContentStore(settings.content_dir)
+    datanet = create_datanet(chain, deployment, store, DEPLOYER, DatanetSpec("science"), min_stake=10**18,
+                             max_contribution_size=10_000, validators=[VALIDATOR.address])
+    token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
+    for who in (*CONTRIBUTORS, *also_funded):
+        chain.transact(DEPLOYER, token.functions.transfer(who.address, 3 * 10**18), label="stake money")
+    rows = []
+    for k, who in enumerate(CONTRIBUTORS):
+        files = []
+        for i in range(3 * k, 3 * k + 3):
+            files.append(tmp / f"c{i}.txt")
+            files[-1].write_text(TEXTS[i])
+        for s, path in zip(contribute(chain, deployment, store, who, datanet, files), files, strict=True):
+            rows.append(dataset_row(s, datanet, who.address, path.read_text()))
+    return chain, deployment, datanet, rows
+
+
+def dataset_row(s, datanet: int, address: str, text: str) -> dict:
+    """The dataset version's row of a submitted contribution (what validate would materialize)."""
+    return {"contribution_id": s.contribution_id, "datanet_id": datanet, "contributor": address.lower(),
+            "content_hash": s.content_hash, "text": text, "size": s.size, "block_number": s.block_number,
+            "fact_event_id": f"fact-{s.contribution_id}", "verdict_id": f"v-{s.contribution_id}"}
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Services, contracts, one datanet with nine real contributions, an adapter trained and scored on them."""
@@ -58,27 +90,7 @@ def world(tmp_path_factory):
     settings = make_settings(tmp / "data")
     services.up(settings)
     try:
-        chain = Chain(settings.rpc_url)
-        from contracts.deploy import deploy
-
-        deployment = deploy(chain, DEPLOYER, dev_account(Role.OPERATOR.value).address, attributor=TRAINER.address)
-        deployment.save(settings.deployment_file)
-        store = ContentStore(settings.content_dir)
-        datanet = create_datanet(chain, deployment, store, DEPLOYER, DatanetSpec("science"), min_stake=10**18,
-                                 max_contribution_size=10_000, validators=[VALIDATOR.address])
-        token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
-        rows = []
-        for k, who in enumerate(CONTRIBUTORS):
-            chain.transact(DEPLOYER, token.functions.transfer(who.address, 3 * 10**18), label="stake money")
-            files = []
-            for i in range(3 * k, 3 * k + 3):
-                files.append(tmp / f"c{i}.txt")
-                files[-1].write_text(TEXTS[i])
-            for s, path in zip(contribute(chain, deployment, store, who, datanet, files), files, strict=True):
-                rows.append({"contribution_id": s.contribution_id, "datanet_id": datanet,
-                             "contributor": who.address.lower(), "content_hash": s.content_hash,
-                             "text": path.read_text(), "size": s.size, "block_number": s.block_number,
-                             "fact_event_id": f"fact-{s.contribution_id}", "verdict_id": f"v-{s.contribution_id}"})
+        chain, deployment, datanet, rows = science_datanet(settings, tmp)
         write_version(settings, datanet, pa.Table.from_pylist(rows, schema=CONTRIBUTION_ROW))
         write_evals(settings, datanet, EVALS)
         _accept(settings, chain.chain_id, rows)
