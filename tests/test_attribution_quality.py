@@ -30,8 +30,7 @@ from pipelines.attribution.table import influence_uri, read_influence, write_inf
 from pipelines.commitments import log as commitments_log
 from pipelines.commitments.records import InfluenceCommitment, commitment_id, fixed_point, hexed
 from pipelines.commitments.verify import verify_contribution
-from pipelines.rewards import epochs
-from pipelines.rewards.inputs import load_inputs
+from pipelines.rewards.cycle import close_due_epoch
 from pipelines.training import train_latest
 from schemas.datasets import CONTRIBUTION_ROW
 from schemas.influence import QUALITY_COLUMNS
@@ -149,7 +148,7 @@ def scored(world):
 
 
 def test_the_run_measures_its_lds_by_retraining_and_records_the_canary_commitment(world, scored):
-    settings, _, _, datanet, rows, planted = world
+    settings, _, deployment, datanet, rows, planted = world
     assert "quality: LDS" in scored.stderr and f"over {SUBSETS} retrained subsets" in scored.stderr
     assert "pending: canaries" in scored.stderr, "the AUC waits for the reveal, never a made-up number"
     table = read_influence(settings.lance_dir, f"datanet_id = {datanet}")
@@ -160,7 +159,10 @@ def test_the_run_measures_its_lds_by_retraining_and_records_the_canary_commitmen
     assert set(table["canary_commitment"].to_pylist()) == {planted.commitment}
     assert table["canary_auc"].null_count == table.num_rows and table["canary"].null_count == table.num_rows
     with pytest.raises(canaries.CanaryError, match="unrevealed canaries"):
-        load_inputs(settings)  # no epoch while the canaries are unknown to the split: they could be paid
+        close_due_epoch(settings, deployment)  # while the split cannot tell the canaries, it could pay them
+    refused = run_cli(settings, "reward")
+    assert refused.returncode == 1 and "unrevealed canaries" in refused.stderr, refused.stderr
+    assert refused.stderr.strip().count("\n") == 0 and "Traceback" not in refused.stderr
     waiting = run_cli(settings, "commit")
     assert waiting.returncode == 0, waiting.stderr
     assert '"state": "waiting"' in waiting.stdout, "the run is not committed with its AUC unmeasured"
@@ -205,7 +207,8 @@ def test_lds_and_auc_are_committed_on_chain_and_a_canary_is_never_paid(world, re
     assert "0x" + registry.functions.influenceRecord(commitment_id(run)).call().hex() == commitment.record_hash()
     assert verify_contribution(settings, deployment, rows[0]["contribution_id"]).ok
 
-    closed = epochs.close_epoch(settings, 1, load_inputs(settings), pool=1_000 * 10**18)
+    _, closed = close_due_epoch(settings, deployment)  # by the governed parameters, as every caller closes
+    assert closed is not None
     allocations = pq.read_table(closed.directory / "allocations.parquet")
     outcomes = dict(zip(allocations["contribution_id"].to_pylist(), allocations["outcome"].to_pylist(), strict=True))
     assert {outcomes[c] for c in planted.contribution_ids} == {"canary"}
