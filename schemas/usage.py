@@ -15,6 +15,10 @@ the chunk texts of the dataset version each source names, the prompt is rebuilt 
 the event rather than a separate transcript record so that the answer and its sources can never be written
 apart. v2 carries every v1 field unchanged, so a consumer of v1 fields reads both versions alike; v1 events
 on the log stay valid and are simply not attributable.
+
+Version 3 adds ``influences``: when the request asked for ``attribution``, the top-k training contributions
+of the adapter that answered, by TracIn influence on the answer (``serving.influence``); null otherwise.
+Consumers match usage events by name, so v1, v2 and v3 read alike through the fields they share.
 """
 
 from __future__ import annotations
@@ -54,10 +58,21 @@ CHAT_MESSAGE = pa.struct([pa.field("role", pa.string(), nullable=False),
                           pa.field("content", pa.string(), nullable=False)])
 
 USAGE_EVENT_V1 = events.register("UsageEvent", 1, _V1_FIELDS, topics.USAGE)
-USAGE_EVENT = events.register("UsageEvent", 2, [
+_V2_FIELDS = [
     *_V1_FIELDS,
     pa.field("messages", pa.list_(CHAT_MESSAGE), nullable=True),
     pa.field("answer", pa.string(), nullable=True),
     pa.field("source_words", pa.list_(pa.int64()), nullable=True),
+]
+INFLUENCE = pa.struct([
+    pa.field("rank", pa.int64(), nullable=False),  # 1 = most influential
+    pa.field("contribution_id", pa.int64(), nullable=False),
+    pa.field("score", pa.float64(), nullable=False),  # TracIn influence on the answer's loss (serving.influence)
+])
+
+USAGE_EVENT_V2 = events.register("UsageEvent", 2, _V2_FIELDS, topics.USAGE)
+USAGE_EVENT = events.register("UsageEvent", 3, [
+    *_V2_FIELDS,
+    pa.field("influences", pa.list_(INFLUENCE), nullable=True),  # asked for with ``attribution``; else null
 ], topics.USAGE)
 """The version serving writes."""

@@ -26,6 +26,7 @@ from serving.adapter_source import AdapterEntry, AdapterSource
 from serving.batcher import Batcher, Generation, SamplingParams, StepOutput
 from serving.cache import AdapterCache
 from serving.errors import AdapterUnavailable, GenerationFailed, InvalidRequest, ModelNotFound
+from serving.influence import AnswerAttributor, AttributionUnavailable
 from serving.lora import AdapterLoadError, LoraAdapter, load_peft_folder, merge
 from serving.model import GPT2Runner, lora_shapes
 from serving.punica import LoraSlots
@@ -104,6 +105,7 @@ class GenerateRequest:
     retrieved_sources: Sequence[dict] = ()  # what retrieval put in the prompt (serving.rag.usage_sources)
     messages: Sequence[tuple[str, str]] = ()  # the caller's chat before the sources were added (RAG only)
     source_words: Sequence[int] = ()  # words of each retrieved source the prompt showed (serving.rag.shown_words)
+    attribution_k: int | None = None  # name the k most influential training contributions (serving.influence)
 
 
 @dataclass
@@ -116,6 +118,7 @@ class Delta:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    influences: list[dict] | None = None  # on the last delta, when the request asked for attribution
 
 
 @dataclass(frozen=True)
@@ -133,8 +136,9 @@ class Prepared:
 class Engine:
     """One base model, an adapter source and cache, a batcher, and where usage events go."""
 
-    def __init__(self, base: ServedBase, source: AdapterSource, cache: AdapterCache, usage: UsageSink) -> None:
-        self.base, self.source, self.cache, self.usage = base, source, cache, usage
+    def __init__(self, base: ServedBase, source: AdapterSource, cache: AdapterCache, usage: UsageSink,
+                 attributor: AnswerAttributor | None = None) -> None:
+        self.base, self.source, self.cache, self.usage, self.attributor = base, source, cache, usage, attributor
         self.shapes = lora_shapes(base.runner.model)
         self.slots = LoraSlots(self.shapes, base.runner.max_batch + 1)
         self.batcher = Batcher(base.runner, self.slots)
@@ -217,6 +221,10 @@ class Engine:
         resolved = self.resolve(request.model)
         prompt = self.base.encode(request.prompt)
         max_tokens = self.check_length(len(prompt), request.max_tokens)
+        if request.attribution_k is not None:
+            if self.attributor is None:
+                raise AttributionUnavailable("this server does not attribute answers")
+            await asyncio.to_thread(self.attributor.check, [e.adapter_id for e, _ in resolved.parts])
         adapter = await self.adapter(resolved)
         return Prepared(request, resolved, prompt, max_tokens, adapter, started)
 
@@ -235,7 +243,7 @@ class Engine:
         gen = Generation(prompt, prepared.adapter, params,
                          lambda out: loop.call_soon_threadsafe(queue.put_nowait, out))
         text = _Detokenizer(self.base.tokenizer, request.stop)
-        finish, completion = "cancelled", 0
+        finish, completion, influences = "cancelled", 0, None
         self.batcher.submit(gen)
         try:
             while True:
@@ -250,8 +258,12 @@ class Engine:
                 reason = "stop" if stopped else out.finish
                 if reason is not None:
                     finish = reason
-                    yield Delta(piece if stopped else piece + text.flush(), tokens, logits, finish, len(prompt),
-                                completion)
+                    piece = piece if stopped else piece + text.flush()
+                    if request.attribution_k is not None:
+                        influences = await asyncio.to_thread(
+                            self.attributor.top, prepared.resolved.parts[0][0].adapter_id, request.prompt,
+                            text.sent_text(), request.attribution_k)
+                    yield Delta(piece, tokens, logits, finish, len(prompt), completion, influences)
                     return
                 if piece or logits:
                     yield Delta(piece, tokens, logits)
@@ -263,7 +275,7 @@ class Engine:
                 base_model_hash=self.base.hash, prompt_tokens=len(prompt), completion_tokens=completion,
                 latency_s=time.perf_counter() - prepared.started, caller=request.caller, finish_reason=finish,
                 retrieved_sources=request.retrieved_sources, messages=request.messages, answer=text.sent_text(),
-                source_words=request.source_words,
+                source_words=request.source_words, influences=influences,
             ))
 
 

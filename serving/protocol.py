@@ -17,6 +17,22 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class AttributionOptions(BaseModel):
+    """Per-answer attribution: the ``k`` training contributions that most influenced the answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(10, ge=1, le=100)
+
+
+class Influence(BaseModel):
+    """One training contribution of an answer's adapter, by its TracIn influence on the answer."""
+
+    rank: int
+    contribution_id: int
+    score: float
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -29,6 +45,7 @@ class _Request(BaseModel):
     seed: int | None = None
     user: str | None = None
     stream_options: StreamOptions | None = None
+    attribution: AttributionOptions | None = None
 
     def include_usage(self) -> bool:
         """A streamed response ends with a chunk holding the token counts (``stream_options``)."""
@@ -135,6 +152,7 @@ class _Completion(BaseModel):
     created: int = Field(default_factory=lambda: int(time.time()))
     model: str
     usage: Usage | None = None
+    attribution: list[Influence] | None = None  # asked for with ``attribution``: on the response or the last chunk
 
 
 class CompletionResponse(_Completion):

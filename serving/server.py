@@ -23,6 +23,7 @@ from serving.adapter_source import AdapterSource
 from serving.api import create_app
 from serving.cache import AdapterCache
 from serving.engine import Engine, ServedBase
+from serving.influence import AnswerAttributor
 from serving.rag import Retriever
 from serving.status import state_file
 from serving.usage import UsageWriter
@@ -79,8 +80,8 @@ def build(settings: Settings, options: ServeOptions, base: ServedBase | None = N
     cache = AdapterCache(options.max_adapters, options.max_adapter_bytes)
     kwargs = {"topic": options.usage_topic} if options.usage_topic else {}
     usage = UsageWriter(settings.kafka_bootstrap, **kwargs)
-    return Service(Engine(base, AdapterSource(settings.adapters_dir), cache, usage), usage, Retriever(settings),
-                   settings)
+    engine = Engine(base, AdapterSource(settings.adapters_dir), cache, usage, AnswerAttributor(settings))
+    return Service(engine, usage, Retriever(settings), settings)
 
 
 def serve(settings: Settings, options: ServeOptions) -> None:

@@ -36,8 +36,8 @@ def usage_event(*, request_id: str, model: str, adapters: Sequence[tuple[str, in
                 prompt_tokens: int, completion_tokens: int, latency_s: float, caller: str | None,
                 finish_reason: str, retrieved_sources: Sequence[dict] = (),
                 messages: Sequence[tuple[str, str]] = (), answer: str = "",
-                source_words: Sequence[int] = ()) -> dict:
-    """A UsageEvent (v2) record; ``adapters`` are (adapter id, datanet id, dataset version, ensemble weight).
+                source_words: Sequence[int] = (), influences: Sequence[dict] | None = None) -> dict:
+    """A UsageEvent (v3) record; ``adapters`` are (adapter id, datanet id, dataset version, ensemble weight).
 
     The transcript (``messages``, ``answer``, ``source_words``) is kept only when sources were retrieved:
     context attribution needs it to rescore the answer, and nothing else puts a caller's text on the log.
@@ -52,6 +52,7 @@ def usage_event(*, request_id: str, model: str, adapters: Sequence[tuple[str, in
         "retrieved_sources": list(retrieved_sources), "served_at_ms": int(time.time() * 1000),
         "messages": [{"role": r, "content": c} for r, c in messages] if rag else None,
         "answer": answer if rag else None, "source_words": [int(w) for w in source_words] if rag else None,
+        "influences": None if influences is None else list(influences),
     }
 
 

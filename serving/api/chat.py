@@ -75,6 +75,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
         request_id=rid, model=body.model, prompt=prompt, max_tokens=body.token_budget(),
         temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=body.stop_list(), caller=caller(request),
         retrieved_sources=rag.usage_sources(sources), messages=messages, source_words=rag.shown_words(sources),
+        attribution_k=body.attribution.k if body.attribution else None,
     ))
     deltas = _with_markers(engine.stream(prepared), sources)
     cited = rag.citations(sources) if body.retrieval is not None else None
@@ -84,8 +85,9 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
         def chunk(delta: Delta) -> BaseModel:
             nonlocal first
             role, citations, first = ("assistant" if first else None), (cited if first else None), False
-            return ChatCompletionChunk(id=rid, model=body.model, citations=citations, choices=[ChatChunkChoice(
-                delta=ChatDelta(role=role, content=delta.text), finish_reason=delta.finish_reason)])
+            return ChatCompletionChunk(id=rid, model=body.model, citations=citations, attribution=delta.influences,
+                                       choices=[ChatChunkChoice(delta=ChatDelta(role=role, content=delta.text),
+                                                                finish_reason=delta.finish_reason)])
 
         def usage_chunk(counts: Usage) -> BaseModel:
             return ChatCompletionChunk(id=rid, model=body.model, choices=[], usage=counts)
@@ -94,6 +96,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
         streamed.headers[USAGE_EVENT_HEADER] = response.headers[USAGE_EVENT_HEADER]
         return streamed
     parts = [delta async for delta in deltas]
-    return ChatCompletionResponse(id=rid, model=body.model, usage=usage(parts[-1]), citations=cited, choices=[
+    return ChatCompletionResponse(id=rid, model=body.model, usage=usage(parts[-1]), citations=cited,
+                                  attribution=parts[-1].influences, choices=[
         ChatChoice(message=AssistantMessage(content="".join(d.text for d in parts)),
                    finish_reason=parts[-1].finish_reason)])

@@ -39,12 +39,13 @@ async def create_completion(body: CompletionRequest, request: Request):
         request_id=rid, model=body.model, prompt=body.prompt_text(), max_tokens=body.max_tokens,
         temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=body.stop_list(),
         logprobs=body.logprobs is not None, caller=caller(request),
+        attribution_k=body.attribution.k if body.attribution else None,
     ))
     deltas = engine.stream(prepared)
     if body.stream:
         def chunk(delta: Delta) -> BaseModel:
             logprobs = _logprobs(engine, [delta], body.logprobs) if body.logprobs is not None else None
-            return CompletionResponse(id=rid, model=body.model, choices=[
+            return CompletionResponse(id=rid, model=body.model, attribution=delta.influences, choices=[
                 CompletionChoice(text=delta.text, finish_reason=delta.finish_reason, logprobs=logprobs)])
 
         def usage_chunk(counts: Usage) -> BaseModel:
@@ -54,5 +55,5 @@ async def create_completion(body: CompletionRequest, request: Request):
     parts = [delta async for delta in deltas]
     final = parts[-1]
     logprobs = _logprobs(engine, parts, body.logprobs) if body.logprobs is not None else None
-    return CompletionResponse(id=rid, model=body.model, usage=usage(final), choices=[
+    return CompletionResponse(id=rid, model=body.model, usage=usage(final), attribution=final.influences, choices=[
         CompletionChoice(text="".join(d.text for d in parts), finish_reason=final.finish_reason, logprobs=logprobs)])
