@@ -10,7 +10,7 @@ from assets.plots import histogram, table_md
 from assets.training import lora_adapters
 from orchestration.resources import DataDirResource, KafkaResource
 from pipelines import log_views
-from pipelines.attribution import Attribution, ScoreArguments, Unscorable, attribute, canaries
+from pipelines.attribution import Attribution, ScoreArguments, Unscorable, attribute
 from pipelines.attribution.arguments import QualityArguments
 from pipelines.attribution.counterfactual import Refit
 from pipelines.attribution.store import adapter_store_bytes
@@ -37,11 +37,11 @@ class InfluenceConfig(dg.Config):
 )
 def influence_scores(context: dg.AssetExecutionContext, config: InfluenceConfig, data_dir: DataDirResource,
                      kafka: KafkaResource) -> dg.MaterializeResult:
-    settings = data_dir.settings()
+    settings = replace(data_dir.settings(), kafka_bootstrap=kafka.bootstrap)
     datanet_id = datanet_id_of(context.partition_key)
     args = replace(ScoreArguments(), quality=replace(QualityArguments(), lds_subsets=config.lds_subsets))
     try:
-        result = attribute(settings, datanet_id, args=args, canaries=canaries.for_datanet(kafka.bootstrap, datanet_id))
+        result = attribute(settings, datanet_id, args=args, canaries_from_log=True)
     except Unscorable as exc:  # this datanet's partition fails alone; the others are scored and paid
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     table = result.table

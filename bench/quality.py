@@ -23,7 +23,7 @@ from rich.table import Table
 from payable import services
 from payable.demo import run_demo
 from payable.settings import Settings
-from pipelines.attribution import ScoreArguments, attribute, canaries
+from pipelines.attribution import ScoreArguments, attribute
 
 OUT = Path(__file__).parent / "out"
 
@@ -32,8 +32,7 @@ def rescore(settings: Settings, datanet_id: int, budget: int) -> dict:
     """One attribution run of the datanet's adapter with ``budget`` LDS subsets, timed."""
     args = replace(ScoreArguments(), quality=replace(ScoreArguments().quality, lds_subsets=budget))
     started = time.perf_counter()
-    result = attribute(settings, datanet_id, args=args,
-                       canaries=canaries.for_datanet(settings.kafka_bootstrap, datanet_id))
+    result = attribute(settings, datanet_id, args=args, canaries_from_log=True)
     seconds = time.perf_counter() - started
     auc = result.table["canary_auc"][0].as_py()
     return {"datanet_id": datanet_id, "lds_subsets": budget, "contributions": result.table.num_rows,

@@ -70,15 +70,14 @@ def attribute(ctx: Context, datanet_id: int, adapter_id: str | None, method: str
     that cannot be scored fails with the reason."""
     from dataclasses import replace
 
-    from pipelines.attribution import ScoreArguments, canaries
+    from pipelines.attribution import ScoreArguments
     from pipelines.attribution import attribute as score
 
     try:
         args = ScoreArguments() if method is None else replace(ScoreArguments(), method=method)
         if lds_subsets is not None:
             args = replace(args, quality=replace(args.quality, lds_subsets=lds_subsets))
-        result = score(ctx.settings, datanet_id, adapter_id, args, use_beam=use_beam,
-                       canaries=canaries.for_datanet(ctx.settings.kafka_bootstrap, datanet_id))
+        result = score(ctx.settings, datanet_id, adapter_id, args, use_beam=use_beam, canaries_from_log=True)
     except (LookupError, ValueError) as exc:
         fail(str(exc))
     columns = ["contribution_id", "contributor", "score", "rank", "harmful", "score_low", "score_high", "robust_z",

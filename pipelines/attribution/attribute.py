@@ -10,7 +10,7 @@ import pyarrow as pa
 from payable.settings import Settings
 from pipelines.attribution.aggregate import ContributionScores, contribution_scores, evidence, ranks
 from pipelines.attribution.arguments import ScoreArguments
-from pipelines.attribution.canaries import DatanetCanaries
+from pipelines.attribution.canaries import DatanetCanaries, for_datanet
 from pipelines.attribution.counterfactual import Refit, refit_without
 from pipelines.attribution.harm import NoiseEvidence, noise_evidence
 from pipelines.attribution.quality import LdsMeasurement, RunCanaries, measure_lds
@@ -166,11 +166,12 @@ def _registered_eval_loss(record: AdapterRecord, train_rows: pa.Table, queries: 
 
 def attribute(settings: Settings, datanet_id: int, adapter_id: str | None = None,
               args: ScoreArguments | None = None, use_beam: bool = False,
-              canaries: DatanetCanaries | None = None) -> Attribution:
+              canaries_from_log: bool = False) -> Attribution:
     """Scores the adapter (latest of the datanet if ``None``), writes ``<lance_dir>/influence.lance``; the one
-    entry point of the CLI and the Dagster asset, which pass the datanet's ``canaries`` as the log has them
-    (``canaries.for_datanet``; None: no canary commitment, the AUC is unmeasured). Raises ``Unscorable`` for a
-    datanet that cannot be scored."""
+    entry point of the CLI and the Dagster asset. With ``canaries_from_log`` (both set it) the run is judged by
+    the datanet's canaries as the log at ``settings.kafka_bootstrap`` has them; without, its canary AUC is
+    unmeasured (a run needing no broker). Raises ``Unscorable`` for a datanet that cannot be scored."""
+    canaries = for_datanet(settings.kafka_bootstrap, datanet_id) if canaries_from_log else None
     args = args or ScoreArguments()
     registry = AdapterRegistry(settings.adapters_dir)
     record = registry.record(datanet_id, adapter_id) if adapter_id else registry.latest(datanet_id)
