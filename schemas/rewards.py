@@ -15,9 +15,13 @@ Events on ``payable.rewards.outbox`` (key ``epoch-<n>``, so an epoch's events st
   per-contribution audit trail is part of the epoch's record and a replay never has to recompute it;
 - ``SlashRequested``: one per contribution whose stake the validator key must slash, with the evidence of
   a harm slash (v2; v1 events, written before, carry none);
+- ``UsageAllocated``: one per (usage event, account, role, contribution) line an epoch pays for usage
+  (``pipelines.rewards.usage_split``), so what each served call paid whom is on the log;
 - ``RewardEpochClosed``: written last when an epoch is closed, the commit marker of the allocations
-  before it (from ``first_offset``); it carries the root the replay must reproduce and (v2) the governed
-  parameters it was decided by, with the block they were read at (v1 events, written before, carry none);
+  before it (from ``first_offset``); it carries the root the replay must reproduce, (v2) the governed
+  parameters it was decided by, with the block they were read at (v1 events, written before, carry none),
+  and (v3) the usage batch: fees, carry, the number of usage events paid and the root over their sorted ids
+  (v1 and v2 events read as an epoch that paid no usage);
 - ``RewardTxState``: the emitter's outbox, one event per state of one chain transaction step
   (intent, sent, confirmed, failed, superseded, done). An intent is durable on the log before the
   transaction leaves the process.
@@ -113,10 +117,39 @@ _EPOCH_CLOSED = [
 REWARD_EPOCH_CLOSED_V1 = events.register("RewardEpochClosed", 1, _EPOCH_CLOSED, topics.REWARDS_OUTBOX)
 # v2: the governed parameters the epoch was decided by (pipelines.rewards.params.GovernedParams as JSON: pool,
 # harm rule, reputation prior, usage terms, the ProtocolParameters address) and the block they were read at.
-REWARD_EPOCH_CLOSED = events.register("RewardEpochClosed", 2, [
-    *_EPOCH_CLOSED,
+_GOVERNED = [
     pa.field("params", pa.string(), nullable=False),
     pa.field("params_block", pa.int64(), nullable=False),
+]
+REWARD_EPOCH_CLOSED_V2 = events.register("RewardEpochClosed", 2, _EPOCH_CLOSED + _GOVERNED, topics.REWARDS_OUTBOX)
+
+# v3: the usage batch of the epoch, and the values a v1 or v2 marker reads as (no usage paid).
+USAGE_BATCH = [
+    pa.field("usage_fees", AMOUNT, nullable=False),       # fees of the usage events paid (wei)
+    pa.field("usage_carry_in", AMOUNT, nullable=False),   # the previous epoch's usage remainder
+    pa.field("usage_carry_out", AMOUNT, nullable=False),  # what this epoch's usage lines left (floor division)
+    pa.field("usage_events", pa.int64(), nullable=False),  # how many usage events it paid
+    pa.field("usage_root", pa.string(), nullable=False),  # root over their sorted ids (0x00.. when none)
+]
+USAGE_BATCH_V1 = {"usage_fees": "0", "usage_carry_in": "0", "usage_carry_out": "0", "usage_events": 0,
+                  "usage_root": "0x" + "00" * 32}
+REWARD_EPOCH_CLOSED = events.register("RewardEpochClosed", 3, _EPOCH_CLOSED + _GOVERNED + USAGE_BATCH,
+                                      topics.REWARDS_OUTBOX)
+
+USAGE_ROLES = ("source", "training", "trainer")
+USAGE_PAYOUT = pa.schema([
+    pa.field("usage_event_id", pa.string(), nullable=False),
+    pa.field("account", pa.string(), nullable=False),
+    pa.field("role", pa.string(), nullable=False),               # source | training | trainer
+    pa.field("contribution_id", pa.int64(), nullable=True),      # null for the trainer
+    pa.field("datanet_id", pa.int64(), nullable=True),
+    pa.field("adapter_id", pa.string(), nullable=True),          # the adapter a training/trainer line pays for
+    pa.field("amount", AMOUNT, nullable=False),
+])
+USAGE_ALLOCATED = events.register("UsageAllocated", 1, [
+    pa.field("event_id", pa.string(), nullable=False),
+    pa.field("epoch_id", pa.int64(), nullable=False),
+    *USAGE_PAYOUT,
 ], topics.REWARDS_OUTBOX)
 
 # The fields of one state of one outbox transaction step (pipelines.rewards.txsteps), after the fields that name

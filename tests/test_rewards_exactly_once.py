@@ -108,11 +108,11 @@ def test_cli_killed_after_publish_and_after_push_then_rerun_pays_each_run_once(s
     block = chain.w3.eth.block_number
     idle = run_cli(stack, "reward")
     assert idle.returncode == 0, idle.stderr
-    assert lines(idle)[-1] == {"nothing_due": "nothing is due: no influence run is left to pay"}
+    assert lines(idle)[-1] == {"nothing_due": "nothing is due: no influence run or usage event is left to pay"}
     for epoch in ("7", "0", "2"):
         refused = run_cli(stack, "reward", "--epoch", epoch)
         assert refused.returncode == 1 and refused.stderr.strip() == (
-            f"error: epoch {epoch} is not due: nothing is due: no influence run is left to pay"), refused.stderr
+            f"error: epoch {epoch} is not due: nothing is due: no influence run or usage event is left to pay"), refused.stderr
     assert chain.w3.eth.block_number == block, "nothing due: no transaction"
     assert sorted(paid_runs(stack)) == [1, 2]
 

@@ -19,9 +19,10 @@ from payable.cli.params import ADDRESS, UIntType
 def reward(ctx: Context, epoch_id: int | None, method: str | None, push: bool | None) -> None:
     """Close the due reward epoch (split, Merkle root, log) and put it on-chain exactly once; safe to rerun.
 
-    The due epoch is the one a killed run left unfinished, else a new one when some influence run is
-    unpaid; with nothing due, no transaction is sent. The pool and the split rules are governed parameters,
-    read from the chain (ProtocolParameters) when the epoch closes: governance changes them, not this command."""
+    The due epoch is the one a killed run left unfinished, else a new one when some influence run or some
+    served call (usage event) is unpaid; with nothing due, no transaction is sent. The pool, the split rules
+    and the usage terms are governed parameters, read from the chain (ProtocolParameters) when the epoch
+    closes: governance changes them, not this command."""
     from pipelines.rewards.cycle import EpochNotDue, close_due_epoch
     from pipelines.rewards.emitter import emit_epoch
     from pipelines.rewards.epochs import EpochConflict, EpochNotClosed, NothingToPay
@@ -32,7 +33,7 @@ def reward(ctx: Context, epoch_id: int | None, method: str | None, push: bool | 
     try:
         deployment = ctx.deployment()
         due, closed = close_due_epoch(settings, deployment, method=method, epoch_id=epoch_id)
-        for exclusion in due.excluded:
+        for exclusion in (*due.excluded, *due.usage_excluded):
             click.echo(json.dumps(exclusion.to_json()))
         if due.epoch_id is None:
             click.echo(json.dumps({"nothing_due": due.describe()}))
@@ -40,6 +41,9 @@ def reward(ctx: Context, epoch_id: int | None, method: str | None, push: bool | 
         if closed is not None:
             click.echo(json.dumps({"closed": closed.epoch_id, "merkle_root": closed.merkle_root,
                                    "pool": str(closed.pool), "total": str(closed.total), "accounts": closed.accounts}))
+            click.echo(json.dumps({"usage": {"epoch": closed.epoch_id, "events": closed.usage_events,
+                                             "fees": str(closed.usage_fees), "paid": str(closed.usage_paid),
+                                             "carry_out": str(closed.usage_carry_out)}}))
         result = emit_epoch(settings, deployment, due.epoch_id, push=push)
     except (EpochNotDue, NothingToPay, EpochConflict, EpochNotClosed, ChainUnavailable, ParametersMissing,
             FileNotFoundError, ValueError) as exc:

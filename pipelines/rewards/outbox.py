@@ -56,8 +56,35 @@ def read_epoch(bootstrap: str, epoch_id: int) -> list[Entry]:
 
 
 def closed_epochs(bootstrap: str) -> dict[int, dict]:
-    """epoch id -> its latest RewardEpochClosed record, over the whole outbox."""
-    return {record["epoch_id"]: record for record in _records_of(bootstrap, schema.REWARD_EPOCH_CLOSED)}
+    """epoch id -> its latest RewardEpochClosed record, over the whole outbox (a v1 marker reads as an epoch
+    that paid no usage)."""
+    return {record["epoch_id"]: {**schema.USAGE_BATCH_V1, **record}
+            for record in _records_of(bootstrap, schema.REWARD_EPOCH_CLOSED)}
+
+
+def window(entries: list[Entry], marker: Entry) -> list[Entry]:
+    """The entries a RewardEpochClosed ``marker`` commits: from its ``first_offset`` up to the marker itself.
+
+    Events of a close that died before its marker, or of an earlier close of the same epoch, lie outside."""
+    return [e for e in entries if marker.record["first_offset"] <= e.offset < marker.offset]
+
+
+def committed(bootstrap: str, event_types: tuple[events.EventType, ...]) -> dict[int, list[dict]]:
+    """closed epoch id -> the records of ``event_types`` its latest marker commits, in log order (one scan)."""
+    names = {t.name.encode() for t in event_types} | {schema.REWARD_EPOCH_CLOSED.name.encode()}
+    by_epoch: dict[int, list[Entry]] = {}
+    for partition, end in sorted(kafka_log.end_offsets(bootstrap, topics.REWARDS_OUTBOX).items()):
+        for message in kafka_log.read_range(bootstrap, topics.REWARDS_OUTBOX, partition, 0, end):
+            if dict(message.headers).get(topics.HEADER_EVENT_TYPE) in names:
+                event_type, record = events.decode(message.value, message.headers)
+                by_epoch.setdefault(record["epoch_id"], []).append(Entry(message.offset, event_type.name, record))
+    out = {}
+    for epoch_id, entries in by_epoch.items():
+        marker = schema.REWARD_EPOCH_CLOSED.name
+        markers = [e for e in entries if e.type == marker]
+        if markers:
+            out[epoch_id] = [e.record for e in window(entries, markers[-1]) if e.type != marker]
+    return out
 
 
 def epochs_on_chain(bootstrap: str, chain_id: int, distributor: str) -> set[int]:

@@ -1,4 +1,4 @@
-"""A closed epoch's files under ``<data_dir>/rewards/epoch-<n>/``: payouts, Merkle tree, summary.
+"""A closed epoch's files under ``<data_dir>/rewards/epoch-<n>/``: payouts, Merkle tree, summary, usage lines.
 
 A projection of the outbox log (invariant 1): delete the directory and ``epochs.load_epoch`` rebuilds it
 from the epoch's RewardAllocated events, checking that the root comes out the same. The tree is kept
@@ -38,10 +38,19 @@ class ClosedEpoch:
     amounts: tuple[int, ...]
     slash_requests: tuple[SlashRequest, ...]
     tree: PayoutTree | None
+    usage_fees: int = 0       # fees of the usage events the epoch pays (their lines are in the amounts)
+    usage_carry_in: int = 0
+    usage_carry_out: int = 0
 
     @property
     def total(self) -> int:
         return sum(self.amounts)
+
+    @property
+    def balanced(self) -> bool:
+        """What it pays is exactly its pool and fees plus what came in, minus what carries out."""
+        return (self.total == self.pool + self.carry_in - self.carry_out + self.usage_fees + self.usage_carry_in
+                - self.usage_carry_out and min(self.carry_out, self.usage_carry_out) >= 0)
 
     def index_of(self, account: str) -> int:
         i = bisect.bisect_left(self.accounts, account.lower())
@@ -56,7 +65,8 @@ class ClosedEpoch:
         return self.amounts[i], self.tree.proof(i)
 
 
-def save(directory: Path, epoch: ClosedEpoch, allocations: pa.Table | None = None) -> None:
+def save(directory: Path, epoch: ClosedEpoch, allocations: pa.Table | None = None,
+         usage_lines: pa.Table | None = None) -> None:
     """Writes the epoch's files atomically: into a sibling temp directory, then renamed into place."""
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -65,6 +75,8 @@ def save(directory: Path, epoch: ClosedEpoch, allocations: pa.Table | None = Non
         "epoch_id": epoch.epoch_id, "merkle_root": "0x" + epoch.root.hex(), "total": str(epoch.total),
         "pool": str(epoch.pool), "carry_in": str(epoch.carry_in), "carry_out": str(epoch.carry_out),
         "accounts": len(epoch.accounts), "slash_requests": [asdict(r) for r in epoch.slash_requests],
+        "usage_fees": str(epoch.usage_fees), "usage_carry_in": str(epoch.usage_carry_in),
+        "usage_carry_out": str(epoch.usage_carry_out),
     }
     (tmp / "epoch.json").write_text(json.dumps(summary, indent=2) + "\n")
     tree_index = epoch.tree.tree_index if epoch.tree is not None else np.empty(0, dtype=np.int64)
@@ -75,6 +87,8 @@ def save(directory: Path, epoch: ClosedEpoch, allocations: pa.Table | None = Non
         np.save(tmp / "tree.npy", epoch.tree.nodes)
     if allocations is not None:
         pq.write_table(allocations, tmp / "allocations.parquet")
+    if usage_lines is not None:
+        pq.write_table(usage_lines, tmp / "usage.parquet")
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
 
@@ -96,6 +110,9 @@ def load(directory: Path) -> ClosedEpoch:
         amounts=tuple(int(a) for a in payouts.column("amount").to_pylist()),
         slash_requests=tuple(SlashRequest(**r) for r in summary["slash_requests"]),
         tree=tree,
+        usage_fees=int(summary.get("usage_fees", 0)),
+        usage_carry_in=int(summary.get("usage_carry_in", 0)),
+        usage_carry_out=int(summary.get("usage_carry_out", 0)),
     )
 
 

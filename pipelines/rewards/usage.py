@@ -1,0 +1,214 @@
+"""Which usage events an epoch may pay, and what they are paid on: the rule every epoch close goes through.
+
+Invariant 8 asks that a usage event be paid in at most one epoch, whoever closes it (CLI, Dagster, a
+script), so ``payable_usage`` takes out of an epoch's usage, with the reason for each (an ``UsageExclusion``):
+
+- events a closed epoch already paid (``paid in epoch <n>``: the UsageAllocated lines its marker commits);
+- events whose adapter is unknown (``unknown adapter <id>``: no such adapter in the registry) or whose
+  adapter's training run no closed epoch paid yet (``training run of adapter <id> not paid yet``): the
+  training share is the influence shares that run was paid on, so it waits for that epoch;
+- RAG events whose sources are not attributed yet (no ContextAttributed weights on the log);
+- malformed events (ensemble lists of different lengths, weights that cannot split a fee, negative token
+  counts, attribution weights for a contribution that was not retrieved), and events with nobody behind them
+  (the base model alone, no retrieval).
+Everything left out stays on the log unpaid; an event waiting for attribution or for its run is paid by the
+first epoch after that arrives. A usage event sent twice (a retried request, a re-sent batch) has one id and
+counts once.
+
+The loaders read what the rule needs off the log (usage events, attribution weights, closed epochs, the
+datanets' owners) and the adapter registry; the trainer paid for an adapter is its datanet's owner, since
+adapters do not record who trained them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from payable.chain import Deployment
+from payable.settings import Settings
+from pipelines import log_views
+from pipelines.rewards import outbox
+from pipelines.rewards.merkle import keccak
+from pipelines.rewards.usage_split import AdapterBehind, NobodyToPay, PricedEvent, Source, price_event
+from pipelines.rewards.usage_terms import UsageTerms, usage_terms
+from schemas import events, topics
+from schemas import rewards as schema
+from schemas.usage import USAGE_EVENT
+
+EMPTY_ROOT = "0x" + "00" * 32
+
+
+@dataclass(frozen=True)
+class UsageExclusion:
+    """A usage event left out of an epoch, and why."""
+
+    usage_event_id: str
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"excluded_usage": self.usage_event_id, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class PaidRun:
+    """An adapter's training run as a closed epoch paid it: contribution id -> (contributor, weight)."""
+
+    epoch_id: int
+    datanet_id: int
+    contributors: Mapping[int, tuple[str, Fraction]]
+
+
+@dataclass(frozen=True)
+class UsageInputs:
+    """What an epoch's usage is decided from (the loaders below fill it from the log)."""
+
+    events: tuple[dict, ...]                                    # UsageEvent records, one per id
+    terms: UsageTerms
+    source_weights: Mapping[str, Mapping[int, float]] = field(default_factory=dict)  # event -> contribution -> w
+    runs: Mapping[str, PaidRun] = field(default_factory=dict)   # adapter id -> its paid training run
+    known_adapters: frozenset[str] = frozenset()                # adapters in the registry
+    trainers: Mapping[int, str] = field(default_factory=dict)   # datanet id -> the trainer paid for its adapters
+
+
+def usage_root(usage_event_ids: list[str]) -> str:
+    """keccak256 of the keccak256 of each paid usage event id, concatenated in ascending order of the hashes:
+    a commitment to the batch that anyone holding the ids can recompute (and that is anchored on-chain)."""
+    if not usage_event_ids:
+        return EMPTY_ROOT
+    return "0x" + keccak(b"".join(sorted(keccak(i.encode()) for i in usage_event_ids))).hex()
+
+
+def paid_usage(committed_lines: Mapping[int, list[dict]], *, besides: int) -> dict[str, int]:
+    """usage event id -> the closed epoch (other than ``besides``) that paid it, the first if several did."""
+    return {line["usage_event_id"]: epoch_id for epoch_id, lines in sorted(committed_lines.items(), reverse=True)
+            if epoch_id != besides for line in lines if "usage_event_id" in line}
+
+
+def payable_usage(inputs: UsageInputs, paid: Mapping[str, int]) -> tuple[list[PricedEvent], tuple[UsageExclusion, ...]]:
+    """The events an epoch may pay, priced (see the module docstring), and the others with why."""
+    priced, excluded = [], []
+    for event in sorted(inputs.events, key=lambda e: e["event_id"]):
+        try:
+            priced.append(_price(event, inputs, paid))
+        except _NotPayable as why:
+            excluded.append(UsageExclusion(event["event_id"], str(why)))
+    return priced, tuple(excluded)
+
+
+class _NotPayable(Exception):
+    pass
+
+
+def _price(event: dict, inputs: UsageInputs, paid: Mapping[str, int]) -> PricedEvent:
+    event_id = event["event_id"]
+    if event_id in paid:
+        raise _NotPayable(f"paid in epoch {paid[event_id]}")
+    adapters = _adapters(event, inputs)
+    sources = _sources(event, inputs)
+    if event["prompt_tokens"] < 0 or event["completion_tokens"] < 0:
+        raise _NotPayable("malformed: negative token counts")
+    try:
+        return price_event(event_id, inputs.terms.fee(event["prompt_tokens"], event["completion_tokens"]),
+                           inputs.terms, sources, adapters)
+    except NobodyToPay:
+        raise _NotPayable("nobody behind it to pay (the base model alone, no retrieval)") from None
+    except ValueError as exc:
+        raise _NotPayable(f"malformed: {exc}") from None
+
+
+def _adapters(event: dict, inputs: UsageInputs) -> list[AdapterBehind]:
+    ids, datanets, weights = event["adapter_ids"], event["datanet_ids"], event["adapter_weights"]
+    if not len(ids) == len(datanets) == len(weights):
+        raise _NotPayable("malformed: adapter ids, datanets and weights differ in length")
+    behind = []
+    for adapter_id, datanet_id, weight in zip(ids, datanets, weights, strict=True):
+        run = inputs.runs.get(adapter_id)
+        if run is None:
+            known = adapter_id in inputs.known_adapters
+            raise _NotPayable(f"training run of adapter {adapter_id} not paid yet" if known
+                              else f"unknown adapter {adapter_id}")
+        if run.datanet_id != datanet_id:
+            raise _NotPayable(f"malformed: adapter {adapter_id} is of datanet {run.datanet_id}, not {datanet_id}")
+        behind.append(AdapterBehind(adapter_id, datanet_id, weight, inputs.trainers.get(datanet_id),
+                                    run.contributors))
+    return behind
+
+
+def _sources(event: dict, inputs: UsageInputs) -> list[Source]:
+    retrieved = {s["contribution_id"]: s for s in event["retrieved_sources"]}
+    if not retrieved:
+        return []
+    weights = inputs.source_weights.get(event["event_id"])
+    if weights is None:
+        raise _NotPayable("RAG sources not attributed yet")
+    stray = sorted(set(weights) - set(retrieved))
+    if stray:
+        raise _NotPayable(f"malformed: attribution weights for contributions not retrieved: {stray}")
+    return [Source(cid, retrieved[cid]["datanet_id"], retrieved[cid]["contributor"], weight)
+            for cid, weight in sorted(weights.items())]
+
+
+# ---- loaders: the rule's inputs, off the log ------------------------------------------------------
+
+def paid_runs_by_adapter(committed_records: Mapping[int, list[dict]],
+                         closed: Mapping[int, dict]) -> dict[str, PaidRun]:
+    """adapter id -> the run a closed epoch paid for it, weighted as that epoch split its pool.
+
+    A run ``"<datanet>:<version>:<adapter>:<method>"`` of epoch n pays, per contribution of the datanet that
+    the epoch paid (outcome ``paid``), its positive influence times its contributor's reputation: the same
+    weight the training pool was divided by."""
+    runs: dict[str, PaidRun] = {}
+    for epoch_id in sorted(closed):
+        allocations = [r for r in committed_records.get(epoch_id, ())
+                       if r.get("outcome") == "paid" and r["influence"] > 0]
+        for run in closed[epoch_id]["influence_runs"]:
+            datanet, _version, adapter_id, _method = run.split(":", 3)
+            contributors = {r["contribution_id"]: (r["contributor"].lower(),
+                                                   Fraction(r["influence"]) * r["reputation_ppb"])
+                            for r in allocations if r["datanet_id"] == int(datanet)}
+            runs.setdefault(adapter_id, PaidRun(epoch_id, int(datanet), contributors))
+    return runs
+
+
+def load_usage(settings: Settings, deployment: Deployment, closed: Mapping[int, dict],
+               committed_records: Mapping[int, list[dict]]) -> UsageInputs:
+    """The usage inputs as the log and the adapter registry stand now."""
+    usage = log_views.read_view(settings.kafka_bootstrap, topics.USAGE).of(USAGE_EVENT)
+    first = {e["event_id"]: e for e in reversed(usage)}  # a re-sent event counts once
+    rag = any(e["retrieved_sources"] for e in first.values())
+    return UsageInputs(
+        events=tuple(first[i] for i in sorted(first)),
+        terms=usage_terms(settings, deployment),
+        source_weights=_source_weights(settings) if rag else {},
+        runs=paid_runs_by_adapter(committed_records, closed),
+        known_adapters=frozenset(p.parent.name for p in Path(settings.adapters_dir).glob("dn-*/*/lineage.json")),
+        trainers=datanet_owners(settings.kafka_bootstrap),
+    )
+
+
+def _source_weights(settings: Settings) -> dict[str, dict[int, float]]:
+    from pipelines.context_attribution.weights import source_weights  # the usage-attribution stage's output
+
+    return source_weights(settings)
+
+
+def datanet_owners(bootstrap: str) -> dict[int, str]:
+    """datanet id -> its owner, from the DatanetCreated facts a reorg did not retract."""
+    facts = log_views.read_view(bootstrap, topics.CHAIN_FACTS)
+    retracted = log_views.retracted_ids(facts)
+    return {f["datanet_id"]: f["owner"].lower() for f in facts.of(events.DATANET_CREATED)
+            if f["event_id"] not in retracted}
+
+
+def earnings_of(settings: Settings, usage_event_id: str) -> list[dict]:
+    """What one served call earned whom, in the closed epoch that paid it (empty while unpaid): one dict per
+    line with ``account``, ``role`` (source | training | trainer), ``contribution_id`` (None for the
+    trainer), ``amount`` (wei, int) and ``epoch_id``."""
+    lines = outbox.committed(settings.kafka_bootstrap, (schema.USAGE_ALLOCATED,))
+    return [{"account": r["account"], "role": r["role"], "contribution_id": r["contribution_id"],
+             "amount": int(r["amount"]), "epoch_id": epoch_id}
+            for epoch_id, records in sorted(lines.items()) for r in records
+            if r["usage_event_id"] == usage_event_id]
