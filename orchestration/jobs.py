@@ -44,7 +44,7 @@ usage_job = dg.define_asset_job(
 
 rewards_job = dg.define_asset_job(
     "close_reward_epoch",
-    selection=dg.AssetSelection.assets("reward_epochs", "onchain_payouts", "audit_tables"),
+    selection=dg.AssetSelection.assets("reward_epochs", "onchain_payouts", "usage_rewards", "audit_tables"),
     description="Split the epoch's pool by influence, publish the Merkle root once, rebuild the audit tables.",
     tags=REWARDS_TAG,
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import defaultdict
 
 import dagster as dg
@@ -23,7 +24,7 @@ from payable import kafka_log
 from pipelines.rewards import epochs, outbox
 from pipelines.rewards.epochs import NothingToPay, close_epoch
 from pipelines.rewards.inputs import INFLUENCE_TABLE, INFLUENCE_WITH_HARM, load_inputs
-from schemas import topics
+from schemas import events, topics
 from schemas.verdicts import CONTRIBUTION_VERDICT
 from tests.chain_helpers import fixed_params
 from tests.test_rewards_emitter import logs, run_cli
@@ -37,15 +38,26 @@ RETRAINED = [(1, A, 1, 2, 1.0), (2, B, 1, 2, 1.0), (6, E, 1, 2, 2.0)]  # datanet
 NAN_RUN = "3:1:a:tracin"
 
 
+def send_all(settings, event_type: events.EventType, records: list[dict], key, deadline_s: float = 60.0) -> None:
+    """Writes ``records`` and waits until the broker acknowledged every one, sending again what it refused
+    (a topic just created may answer NotLeaderForPartition for a moment; the records are idempotent)."""
+    kafka_log.ensure_topics(settings.kafka_bootstrap)
+    deadline = time.monotonic() + deadline_s
+    while records:
+        producer = kafka_log.make_producer(settings.kafka_bootstrap)
+        futures = kafka_log.produce(producer, event_type, records, key=key)
+        producer.flush()
+        producer.close()
+        records = [r for r, f in zip(records, futures, strict=True) if not f.succeeded()]
+        if records and time.monotonic() > deadline:
+            raise TimeoutError(f"{len(records)} {event_type.name} records not acknowledged in {deadline_s:g} s")
+
+
 def write_inputs(settings, rows) -> None:
     """The verdicts on the log (once per contribution) and the influence table, as the stages leave them."""
-    kafka_log.ensure_topics(settings.kafka_bootstrap)
-    producer = kafka_log.make_producer(settings.kafka_bootstrap)
-    kafka_log.produce(producer, CONTRIBUTION_VERDICT,
-                      [{**verdict(cid, who, "accepted"), "datanet_id": d} for cid, who, d, _, _ in rows],
-                      key=lambda r: topics.datanet_key(r["datanet_id"]))
-    producer.flush()
-    producer.close()
+    send_all(settings, CONTRIBUTION_VERDICT,
+             [{**verdict(cid, who, "accepted"), "datanet_id": d} for cid, who, d, _, _ in rows],
+             key=lambda r: topics.datanet_key(r["datanet_id"]))
     import lance  # here, not at collection: lance's threads make later forks unsafe
 
     table = pa.Table.from_pylist([
@@ -111,8 +123,9 @@ def test_cli_killed_after_publish_and_after_push_then_rerun_pays_each_run_once(s
     assert lines(idle)[-1] == {"nothing_due": "nothing is due: no influence run or usage event is left to pay"}
     for epoch in ("7", "0", "2"):
         refused = run_cli(stack, "reward", "--epoch", epoch)
-        assert refused.returncode == 1 and refused.stderr.strip() == (
-            f"error: epoch {epoch} is not due: nothing is due: no influence run or usage event is left to pay"), refused.stderr
+        assert refused.returncode == 1 and refused.stderr.strip() == (f"error: epoch {epoch} is not due: nothing is "
+                                                                      "due: no influence run or usage event is left "
+                                                                      "to pay"), refused.stderr
     assert chain.w3.eth.block_number == block, "nothing due: no transaction"
     assert sorted(paid_runs(stack)) == [1, 2]
 

@@ -81,12 +81,13 @@ def usage_event(event_id: str, *, adapters=(("ad-1", 1, 1.0),), sources=(), prom
 def test_payable_usage_excludes_with_a_reason_and_pays_the_rest():
     run = PaidRun(1, 1, {10: (A, Fraction(1))})
     inputs = UsageInputs(
-        events=(usage_event("use-ok"), usage_event("use-paid"), usage_event("use-unknown", adapters=(("ad-x", 1, 1.0),)),
+        events=(usage_event("use-ok"), usage_event("use-paid"),
+                usage_event("use-unknown", adapters=(("ad-x", 1, 1.0),)),
                 usage_event("use-untrained", adapters=(("ad-2", 1, 1.0),)),
                 usage_event("use-rag", sources=((20, C),)), usage_event("use-rag-ok", sources=((20, C),)),
                 usage_event("use-stray", sources=((20, C),)), usage_event("use-base", adapters=()),
                 {**usage_event("use-bad"), "datanet_ids": []}),
-        terms=TERMS, source_weights={"use-rag-ok": {20: 1.0}, "use-stray": {99: 1.0}}, runs={"ad-1": run},
+        terms=TERMS, source_weights={"use-rag-ok": {20: 1.0}, "use-stray": {99: 1.0}}, runs={(1, "ad-1"): run},
         known_adapters=frozenset({"ad-1", "ad-2"}), trainers={1: T})
     priced, excluded = payable_usage(inputs, {"use-paid": 3})
     assert [p.usage_event_id for p in priced] == ["use-ok", "use-rag-ok"]

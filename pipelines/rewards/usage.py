@@ -68,7 +68,7 @@ class UsageInputs:
     events: tuple[dict, ...]                                    # UsageEvent records, one per id
     terms: UsageTerms
     source_weights: Mapping[str, Mapping[int, float]] = field(default_factory=dict)  # event -> contribution -> w
-    runs: Mapping[str, PaidRun] = field(default_factory=dict)   # adapter id -> its paid training run
+    runs: Mapping[tuple[int, str], PaidRun] = field(default_factory=dict)  # (datanet, adapter) -> its paid run
     known_adapters: frozenset[str] = frozenset()                # adapters in the registry
     trainers: Mapping[int, str] = field(default_factory=dict)   # datanet id -> the trainer paid for its adapters
 
@@ -125,13 +125,11 @@ def _adapters(event: dict, inputs: UsageInputs) -> list[AdapterBehind]:
         raise _NotPayable("malformed: adapter ids, datanets and weights differ in length")
     behind = []
     for adapter_id, datanet_id, weight in zip(ids, datanets, weights, strict=True):
-        run = inputs.runs.get(adapter_id)
+        run = inputs.runs.get((datanet_id, adapter_id))
         if run is None:
             known = adapter_id in inputs.known_adapters
             raise _NotPayable(f"training run of adapter {adapter_id} not paid yet" if known
                               else f"unknown adapter {adapter_id}")
-        if run.datanet_id != datanet_id:
-            raise _NotPayable(f"malformed: adapter {adapter_id} is of datanet {run.datanet_id}, not {datanet_id}")
         behind.append(AdapterBehind(adapter_id, datanet_id, weight, inputs.trainers.get(datanet_id),
                                     run.contributors))
     return behind
@@ -154,13 +152,13 @@ def _sources(event: dict, inputs: UsageInputs) -> list[Source]:
 # ---- loaders: the rule's inputs, off the log ------------------------------------------------------
 
 def paid_runs_by_adapter(committed_records: Mapping[int, list[dict]],
-                         closed: Mapping[int, dict]) -> dict[str, PaidRun]:
-    """adapter id -> the run a closed epoch paid for it, weighted as that epoch split its pool.
+                         closed: Mapping[int, dict]) -> dict[tuple[int, str], PaidRun]:
+    """(datanet id, adapter id) -> the run a closed epoch paid for it, weighted as that epoch split its pool.
 
     A run ``"<datanet>:<version>:<adapter>:<method>"`` of epoch n pays, per contribution of the datanet that
     the epoch paid (outcome ``paid``), its positive influence times its contributor's reputation: the same
     weight the training pool was divided by."""
-    runs: dict[str, PaidRun] = {}
+    runs: dict[tuple[int, str], PaidRun] = {}
     for epoch_id in sorted(closed):
         allocations = [r for r in committed_records.get(epoch_id, ())
                        if r.get("outcome") == "paid" and r["influence"] > 0]
@@ -169,7 +167,7 @@ def paid_runs_by_adapter(committed_records: Mapping[int, list[dict]],
             contributors = {r["contribution_id"]: (r["contributor"].lower(),
                                                    Fraction(r["influence"]) * r["reputation_ppb"])
                             for r in allocations if r["datanet_id"] == int(datanet)}
-            runs.setdefault(adapter_id, PaidRun(epoch_id, int(datanet), contributors))
+            runs.setdefault((int(datanet), adapter_id), PaidRun(epoch_id, int(datanet), contributors))
     return runs
 
 
@@ -212,3 +210,48 @@ def earnings_of(settings: Settings, usage_event_id: str) -> list[dict]:
              "amount": int(r["amount"]), "epoch_id": epoch_id}
             for epoch_id, records in sorted(lines.items()) for r in records
             if r["usage_event_id"] == usage_event_id]
+
+
+@dataclass(frozen=True)
+class UsageLedger:
+    """What the closed epochs paid for usage, off the log: the two money checks an operator watches."""
+
+    closed: Mapping[int, dict]
+    lines: Mapping[int, list[dict]]  # closed epoch -> its committed UsageAllocated records
+
+    def paid_more_than_once(self) -> dict[str, list[int]]:
+        """usage event id -> the epochs that paid it, for every event more than one epoch paid (should be empty)."""
+        epochs_of: dict[str, set[int]] = {}
+        for epoch_id, records in self.lines.items():
+            for r in records:
+                epochs_of.setdefault(r["usage_event_id"], set()).add(epoch_id)
+        return {u: sorted(e) for u, e in sorted(epochs_of.items()) if len(e) > 1}
+
+    def unbalanced(self) -> list[str]:
+        """Epochs whose usage lines are not their fees plus the usage carry in minus the carry out, or whose carry
+        in is not the previous epoch's carry out (should be empty)."""
+        problems = []
+        for epoch_id, closed in sorted(self.closed.items()):
+            paid = sum(int(r["amount"]) for r in self.lines.get(epoch_id, ()))
+            fees, carry_in, carry_out = (int(closed[k]) for k in ("usage_fees", "usage_carry_in", "usage_carry_out"))
+            if paid != fees + carry_in - carry_out or carry_out < 0:
+                problems.append(f"epoch {epoch_id}: lines {paid} != fees {fees} + carry in {carry_in} "
+                                f"- carry out {carry_out}")
+            previous = self.closed.get(epoch_id - 1)
+            if previous is not None and int(previous["usage_carry_out"]) != carry_in:
+                problems.append(f"epoch {epoch_id}: carry in {carry_in} != epoch {epoch_id - 1}'s carry out "
+                                f"{previous['usage_carry_out']}")
+        return problems
+
+    def earnings(self) -> dict[str, int]:
+        """account -> everything it earned from usage so far."""
+        totals: dict[str, int] = {}
+        for records in self.lines.values():
+            for r in records:
+                totals[r["account"]] = totals.get(r["account"], 0) + int(r["amount"])
+        return totals
+
+
+def usage_ledger(settings: Settings) -> UsageLedger:
+    return UsageLedger(outbox.closed_epochs(settings.kafka_bootstrap),
+                       outbox.committed(settings.kafka_bootstrap, (schema.USAGE_ALLOCATED,)))

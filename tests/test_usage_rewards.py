@@ -1,0 +1,188 @@
+"""Invariant 8 through every entry point: a served call is paid in at most one epoch, on-chain exactly once.
+
+Real anvil + broker. The inputs are real log events as the stages leave them: verdicts and a Lance influence
+table (training half), usage events as ``payable serve`` writes them, ContextAttributed weights as the
+context-attribution stage writes them, a DatanetCreated fact naming the datanet's owner (the trainer paid).
+Epoch 1 pays datanet 1's and 2's training runs (on adapter ``a``); the calls to adapter ``a`` wait for it and are
+paid by epoch 2; a call to an adapter nobody knows stays unpaid with its reason, and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import dagster as dg
+import pytest
+
+import contracts
+from assets import rewards as reward_assets
+from orchestration.resources import resources_for
+from pipelines.rewards import epochs, outbox
+from pipelines.rewards.cycle import close_due_epoch
+from pipelines.rewards.epochs import NothingToPay, close_epoch
+from pipelines.rewards.inputs import load_inputs
+from pipelines.rewards.usage import earnings_of, load_usage, usage_root
+from pipelines.rewards.usage_terms import usage_terms
+from schemas import events
+from schemas import rewards as schema
+from schemas.context_attribution import CONTEXT_ATTRIBUTED
+from schemas.usage import USAGE_EVENT
+from serving.usage import usage_event
+from tests.test_rewards_emitter import run_cli
+from tests.test_rewards_exactly_once import (
+    EPOCH_1,
+    POOL,
+    A,
+    B,
+    C,
+    assert_each_epoch_on_chain_once,
+    lines,
+    send_all,
+    write_inputs,
+)
+from tests.test_rewards_inputs import fact
+
+OWNER = "0x" + "0f" * 20
+ASSETS = [reward_assets.reward_epochs, reward_assets.onchain_payouts, reward_assets.usage_rewards,
+          reward_assets.payout_total_equals_pool_minus_carry, reward_assets.every_usage_event_paid_at_most_once,
+          reward_assets.usage_payouts_equal_fees_minus_carry]
+RAG_SOURCE = {"datanet_id": 1, "contribution_id": 2, "contributor": B, "chunk_id": "2:0", "dataset_version": 1,
+              "score": 0.8}
+OTHER_SOURCE = {"datanet_id": 2, "contribution_id": 3, "contributor": C, "chunk_id": "3:0", "dataset_version": 1,
+                "score": 0.4}
+
+
+def call(request_id: str, *, adapter: str = "a", datanet: int = 1, sources=()) -> dict:
+    return usage_event(request_id=request_id, model=adapter, adapters=[(adapter, datanet, 1, 1.0)],
+                       base_model_hash="0x" + "ba" * 32, prompt_tokens=30, completion_tokens=12, latency_s=0.1,
+                       caller=None, finish_reason="stop", retrieved_sources=list(sources))
+
+
+def produce(settings, event_type: events.EventType, records: list[dict], key: str = "event_id") -> None:
+    send_all(settings, event_type, records, key=lambda r: str(r[key]).encode())
+
+
+def write_usage(settings) -> dict[str, dict]:
+    """Three served calls on adapter ``a`` (one RAG answer, attributed), one sent twice, one to an unknown adapter;
+    the datanet's owner on the chain-facts log."""
+    served = {"plain": call("req-plain"), "rag": call("req-rag", sources=[RAG_SOURCE, OTHER_SOURCE]),
+              "unknown": call("req-unknown", adapter="ad-nobody-knows")}
+    produce(settings, USAGE_EVENT, [served["plain"], served["rag"], served["plain"], served["unknown"]])
+    produce(settings, CONTEXT_ATTRIBUTED, [{
+        "event_id": "ca-1", "usage_event_id": served["rag"]["event_id"], "method": "factorial", "forward_passes": 8,
+        "sources": [{"contribution_id": 2, "chunk_id": "2:0", "weight": 0.75},
+                    {"contribution_id": 3, "chunk_id": "3:0", "weight": 0.25}]}], key="usage_event_id")
+    produce(settings, events.DATANET_CREATED, [fact(
+        "DatanetCreated", 1001, datanet_id=1, owner=OWNER, metadata_uri="ipfs://x", min_stake="0",
+        max_contribution_size=1000, permissioned=False, validators=[])], key="datanet_id")
+    (settings.adapters_dir / "dn-1" / "a").mkdir(parents=True)
+    (settings.adapters_dir / "dn-1" / "a" / "lineage.json").write_text("{}")  # adapter a is in the registry
+    return served
+
+
+def usage_paid(settings) -> dict[str, set[int]]:
+    """usage event id -> the epochs whose committed lines pay it."""
+    paid: dict[str, set[int]] = {}
+    for epoch_id, records in outbox.committed(settings.kafka_bootstrap, (schema.USAGE_ALLOCATED,)).items():
+        for r in records:
+            paid.setdefault(r["usage_event_id"], set()).add(epoch_id)
+    return paid
+
+
+def assert_paid_once(settings, served: dict[str, dict], epoch_id: int) -> None:
+    paid = usage_paid(settings)
+    assert paid == {served["plain"]["event_id"]: {epoch_id}, served["rag"]["event_id"]: {epoch_id}}
+    closed = outbox.closed_epochs(settings.kafka_bootstrap)[epoch_id]
+    assert closed["usage_events"] == 2 and closed["usage_root"] == usage_root(sorted(paid))
+    fee = usage_terms(settings, None).fee(30, 12)
+    assert int(closed["usage_fees"]) == 2 * fee
+    assert int(closed["usage_fees"]) + int(closed["usage_carry_in"]) - int(closed["usage_carry_out"]) == sum(
+        e["amount"] for u in paid for e in earnings_of(settings, u))
+    rag = {(e["account"], e["role"], e["contribution_id"]): e["amount"]
+           for e in earnings_of(settings, served["rag"]["event_id"])}
+    assert rag[(B, "source", 2)] == 3 * rag[(C, "source", 3)], "sources split by attribution weight (0.75 / 0.25)"
+    assert rag[(OWNER, "trainer", None)] == fee // 10 and {r for _, r, _ in rag} == {"source", "training", "trainer"}
+    assert not earnings_of(settings, served["unknown"]["event_id"]), "the unknown adapter's call is not paid"
+
+
+def test_cli_killed_after_publish_and_after_push_then_rerun_pays_each_call_once(stack, chain, deployment):
+    write_inputs(stack, EPOCH_1)
+    served = write_usage(stack)
+    killed = run_cli(stack, "reward", "--pool", str(POOL), crash_at="publish:after_receipt")
+    assert killed.returncode == -9, killed.stderr
+    assert {"excluded_usage": served["plain"]["event_id"],
+            "reason": "training run of adapter a not paid yet"} in lines(killed)
+    rerun = run_cli(stack, "reward", "--pool", str(POOL))
+    assert rerun.returncode == 0, rerun.stderr
+    assert not usage_paid(stack), "epoch 1 pays the training runs; the calls wait for them"
+
+    killed = run_cli(stack, "reward", "--pool", str(POOL), crash_at="push:after_receipt")
+    assert killed.returncode == -9, killed.stderr
+    (usage,) = [line["usage"] for line in lines(killed) if "usage" in line]
+    assert usage["epoch"] == 2 and usage["events"] == 2
+    rerun = run_cli(stack, "reward", "--pool", str(POOL))
+    assert rerun.returncode == 0, rerun.stderr
+    assert_paid_once(stack, served, 2)
+    assert epochs.load_epoch(stack, 2).pool == 0, "a usage-only epoch allots no training pool"
+    assert_each_epoch_on_chain_once(stack, chain, deployment, [1, 2])
+
+    block = chain.w3.eth.block_number
+    idle = run_cli(stack, "reward", "--pool", str(POOL))
+    assert idle.returncode == 0, idle.stderr
+    assert {"excluded_usage": served["unknown"]["event_id"], "reason": "unknown adapter ad-nobody-knows"} in lines(idle)
+    assert {"excluded_usage": served["plain"]["event_id"], "reason": "paid in epoch 2"} in lines(idle)
+    assert lines(idle)[-1] == {"nothing_due": "nothing is due: no influence run or usage event is left to pay"}
+    assert chain.w3.eth.block_number == block, "nothing due: no transaction"
+
+
+def test_close_epoch_called_directly_pays_no_call_twice(stack, deployment):
+    write_inputs(stack, EPOCH_1)
+    served = write_usage(stack)
+    close_due_epoch(stack, deployment, pool=POOL)  # epoch 1: the training runs
+
+    def usage():
+        closed = outbox.closed_epochs(stack.kafka_bootstrap)
+        committed = outbox.committed(stack.kafka_bootstrap, (schema.CONTRIBUTION_ALLOCATED, schema.USAGE_ALLOCATED))
+        return load_usage(stack, deployment, closed, committed)
+
+    second = close_epoch(stack, 2, load_inputs(stack), pool=POOL, usage=usage())
+    assert second.usage_events == 2 and second.usage_paid == second.usage_fees - second.usage_carry_out
+    assert close_epoch(stack, 2, load_inputs(stack), pool=POOL, usage=usage()).already_closed
+    with pytest.raises(NothingToPay, match="paid in epoch 2"):
+        close_epoch(stack, 3, load_inputs(stack), pool=POOL, usage=usage())
+    assert_paid_once(stack, served, 2)
+
+    epoch = epochs.load_epoch(stack, 2)
+    shutil.rmtree(epochs.epoch_dir(stack, 2))
+    replayed = epochs.replay_epoch(stack, 2)
+    assert (replayed.root, replayed.usage_fees, replayed.usage_carry_out) == (
+        epoch.root, epoch.usage_fees, epoch.usage_carry_out), "the log rebuilds the usage epoch"
+    assert replayed.balanced
+
+
+def test_dagster_assets_pay_each_call_once(stack, chain, deployment):
+    write_inputs(stack, EPOCH_1)
+    served = write_usage(stack)
+
+    def materialize() -> dict[str, dict]:
+        result = dg.materialize(ASSETS, resources=resources_for(stack))
+        assert result.success
+        checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+        assert len(checks) == 3 and all(checks.values()), checks
+        return {e.asset_key.to_user_string(): e.materialization.metadata
+                for e in result.get_asset_materialization_events()}
+
+    materialize()  # epoch 1: the training runs
+    second = materialize()
+    assert second["reward_epochs"]["epoch_id"].value == 2 and second["usage_rewards"]["usage_events_paid"].value == 2
+    assert "ad-nobody-knows" in second["usage_rewards"]["excluded_usage"].value
+    block = chain.w3.eth.block_number
+    third = materialize()
+    assert not third["reward_epochs"]["closed_now"].value and chain.w3.eth.block_number == block
+    assert_paid_once(stack, served, 2)
+    assert_each_epoch_on_chain_once(stack, chain, deployment, [1, 2])
+    token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
+    assert token.functions.balanceOf(chain.w3.to_checksum_address(OWNER)).call() == sum(
+        e["amount"] for u in (served["plain"], served["rag"]) for e in earnings_of(stack, u["event_id"])
+        if e["account"] == OWNER), "the trainer holds exactly its usage earnings"
+    assert A in epochs.load_epoch(stack, 2).accounts
