@@ -86,3 +86,24 @@ def test_fixed_point_scores_are_exact_and_round_half_to_even():
     assert fixed_point(0.1) == 100000000000000006  # the float's exact value, not the decimal literal
     with pytest.raises(ValueError, match="non-finite"):
         fixed_point(float("nan"))
+
+
+def test_a_usage_batch_is_anchored_once_per_published_epoch_by_the_rewards_operator_only(chain, attribution, token,
+                                                                                        distributor):
+    from pipelines.rewards.usage import usage_root
+
+    root = bytes.fromhex(usage_root(["use-1", "use-2"])[2:])
+    with pytest.raises(ChainError, match="EpochNotPublished"):
+        chain.transact(OPERATOR, attribution.functions.anchorUsage(1, root, 2), label="unpublished")
+    tree = merkle.build_tree([OPERATOR.address], [10])
+    chain.transact(DEPLOYER, token.functions.transfer(distributor.address, 10), label="fund")
+    chain.transact(OPERATOR, distributor.functions.publishEpoch(1, tree.root, 10), label="publish")
+    with pytest.raises(ChainError, match="NotRewardsOperator"):
+        chain.transact(TRAINER, attribution.functions.anchorUsage(1, root, 2), label="trainer")
+    with pytest.raises(ChainError, match="EmptyRoot"):
+        chain.transact(OPERATOR, attribution.functions.anchorUsage(1, bytes(32), 0), label="empty")
+    receipt = chain.transact(OPERATOR, attribution.functions.anchorUsage(1, root, 2), label="anchor")
+    assert (attribution.functions.usageRoot(1).call(), attribution.functions.usageCount(1).call()) == (root, 2)
+    assert receipt["gasUsed"] <= GAS_GOAL
+    with pytest.raises(ChainError, match="UsageAlreadyAnchored"):
+        chain.transact(OPERATOR, attribution.functions.anchorUsage(1, root, 2), label="again")

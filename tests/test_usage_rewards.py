@@ -28,7 +28,7 @@ from schemas import rewards as schema
 from schemas.context_attribution import CONTEXT_ATTRIBUTED
 from schemas.usage import USAGE_EVENT
 from serving.usage import usage_event
-from tests.test_rewards_emitter import run_cli
+from tests.test_rewards_emitter import logs, run_cli
 from tests.test_rewards_exactly_once import (
     EPOCH_1,
     POOL,
@@ -105,6 +105,14 @@ def assert_paid_once(settings, served: dict[str, dict], epoch_id: int) -> None:
     assert not earnings_of(settings, served["unknown"]["event_id"]), "the unknown adapter's call is not paid"
 
 
+def assert_usage_anchored_once(settings, chain, deployment, epoch_id: int) -> None:
+    attribution = chain.contract(contracts.ATTRIBUTION_REGISTRY, deployment.attribution)
+    closed = outbox.closed_epochs(settings.kafka_bootstrap)[epoch_id]
+    anchored = logs(chain, attribution, "UsageAnchored")
+    assert [(e["args"]["epochId"], "0x" + e["args"]["usageRoot"].hex(), e["args"]["count"]) for e in anchored] == [
+        (epoch_id, closed["usage_root"], closed["usage_events"])], "the usage batch is anchored once"
+
+
 def test_cli_killed_after_publish_and_after_push_then_rerun_pays_each_call_once(stack, chain, deployment):
     write_inputs(stack, EPOCH_1)
     served = write_usage(stack)
@@ -116,13 +124,16 @@ def test_cli_killed_after_publish_and_after_push_then_rerun_pays_each_call_once(
     assert rerun.returncode == 0, rerun.stderr
     assert not usage_paid(stack), "epoch 1 pays the training runs; the calls wait for them"
 
-    killed = run_cli(stack, "reward", "--pool", str(POOL), crash_at="push:after_receipt")
+    killed = run_cli(stack, "reward", "--pool", str(POOL), crash_at="anchor:after_intent")
     assert killed.returncode == -9, killed.stderr
     (usage,) = [line["usage"] for line in lines(killed) if "usage" in line]
     assert usage["epoch"] == 2 and usage["events"] == 2
+    killed = run_cli(stack, "reward", "--pool", str(POOL), crash_at="push:after_receipt")
+    assert killed.returncode == -9, killed.stderr
     rerun = run_cli(stack, "reward", "--pool", str(POOL))
     assert rerun.returncode == 0, rerun.stderr
     assert_paid_once(stack, served, 2)
+    assert_usage_anchored_once(stack, chain, deployment, 2)
     assert epochs.load_epoch(stack, 2).pool == 0, "a usage-only epoch allots no training pool"
     assert_each_epoch_on_chain_once(stack, chain, deployment, [1, 2])
 
@@ -181,6 +192,7 @@ def test_dagster_assets_pay_each_call_once(stack, chain, deployment):
     assert not third["reward_epochs"]["closed_now"].value and chain.w3.eth.block_number == block
     assert_paid_once(stack, served, 2)
     assert_each_epoch_on_chain_once(stack, chain, deployment, [1, 2])
+    assert_usage_anchored_once(stack, chain, deployment, 2)
     token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
     assert token.functions.balanceOf(chain.w3.to_checksum_address(OWNER)).call() == sum(
         e["amount"] for u in (served["plain"], served["rag"]) for e in earnings_of(stack, u["event_id"])

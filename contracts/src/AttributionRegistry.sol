@@ -20,7 +20,9 @@ interface IEpochRoots {
 /// the contract keeps keccak256(abi.encode(fields)), against which anyone checks a record read off the log.
 /// Each id is published once; only the attribution operator publishes; its role is administered by the admin
 /// (the governance timelock in a deployment). An epoch published on the distributor is linked here, once, by
-/// the distributor's rewards operator, to the committed influence runs its payouts were split from.
+/// the distributor's rewards operator, to the committed influence runs its payouts were split from, and its
+/// usage batch is anchored, once: the root over the ids of the usage events (served calls) it paid, so anyone
+/// holding a usage event id can prove the call was logged and paid in that epoch.
 contract AttributionRegistry is AccessControl {
     bytes32 public constant ATTRIBUTION_OPERATOR_ROLE = keccak256("ATTRIBUTION_OPERATOR_ROLE");
     /// @notice Scores and quality figures are integers: value * SCORE_SCALE, rounded half to even.
@@ -36,6 +38,10 @@ contract AttributionRegistry is AccessControl {
     mapping(bytes32 => bytes32) public influenceRecord;
     /// @notice epoch id -> keccak256(abi.encodePacked(runIds)), the ids ascending; zero: not linked.
     mapping(uint256 => bytes32) public epochRuns;
+    /// @notice epoch id -> keccak256 over the sorted keccak256 of the usage event ids it paid; zero: none anchored.
+    mapping(uint256 => bytes32) public usageRoot;
+    /// @notice epoch id -> how many usage events that root covers.
+    mapping(uint256 => uint256) public usageCount;
 
     event ModelCommitted(
         bytes32 indexed adapterId,
@@ -52,9 +58,11 @@ contract AttributionRegistry is AccessControl {
     );
 
     event EpochRunsLinked(uint256 indexed epochId, bytes32 payoutRoot, bytes32 runsRoot, bytes32[] runIds);
+    event UsageAnchored(uint256 indexed epochId, bytes32 payoutRoot, bytes32 usageRoot, uint256 count);
 
     error AlreadyCommitted(bytes32 id);
     error EpochAlreadyLinked(uint256 epochId);
+    error UsageAlreadyAnchored(uint256 epochId);
     error EpochNotPublished(uint256 epochId);
     error NotRewardsOperator(address account);
     error RunsNotAscending();
@@ -118,5 +126,20 @@ contract AttributionRegistry is AccessControl {
         bytes32 runsRoot = keccak256(abi.encodePacked(runIds));
         epochRuns[epochId] = runsRoot;
         emit EpochRunsLinked(epochId, payoutRoot, runsRoot, runIds);
+    }
+
+    /// @notice Anchors published epoch `epochId`'s usage batch (`root` over `count` usage event ids); only the
+    /// distributor's rewards operator, once per epoch.
+    function anchorUsage(uint256 epochId, bytes32 root, uint256 count) external {
+        if (!IAccessControl(distributor).hasRole(REWARDS_OPERATOR_ROLE, msg.sender)) {
+            revert NotRewardsOperator(msg.sender);
+        }
+        bytes32 payoutRoot = IEpochRoots(distributor).epochRoot(epochId);
+        if (payoutRoot == bytes32(0)) revert EpochNotPublished(epochId);
+        if (usageRoot[epochId] != bytes32(0)) revert UsageAlreadyAnchored(epochId);
+        if (root == bytes32(0) || count == 0) revert EmptyRoot();
+        usageRoot[epochId] = root;
+        usageCount[epochId] = count;
+        emit UsageAnchored(epochId, payoutRoot, root, count);
     }
 }

@@ -1,4 +1,5 @@
-"""Rows of the reward tables: epochs, account payouts, per-contribution payouts, slash requests, tx states.
+"""Rows of the reward tables: epochs, account payouts, per-contribution payouts, usage payouts, slash requests,
+tx states.
 
 Everything comes from the rewards outbox and the chain facts: the per-contribution allocation
 (influence, reputation, outcome) is the epoch's ContributionAllocated events, written with the epoch, so
@@ -6,6 +7,9 @@ deleting every projection and replaying the log gives the same rows whatever the
 (its slashes) or later epochs changed since (``allocation_source`` is ``log``; ``unavailable`` for an
 epoch closed before allocations went on the log, and reconciliation then reports it). The only other
 input is the influence table, to name the dataset version and adapter whose scores gave each allocation.
+
+An account's leaf holds its training payout plus its usage earnings (the epoch's UsageAllocated lines, one
+``usage_payouts`` row each); only the training part is apportioned over its contributions in ``payouts``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class EpochRows:
     payouts: list[dict]
     slash_requests: list[dict]
     reward_tx_states: list[dict]
+    usage_payouts: list[dict]
 
 
 def epoch_rows(outbox: LogView, facts: LogView, influence: pa.Table | None,
@@ -41,7 +46,7 @@ def epoch_rows(outbox: LogView, facts: LogView, influence: pa.Table | None,
     claims = {(f["epoch_id"], f["account"].lower()): f for f in facts.of(events.REWARD_CLAIMED)
               if f["event_id"] not in retracted}
     markers = {r["epoch_id"]: (p, o, r) for p, o, r in outbox.positioned(schema.REWARD_EPOCH_CLOSED)}
-    out = EpochRows([], [], [], [], _tx_state_rows(outbox))
+    out = EpochRows([], [], [], [], _tx_state_rows(outbox), [])
     for epoch_id in sorted(markers):
         partition, offset, closed = markers[epoch_id]
 
@@ -55,14 +60,27 @@ def epoch_rows(outbox: LogView, facts: LogView, influence: pa.Table | None,
         requested = window(schema.SLASH_REQUESTED)
         allocations = [{name: r[name] for name in schema.ALLOCATION.names}
                        for r in window(schema.CONTRIBUTION_ALLOCATED)]
-        source = "log" if allocations else "unavailable"
-        out.reward_epochs.append(_epoch_row(closed, published.get(epoch_id), source))
+        usage = [{**{n: r[n] for n in ("epoch_id", *schema.USAGE_PAYOUT.names)}, "allocated_event_id": r["event_id"],
+                  "claim_tx_hash": claims.get((epoch_id, r["account"]), {}).get("tx_hash")}
+                 for r in window(schema.USAGE_ALLOCATED)]
+        source = "log" if allocations or usage else "unavailable"
+        out.reward_epochs.append(_epoch_row({**schema.USAGE_BATCH_V1, **closed}, published.get(epoch_id), source))
         out.account_payouts += accounts
-        out.payouts += _payout_rows(epoch_id, allocations, accounts, influence, closed, contribution_events)
+        out.usage_payouts += usage
+        out.payouts += _payout_rows(epoch_id, allocations, training_leaves(accounts, usage), influence, closed,
+                                    contribution_events)
         out.slash_requests += [{**SlashRequest.from_record(r).record(), "epoch_id": epoch_id,
                                 "contributor": r["contributor"].lower(), "requested_event_id": r["event_id"]}
                                for r in requested]
     return out
+
+
+def training_leaves(accounts: list[dict], usage: list[dict]) -> list[dict]:
+    """The account rows with each amount less the account's usage earnings in the epoch: the training part."""
+    earned: dict[str, int] = defaultdict(int)
+    for line in usage:
+        earned[line["account"]] += int(line["amount"])
+    return [{**a, "amount": str(int(a["amount"]) - earned[a["account"]])} for a in accounts]
 
 
 def _account_row(epoch_id: int, account: str, allocated: dict, claim: dict | None) -> dict:
@@ -84,7 +102,8 @@ def _epoch_row(closed: dict, published: dict | None, source: str) -> dict:
             "publish_event_id": published and published["event_id"],
             "publish_tx_hash": published and published["tx_hash"],
             "published_root": published and published["merkle_root"],
-            "published_total": published and published["total"]}
+            "published_total": published and published["total"],
+            **{name: closed[name] for name in schema.USAGE_BATCH_V1}}
 
 
 def _tx_state_rows(outbox: LogView) -> list[dict]:

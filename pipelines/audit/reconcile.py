@@ -125,6 +125,7 @@ def _distributor(con, on_chain: ChainRewards, deployment: Deployment) -> list[Di
 def _epochs(con, chain: Chain, deployment: Deployment, on_chain: ChainRewards) -> list[Difference]:
     epochs = {r["epoch_id"]: r for r in _rows(con, "SELECT * FROM reward_epochs ORDER BY epoch_id")}
     sums = dict(con.execute("SELECT epoch_id, sum(amount) FROM account_payouts GROUP BY epoch_id").fetchall())
+    usage = dict(con.execute("SELECT epoch_id, sum(amount) FROM usage_payouts GROUP BY epoch_id").fetchall())
     roots = epoch_roots(chain, deployment, sorted(epochs), on_chain.block)
     out = []
     for epoch_id, e in epochs.items():
@@ -132,6 +133,10 @@ def _epochs(con, chain: Chain, deployment: Deployment, on_chain: ChainRewards) -
         if int(sums.get(epoch_id, 0)) != int(e["total"]):
             out.append(Difference("total = sum of account payouts", "reward_epochs", key, int(e["total"]),
                                   int(sums.get(epoch_id, 0))))
+        collected = int(e["usage_fees"]) + int(e["usage_carry_in"]) - int(e["usage_carry_out"])
+        if int(usage.get(epoch_id, 0)) != collected:
+            out.append(Difference("usage payouts = fees + usage carry in - usage carry out", "usage_payouts", key,
+                                  collected, int(usage.get(epoch_id, 0))))
         if e["allocation_source"] == "unavailable":
             out.append(Difference("per-contribution allocation known", "reward_epochs", key,
                                   "epoch_files or recomputed", "unavailable"))
@@ -201,8 +206,12 @@ def _claims(con, chain: Chain, deployment: Deployment, on_chain: ChainRewards) -
 
 
 def _payouts(con) -> list[Difference]:
-    """Each contribution's payout amount is its exact share of its account's leaf (recomputed here)."""
-    leaves = {(r["epoch_id"], r["account"]): int(r["amount"]) for r in _rows(con, "SELECT * FROM account_payouts")}
+    """Each contribution's payout amount is its exact share of the training part of its account's leaf (the leaf
+    less the account's usage earnings in the epoch), recomputed here."""
+    leaves = {(r["epoch_id"], r["account"]): int(r["amount"]) for r in _rows(con, """
+        SELECT a.epoch_id, a.account, a.amount - coalesce(sum(u.amount), 0) AS amount FROM account_payouts a
+        LEFT JOIN usage_payouts u ON u.epoch_id = a.epoch_id AND u.account = a.account
+        GROUP BY a.epoch_id, a.account, a.amount""")}
     rows = _rows(con, "SELECT * FROM payouts ORDER BY epoch_id, contribution_id")
     groups: dict[tuple[int, str], list[dict]] = defaultdict(list)
     for r in rows:
@@ -215,7 +224,7 @@ def _payouts(con) -> list[Difference]:
                            f"epoch_id={epoch_id}, contribution_id={r['contribution_id']}, account={account}",
                            expected[r["contribution_id"]], int(r["amount"]))
                 for r in group if int(r["amount"]) != expected[r["contribution_id"]]]
-    for epoch_id, account in sorted(set(leaves) - set(groups)):
+    for epoch_id, account in sorted(k for k in set(leaves) - set(groups) if leaves[k]):
         out.append(Difference("account payout has contributions behind it", "payouts",
                               f"epoch_id={epoch_id}, account={account}", "payout rows", None))
     return out

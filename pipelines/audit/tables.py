@@ -72,12 +72,18 @@ TABLES: dict[str, str] = {
         method VARCHAR, influence_runs VARCHAR[] NOT NULL, closed_event_id VARCHAR NOT NULL,
         allocation_source VARCHAR NOT NULL,
         published BOOLEAN NOT NULL, publish_event_id VARCHAR, publish_tx_hash VARCHAR,
-        published_root VARCHAR, published_total {AMOUNT}""",
+        published_root VARCHAR, published_total {AMOUNT}, usage_fees {AMOUNT} NOT NULL,
+        usage_carry_in {AMOUNT} NOT NULL, usage_carry_out {AMOUNT} NOT NULL, usage_events BIGINT NOT NULL,
+        usage_root VARCHAR NOT NULL""",
     "account_payouts": f"""
         epoch_id BIGINT NOT NULL, account VARCHAR NOT NULL, amount {AMOUNT} NOT NULL,
         allocated_event_id VARCHAR NOT NULL, claimed BOOLEAN NOT NULL, claim_event_id VARCHAR,
         claim_tx_hash VARCHAR, claimed_amount {AMOUNT}, claim_block_number BIGINT,
         PRIMARY KEY (epoch_id, account)""",
+    "usage_payouts": f"""
+        allocated_event_id VARCHAR PRIMARY KEY, epoch_id BIGINT NOT NULL, usage_event_id VARCHAR NOT NULL,
+        account VARCHAR NOT NULL, role VARCHAR NOT NULL, contribution_id BIGINT, datanet_id BIGINT,
+        adapter_id VARCHAR, amount {AMOUNT} NOT NULL, claim_tx_hash VARCHAR""",
     "payouts": f"""
         epoch_id BIGINT NOT NULL, contribution_id BIGINT NOT NULL, account VARCHAR NOT NULL,
         datanet_id BIGINT NOT NULL, dataset_version BIGINT, adapter_id VARCHAR, method VARCHAR,

@@ -11,6 +11,9 @@ rewards outbox before the transaction is sent:
 - ``link``: the operator links the published epoch to the influence runs it pays, by their commitment ids, on
   the AttributionRegistry (done when ``epochRuns(epoch)`` holds their root; skipped, and reported, while a
   run is not committed there: ``payable commit`` first);
+- ``anchor-usage``: the operator anchors the epoch's usage batch (the root over the ids of the usage events it
+  paid, and their count) on the AttributionRegistry (done when ``usageRoot(epoch)`` holds it; a different root
+  there is an ``EpochConflict``);
 - ``push-<k>``: for small epochs, the operator pays batch k of accounts with ``claimBatch`` (done when all
   of the batch have claimed; accounts that claimed themselves meanwhile are left out of the call);
 - ``slash-<id>``: the validator slashes a contribution's stake (done once its status is Slashed; skipped,
@@ -83,9 +86,9 @@ def emit_epoch(settings: Settings, deployment: Deployment, epoch_id: int, *, pus
     try:
         history = outbox.read_epoch(settings.kafka_bootstrap, epoch_id)
         runner = TxRunner(chain, writer, TxScope.epoch(epoch_id, deployment.distributor), history)
-        runs = next((e.record["influence_runs"] for e in reversed(history)
-                     if e.type == schema.REWARD_EPOCH_CLOSED.name), [])
-        steps = _steps(chain, deployment, epoch, signers, push, runs)
+        marker = next(({**schema.USAGE_BATCH_V1, **e.record} for e in reversed(history)
+                       if e.type == schema.REWARD_EPOCH_CLOSED.name), None)
+        steps = _steps(chain, deployment, epoch, signers, push, marker)
         outcomes: list[StepOutcome] = []
         for step in steps:
             outcomes.append(runner.run(step))
@@ -111,7 +114,9 @@ def _record_on_chain(writer: outbox.OutboxWriter, history: list[outbox.Entry], c
 
 
 def _steps(chain: Chain, deployment: Deployment, epoch: ClosedEpoch, signers: Signers,
-           push: bool | None, runs: list[str]) -> list[Step]:
+           push: bool | None, marker: dict | None) -> list[Step]:
+    runs = marker["influence_runs"] if marker else []
+    usage_events = marker["usage_events"] if marker else 0
     distributor = chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)
     token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
     registry = chain.contract(contracts.DATANET_REGISTRY, deployment.registry)
@@ -119,9 +124,14 @@ def _steps(chain: Chain, deployment: Deployment, epoch: ClosedEpoch, signers: Si
     if epoch.accounts:
         steps += [_fund(epoch, distributor, token, deployment.timelock, signers.operator),
                   _publish(epoch, distributor, signers.operator)]
-        if deployment.attribution and runs:
-            attribution = chain.contract(contracts.ATTRIBUTION_REGISTRY, deployment.attribution)
+        attribution = chain.contract(contracts.ATTRIBUTION_REGISTRY, deployment.attribution) \
+            if deployment.attribution else None
+        if attribution is not None and runs:
             steps.append(_link(epoch.epoch_id, runs, attribution, signers.operator))
+        if attribution is not None and usage_events:
+            assert marker is not None  # usage events are counted on the marker
+            steps.append(_anchor_usage(epoch.epoch_id, marker["usage_root"], usage_events, attribution,
+                                       signers.operator))
         use_push = push if push is not None else len(epoch.accounts) <= PUSH_MAX_ACCOUNTS
         if use_push:
             steps += [_push(epoch, distributor, signers.operator, start)
@@ -183,6 +193,22 @@ def _link(epoch_id: int, runs: list[str], attribution, operator: LocalAccount) -
         return f"not committed on-chain (run `payable commit`): {', '.join(missing)}" if missing else None
 
     return Step("link", operator, check, lambda: attribution.functions.linkEpoch(epoch_id, ids), blocked)
+
+
+def _anchor_usage(epoch_id: int, root: str, count: int, attribution, operator: LocalAccount) -> Step:
+    batch = bytes.fromhex(root.removeprefix("0x"))
+
+    def check() -> str | None:
+        onchain = attribution.functions.usageRoot(epoch_id).call()
+        if onchain == batch:
+            return "usage batch anchored on-chain"
+        if onchain != bytes(32):
+            raise EpochConflict(f"epoch {epoch_id}'s usage batch is anchored on-chain as 0x{onchain.hex()}, "
+                                f"ours is {root}")
+        return None
+
+    return Step("anchor-usage", operator, check,
+                lambda: attribution.functions.anchorUsage(epoch_id, batch, count))
 
 
 def _push(epoch: ClosedEpoch, distributor, operator: LocalAccount, start: int) -> Step:
