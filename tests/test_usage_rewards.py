@@ -17,13 +17,15 @@ import pytest
 import contracts
 from assets import rewards as reward_assets
 from orchestration.resources import resources_for
+from pipelines.audit.epoch_rows import epoch_rows
+from pipelines.log_views import read_view
 from pipelines.rewards import epochs, outbox
 from pipelines.rewards.cycle import close_due_epoch
 from pipelines.rewards.epochs import NothingToPay, close_epoch
 from pipelines.rewards.inputs import load_inputs
 from pipelines.rewards.usage import earnings_of, load_usage, usage_root
 from pipelines.rewards.usage_terms import usage_terms
-from schemas import events
+from schemas import events, topics
 from schemas import rewards as schema
 from schemas.context_attribution import CONTEXT_ATTRIBUTED
 from schemas.usage import USAGE_EVENT
@@ -75,8 +77,6 @@ def write_usage(settings) -> dict[str, dict]:
     produce(settings, events.DATANET_CREATED, [fact(
         "DatanetCreated", 1001, datanet_id=1, owner=OWNER, metadata_uri="ipfs://x", min_stake="0",
         max_contribution_size=1000, permissioned=False, validators=[])], key="datanet_id")
-    (settings.adapters_dir / "dn-1" / "a").mkdir(parents=True)
-    (settings.adapters_dir / "dn-1" / "a" / "lineage.json").write_text("{}")  # adapter a is in the registry
     return served
 
 
@@ -169,6 +169,16 @@ def test_close_epoch_called_directly_pays_no_call_twice(stack, deployment):
     assert (replayed.root, replayed.usage_fees, replayed.usage_carry_out) == (
         epoch.root, epoch.usage_fees, epoch.usage_carry_out), "the log rebuilds the usage epoch"
     assert replayed.balanced
+
+    audit = epoch_rows(read_view(stack.kafka_bootstrap, topics.REWARDS_OUTBOX),
+                       read_view(stack.kafka_bootstrap, topics.CHAIN_FACTS), None, {})
+    assert sorted((r["usage_event_id"], r["account"], r["role"], r["contribution_id"], int(r["amount"]))
+                  for r in audit.usage_payouts) == sorted(
+        (u, e["account"], e["role"], e["contribution_id"], e["amount"])
+        for u in (served["plain"]["event_id"], served["rag"]["event_id"]) for e in earnings_of(stack, u))
+    (row,) = [r for r in audit.reward_epochs if r["epoch_id"] == 2]
+    assert (int(row["usage_fees"]), row["usage_events"], row["allocation_source"]) == (second.usage_fees, 2, "log")
+    assert all(int(p["amount"]) == 0 for p in audit.payouts if p["epoch_id"] == 2), "epoch 2 paid no training"
 
 
 def test_dagster_assets_pay_each_call_once(stack, chain, deployment):

@@ -62,6 +62,16 @@ def load_influence(settings: Settings) -> pa.Table:
     return table.filter(pa.array(keep, type=pa.bool_()))
 
 
+def scored_adapters(settings: Settings) -> frozenset[str]:
+    """Every adapter the influence table has scores for, in any dataset version."""
+    import lance
+
+    path = settings.lance_dir / INFLUENCE_TABLE
+    if not path.exists():
+        return frozenset()
+    return frozenset(lance.dataset(str(path)).to_table(columns=["adapter_id"]).column("adapter_id").to_pylist())
+
+
 def load_verdicts(bootstrap: str) -> pa.Table:
     latest: dict[int, dict] = {}
     for record in _records(bootstrap, topics.VERDICTS, "ContributionVerdict"):

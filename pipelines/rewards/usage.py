@@ -4,7 +4,7 @@ Invariant 8 asks that a usage event be paid in at most one epoch, whoever closes
 script), so ``payable_usage`` takes out of an epoch's usage, with the reason for each (an ``UsageExclusion``):
 
 - events a closed epoch already paid (``paid in epoch <n>``: the UsageAllocated lines its marker commits);
-- events whose adapter is unknown (``unknown adapter <id>``: no such adapter in the registry) or whose
+- events whose adapter is unknown (``unknown adapter <id>``: neither in the registry nor scored) or whose
   adapter's training run no closed epoch paid yet (``training run of adapter <id> not paid yet``): the
   training share is the influence shares that run was paid on, so it waits for that epoch;
 - RAG events whose sources are not attributed yet (no ContextAttributed weights on the log);
@@ -31,6 +31,7 @@ from payable.chain import Deployment
 from payable.settings import Settings
 from pipelines import log_views
 from pipelines.rewards import outbox
+from pipelines.rewards.inputs import scored_adapters
 from pipelines.rewards.merkle import keccak
 from pipelines.rewards.usage_split import AdapterBehind, NobodyToPay, PricedEvent, Source, price_event
 from pipelines.rewards.usage_terms import UsageTerms, usage_terms
@@ -69,7 +70,7 @@ class UsageInputs:
     terms: UsageTerms
     source_weights: Mapping[str, Mapping[int, float]] = field(default_factory=dict)  # event -> contribution -> w
     runs: Mapping[tuple[int, str], PaidRun] = field(default_factory=dict)  # (datanet, adapter) -> its paid run
-    known_adapters: frozenset[str] = frozenset()                # adapters in the registry
+    known_adapters: frozenset[str] = frozenset()                # adapters in the registry or scored
     trainers: Mapping[int, str] = field(default_factory=dict)   # datanet id -> the trainer paid for its adapters
 
 
@@ -182,7 +183,8 @@ def load_usage(settings: Settings, deployment: Deployment, closed: Mapping[int, 
         terms=usage_terms(settings, deployment),
         source_weights=_source_weights(settings) if rag else {},
         runs=paid_runs_by_adapter(committed_records, closed),
-        known_adapters=frozenset(p.parent.name for p in Path(settings.adapters_dir).glob("dn-*/*/lineage.json")),
+        known_adapters=scored_adapters(settings) | {p.parent.name for p in Path(settings.adapters_dir).glob(
+            "dn-*/*/lineage.json")},
         trainers=datanet_owners(settings.kafka_bootstrap),
     )
 
