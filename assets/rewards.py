@@ -109,7 +109,7 @@ def usage_rewards(data_dir: DataDirResource, chain: ChainResource, kafka: KafkaR
         "usage_events_paid_total": sum(c["usage_events"] for c in ledger.closed.values()),
         "usage_fees_total": str(sum(int(c["usage_fees"]) for c in ledger.closed.values())),
         "excluded_usage": table_md([{"usage event": x.usage_event_id, "reason": x.reason}
-                                    for x in due.usage_excluded]),
+                                    for x in due.usage_excluded if x.paid_in is None]),
         "earnings": table_md([{"account": a, "OPEN": f"{x / 10**18:.6f}"} for a, x in earnings]),
     }
     if earnings:

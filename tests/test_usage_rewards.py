@@ -141,7 +141,8 @@ def test_cli_killed_after_publish_and_after_push_then_rerun_pays_each_call_once(
     idle = run_cli(stack, "reward", "--pool", str(POOL))
     assert idle.returncode == 0, idle.stderr
     assert {"excluded_usage": served["unknown"]["event_id"], "reason": "unknown adapter ad-nobody-knows"} in lines(idle)
-    assert {"excluded_usage": served["plain"]["event_id"], "reason": "paid in epoch 2"} in lines(idle)
+    assert not any(line.get("excluded_usage") == served["plain"]["event_id"] for line in lines(idle)), \
+        "a call paid before is not listed again"
     assert lines(idle)[-1] == {"nothing_due": "nothing is due: no influence run or usage event is left to pay"}
     assert chain.w3.eth.block_number == block, "nothing due: no transaction"
 

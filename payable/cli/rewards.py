@@ -33,14 +33,15 @@ def reward(ctx: Context, epoch_id: int | None, method: str | None, push: bool | 
     try:
         deployment = ctx.deployment()
         due, closed = close_due_epoch(settings, deployment, method=method, epoch_id=epoch_id)
-        for exclusion in (*due.excluded, *due.usage_excluded):
-            click.echo(json.dumps(exclusion.to_json()))
+        for exclusion in (*due.excluded, *(x for x in due.usage_excluded if x.paid_in is None)):
+            click.echo(json.dumps(exclusion.to_json()))  # usage paid before is counted, not listed: it only grows
         if due.epoch_id is None:
             click.echo(json.dumps({"nothing_due": due.describe()}))
             return
         if closed is not None:
             click.echo(json.dumps({"closed": closed.epoch_id, "merkle_root": closed.merkle_root,
                                    "pool": str(closed.pool), "total": str(closed.total), "accounts": closed.accounts}))
+        if closed is not None and closed.usage_events:
             click.echo(json.dumps({"usage": {"epoch": closed.epoch_id, "events": closed.usage_events,
                                              "fees": str(closed.usage_fees), "paid": str(closed.usage_paid),
                                              "carry_out": str(closed.usage_carry_out)}}))

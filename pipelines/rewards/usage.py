@@ -48,6 +48,7 @@ class UsageExclusion:
 
     usage_event_id: str
     reason: str
+    paid_in: int | None = None  # the epoch that paid it, when that is why it is left out
 
     def to_json(self) -> dict[str, str]:
         return {"excluded_usage": self.usage_event_id, "reason": self.reason}
@@ -89,13 +90,18 @@ def paid_usage(committed_lines: Mapping[int, list[dict]], *, besides: int) -> di
 
 
 def payable_usage(inputs: UsageInputs, paid: Mapping[str, int]) -> tuple[list[PricedEvent], tuple[UsageExclusion, ...]]:
-    """The events an epoch may pay, priced (see the module docstring), and the others with why."""
+    """The events an epoch may pay, priced (see the module docstring), and the others with why (those already
+    paid with ``paid_in`` set: callers usually report only the ones still waiting)."""
     priced, excluded = [], []
     for event in sorted(inputs.events, key=lambda e: e["event_id"]):
+        event_id = event["event_id"]
+        if event_id in paid:
+            excluded.append(UsageExclusion(event_id, f"paid in epoch {paid[event_id]}", paid[event_id]))
+            continue
         try:
-            priced.append(_price(event, inputs, paid))
+            priced.append(_price(event, inputs))
         except _NotPayable as why:
-            excluded.append(UsageExclusion(event["event_id"], str(why)))
+            excluded.append(UsageExclusion(event_id, str(why)))
     return priced, tuple(excluded)
 
 
@@ -103,10 +109,8 @@ class _NotPayable(Exception):
     pass
 
 
-def _price(event: dict, inputs: UsageInputs, paid: Mapping[str, int]) -> PricedEvent:
+def _price(event: dict, inputs: UsageInputs) -> PricedEvent:
     event_id = event["event_id"]
-    if event_id in paid:
-        raise _NotPayable(f"paid in epoch {paid[event_id]}")
     adapters = _adapters(event, inputs)
     sources = _sources(event, inputs)
     if event["prompt_tokens"] < 0 or event["completion_tokens"] < 0:
