@@ -24,12 +24,13 @@ from pipelines.rewards.cycle import close_due_epoch
 from pipelines.rewards.epochs import NothingToPay, close_epoch
 from pipelines.rewards.inputs import load_inputs
 from pipelines.rewards.usage import earnings_of, load_usage, usage_root
-from pipelines.rewards.usage_terms import usage_terms
+from pipelines.rewards.usage_terms import terms_of
 from schemas import events, topics
 from schemas import rewards as schema
 from schemas.context_attribution import CONTEXT_ATTRIBUTED
 from schemas.usage import USAGE_EVENT
 from serving.usage import usage_event
+from tests.chain_helpers import fixed_params
 from tests.test_rewards_emitter import logs, run_cli
 from tests.test_rewards_exactly_once import (
     EPOCH_1,
@@ -94,7 +95,7 @@ def assert_paid_once(settings, served: dict[str, dict], epoch_id: int) -> None:
     assert paid == {served["plain"]["event_id"]: {epoch_id}, served["rag"]["event_id"]: {epoch_id}}
     closed = outbox.closed_epochs(settings.kafka_bootstrap)[epoch_id]
     assert closed["usage_events"] == 2 and closed["usage_root"] == usage_root(sorted(paid))
-    fee = usage_terms(settings, None).fee(30, 12)
+    fee = terms_of(fixed_params(POOL)).fee(30, 12)
     assert int(closed["usage_fees"]) == 2 * fee
     assert int(closed["usage_fees"]) + int(closed["usage_carry_in"]) - int(closed["usage_carry_out"]) == sum(
         e["amount"] for u in paid for e in earnings_of(settings, u))
@@ -116,21 +117,21 @@ def assert_usage_anchored_once(settings, chain, deployment, epoch_id: int) -> No
 def test_cli_killed_after_publish_and_after_push_then_rerun_pays_each_call_once(stack, chain, deployment):
     write_inputs(stack, EPOCH_1)
     served = write_usage(stack)
-    killed = run_cli(stack, "reward", "--pool", str(POOL), crash_at="publish:after_receipt")
+    killed = run_cli(stack, "reward", crash_at="publish:after_receipt")
     assert killed.returncode == -9, killed.stderr
     assert {"excluded_usage": served["plain"]["event_id"],
             "reason": "training run of adapter a not paid yet"} in lines(killed)
-    rerun = run_cli(stack, "reward", "--pool", str(POOL))
+    rerun = run_cli(stack, "reward")
     assert rerun.returncode == 0, rerun.stderr
     assert not usage_paid(stack), "epoch 1 pays the training runs; the calls wait for them"
 
-    killed = run_cli(stack, "reward", "--pool", str(POOL), crash_at="anchor:after_intent")
+    killed = run_cli(stack, "reward", crash_at="anchor:after_intent")
     assert killed.returncode == -9, killed.stderr
     (usage,) = [line["usage"] for line in lines(killed) if "usage" in line]
     assert usage["epoch"] == 2 and usage["events"] == 2
-    killed = run_cli(stack, "reward", "--pool", str(POOL), crash_at="push:after_receipt")
+    killed = run_cli(stack, "reward", crash_at="push:after_receipt")
     assert killed.returncode == -9, killed.stderr
-    rerun = run_cli(stack, "reward", "--pool", str(POOL))
+    rerun = run_cli(stack, "reward")
     assert rerun.returncode == 0, rerun.stderr
     assert_paid_once(stack, served, 2)
     assert_usage_anchored_once(stack, chain, deployment, 2)
@@ -138,7 +139,7 @@ def test_cli_killed_after_publish_and_after_push_then_rerun_pays_each_call_once(
     assert_each_epoch_on_chain_once(stack, chain, deployment, [1, 2])
 
     block = chain.w3.eth.block_number
-    idle = run_cli(stack, "reward", "--pool", str(POOL))
+    idle = run_cli(stack, "reward")
     assert idle.returncode == 0, idle.stderr
     assert {"excluded_usage": served["unknown"]["event_id"], "reason": "unknown adapter ad-nobody-knows"} in lines(idle)
     assert not any(line.get("excluded_usage") == served["plain"]["event_id"] for line in lines(idle)), \
@@ -150,18 +151,18 @@ def test_cli_killed_after_publish_and_after_push_then_rerun_pays_each_call_once(
 def test_close_epoch_called_directly_pays_no_call_twice(stack, deployment):
     write_inputs(stack, EPOCH_1)
     served = write_usage(stack)
-    close_due_epoch(stack, deployment, pool=POOL)  # epoch 1: the training runs
+    close_due_epoch(stack, deployment)  # epoch 1: the training runs
 
     def usage():
         closed = outbox.closed_epochs(stack.kafka_bootstrap)
         committed = outbox.committed(stack.kafka_bootstrap, (schema.CONTRIBUTION_ALLOCATED, schema.USAGE_ALLOCATED))
         return load_usage(stack, deployment, closed, committed)
 
-    second = close_epoch(stack, 2, load_inputs(stack), pool=POOL, usage=usage())
+    second = close_epoch(stack, 2, load_inputs(stack), fixed_params(POOL), usage=usage())
     assert second.usage_events == 2 and second.usage_paid == second.usage_fees - second.usage_carry_out
-    assert close_epoch(stack, 2, load_inputs(stack), pool=POOL, usage=usage()).already_closed
+    assert close_epoch(stack, 2, load_inputs(stack), fixed_params(POOL), usage=usage()).already_closed
     with pytest.raises(NothingToPay, match="paid in epoch 2"):
-        close_epoch(stack, 3, load_inputs(stack), pool=POOL, usage=usage())
+        close_epoch(stack, 3, load_inputs(stack), fixed_params(POOL), usage=usage())
     assert_paid_once(stack, served, 2)
 
     epoch = epochs.load_epoch(stack, 2)
