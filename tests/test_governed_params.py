@@ -156,4 +156,4 @@ def test_an_epoch_closed_before_governed_parameters_still_decodes(stack):
            "inputs_digest": "0x", "rules": "{}", "influence_runs": ["1:1:a:tracin"]}
     writer.append(schema.REWARD_EPOCH_CLOSED_V1, [old])
     writer.close()
-    assert closed_marker(stack, 1) == old
+    assert closed_marker(stack, 1) == {**schema.USAGE_BATCH_V1, **old}, "read as an epoch that paid no usage"
