@@ -112,7 +112,8 @@ def test_rebuild_from_the_log_gives_identical_tables(loop, tmp_path):
 def test_documented_queries_trace_payouts_rejections_totals_and_claims(loop):
     settings, deployment, chain, run = loop
     queries = documented_queries()
-    assert set(queries) == {"why-paid", "rejected", "paid-per-datanet", "unclaimed"}
+    assert set(queries) == {"why-paid", "rejected", "paid-per-datanet", "unclaimed", "cited-by", "usage-earned"}, \
+        "the usage queries are run by tests/test_context_attribution_stage.py and tests/test_usage_rewards.py"
     epoch = load_epoch(settings, 1)
     me = ON_TOPIC.address.lower()
     distributor = chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)

@@ -12,12 +12,16 @@ from __future__ import annotations
 import shutil
 
 import dagster as dg
+import duckdb
+import pyarrow as pa
 import pytest
 
 import contracts
 from assets import rewards as reward_assets
 from orchestration.resources import resources_for
 from pipelines.audit.epoch_rows import epoch_rows
+from pipelines.audit.tables import create_statements
+from pipelines.audit.usage_rows import usage_tables
 from pipelines.log_views import read_view
 from pipelines.rewards import epochs, outbox
 from pipelines.rewards.cycle import close_due_epoch
@@ -31,6 +35,7 @@ from schemas.context_attribution import CONTEXT_ATTRIBUTED
 from schemas.usage import USAGE_EVENT
 from serving.usage import usage_event
 from tests.chain_helpers import fixed_params
+from tests.test_audit_reconcile import documented_queries
 from tests.test_rewards_emitter import logs, run_cli
 from tests.test_rewards_exactly_once import (
     EPOCH_1,
@@ -181,6 +186,21 @@ def test_close_epoch_called_directly_pays_no_call_twice(stack, deployment):
     (row,) = [r for r in audit.reward_epochs if r["epoch_id"] == 2]
     assert (int(row["usage_fees"]), row["usage_events"], row["allocation_source"]) == (second.usage_fees, 2, "log")
     assert all(int(p["amount"]) == 0 for p in audit.payouts if p["epoch_id"] == 2), "epoch 2 paid no training"
+
+    usage_events, _ = usage_tables(read_view(stack.kafka_bootstrap, topics.USAGE),
+                                   read_view(stack.kafka_bootstrap, topics.USAGE_ATTRIBUTION))
+    con = duckdb.connect()
+    for statement in create_statements():
+        con.execute(statement)
+    for name, rows in (("usage_events", usage_events), ("usage_payouts", audit.usage_payouts)):
+        con.register("source", pa.Table.from_pylist(rows))
+        con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM source")
+        con.unregister("source")
+    con.execute("SET VARIABLE contribution_id = 2")
+    earned = con.execute(documented_queries()["usage-earned"]).fetchall()
+    assert sorted((u, role, int(x)) for u, role, x, *_ in earned) == sorted(
+        (u["event_id"], e["role"], e["amount"]) for u in (served["plain"], served["rag"])
+        for e in earnings_of(stack, u["event_id"]) if e["contribution_id"] == 2), "what contribution 2 earned this week"
 
 
 def test_dagster_assets_pay_each_call_once(stack, chain, deployment):
