@@ -41,16 +41,6 @@ def curve(values: Sequence[float], title: str, ylabel: str, save_to: Path | None
     return _markdown(figure, save_to)
 
 
-def bars(labels: Sequence[str], values: Sequence[float], title: str, xlabel: str,
-         save_to: Path | None = None) -> dg.MetadataValue:
-    """Horizontal bars, the first label on top."""
-    figure, axis = plt.subplots(figsize=(6, 3))
-    axis.barh(list(labels), list(values), color="#4f6bed")
-    axis.invert_yaxis()
-    axis.set(title=title, xlabel=xlabel)
-    return _markdown(figure, save_to)
-
-
 def table_md(rows: Sequence[dict]) -> dg.MetadataValue:
     """A small Markdown table (the first row's keys are the columns)."""
     if not rows:

@@ -180,13 +180,8 @@ def _link(epoch_id: int, runs: list[str], attribution, operator: LocalAccount) -
     ids, root = run_ids(runs), runs_root(runs)
 
     def check() -> str | None:
-        onchain = attribution.functions.epochRuns(epoch_id).call()
-        if onchain == root:
-            return "runs linked on-chain"
-        if onchain != bytes(32):
-            raise EpochConflict(f"epoch {epoch_id} is linked on-chain to runs 0x{onchain.hex()}, "
-                                f"ours are 0x{root.hex()}")
-        return None
+        return _written_once(attribution.functions.epochRuns(epoch_id).call(), root, "runs linked on-chain",
+                             f"epoch {epoch_id} is linked on-chain to runs")
 
     def blocked() -> str | None:
         missing = [run for run in runs if attribution.functions.influenceRecord(run_ids([run])[0]).call() == bytes(32)]
@@ -199,16 +194,21 @@ def _anchor_usage(epoch_id: int, root: str, count: int, attribution, operator: L
     batch = bytes.fromhex(root.removeprefix("0x"))
 
     def check() -> str | None:
-        onchain = attribution.functions.usageRoot(epoch_id).call()
-        if onchain == batch:
-            return "usage batch anchored on-chain"
-        if onchain != bytes(32):
-            raise EpochConflict(f"epoch {epoch_id}'s usage batch is anchored on-chain as 0x{onchain.hex()}, "
-                                f"ours is {root}")
-        return None
+        return _written_once(attribution.functions.usageRoot(epoch_id).call(), batch, "usage batch anchored on-chain",
+                             f"epoch {epoch_id}'s usage batch is anchored on-chain as")
 
     return Step("anchor-usage", operator, check,
                 lambda: attribution.functions.anchorUsage(epoch_id, batch, count))
+
+
+def _written_once(onchain: bytes, ours: bytes, done: str, conflict: str) -> str | None:
+    """``done`` when the chain holds ``ours``; None while it holds nothing; a different value there is never
+    overwritten (the contract refuses a second write anyway): ``EpochConflict``."""
+    if onchain == ours:
+        return done
+    if onchain != bytes(32):
+        raise EpochConflict(f"{conflict} 0x{onchain.hex()}, ours is 0x{ours.hex()}")
+    return None
 
 
 def _push(epoch: ClosedEpoch, distributor, operator: LocalAccount, start: int) -> Step:
