@@ -15,8 +15,11 @@ from pathlib import Path as FilePath
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from kafka.errors import KafkaError
 
+from payable import kafka_log
 from payable.settings import Settings
+from pipelines.rewards.usage import earnings_of
 from serving.contributions import contribution_detail
 from serving.errors import ServingError
 
@@ -33,6 +36,16 @@ class ContributionNotFound(ServingError):
     def __init__(self, contribution_id: int) -> None:
         super().__init__(f"no dataset holds contribution {contribution_id}", param="contribution_id",
                          code="contribution_not_found")
+
+
+class EarningsUnavailable(ServingError):
+    """The usage epochs could not be read off the log (Kafka down or unreachable): unknown, not unpaid."""
+
+    status = 503
+    type = "server_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="usage_event_id", code="earnings_unavailable")
 
 
 @router.get("/", include_in_schema=False)
@@ -53,11 +66,10 @@ def earnings(settings: Settings, usage_event_id: str) -> dict:
     """What one answer earned whom: ``paid`` with the rows of the usage epoch that paid it, else ``pending``
     (amounts in wei as decimal strings: JSON numbers lose precision in JavaScript past 2**53)."""
     try:
-        from pipelines.rewards.usage import earnings_of
-    except ImportError:  # usage epochs are not part of this build yet: nothing has been paid
-        rows = []
-    else:
         rows = earnings_of(settings, usage_event_id)
+    except (KafkaError, TimeoutError) as exc:
+        error = kafka_log.log_error(exc, settings.kafka_bootstrap)
+        raise EarningsUnavailable(str(error) if error else f"reading the usage epochs failed: {exc}") from None
     return {"usage_event_id": usage_event_id, "status": "paid" if rows else "pending",
             "earnings": [row | {"amount": str(row["amount"])} for row in rows]}
 

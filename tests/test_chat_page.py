@@ -20,6 +20,7 @@ from pathlib import Path
 import duckdb
 import httpx
 import pytest
+from kafka.errors import KafkaTimeoutError
 
 from payable import kafka_log
 from payable.settings import Settings
@@ -28,6 +29,7 @@ from pipelines.retrieval import build_index
 from pipelines.validate.materialize import commit, dataset_uri
 from schemas import events, topics
 from schemas.usage import USAGE_EVENT
+from serving import web
 from serving.usage import usage_id
 from tests.chromium import Chromium
 from tests.conftest import make_settings
@@ -82,6 +84,8 @@ SHOWN = """JSON.stringify({
     : document.querySelector(".citations-title").textContent,
   usageEvent: document.querySelector(".turn").dataset.usageEvent,
   earnings: document.querySelector(".earnings").dataset.status,
+  earned: [...document.querySelectorAll(".earnings tr")].slice(1).map(r => [...r.cells].map(c => c.textContent)),
+  earningsText: document.querySelector(".earnings").textContent,
   pwned: window.pwned === 1, injected: document.querySelectorAll(".turn b, .turn script").length})"""
 
 
@@ -200,3 +204,33 @@ def test_every_chat_answer_names_its_usage_event(server):
                       headers={"X-Request-Id": "page-2"}, timeout=60) as streamed:
         assert streamed.headers["x-payable-usage-event"] == usage_id("page-2")
         streamed.read()
+
+
+def test_a_paid_answer_shows_what_it_earned_whom(browser, server, monkeypatch):
+    """The page's rendering of a paid answer; what a usage epoch pays is the rewards stage's to test
+    (tests/test_usage_rewards.py), so ``earnings_of`` answers here as it does once an epoch has paid."""
+    paid: dict[str, list[dict]] = {}
+    monkeypatch.setattr(web, "earnings_of", lambda settings, usage_event_id: paid.get(usage_event_id, []))
+    shown = ask_in_browser(browser, server, model="dn-1", datanets="1", k=1, max_tokens=4, q="sourdough?")
+    assert shown["earnings"] == "pending"
+    paid[shown["usageEvent"]] = [
+        {"account": f"0x{12:040x}", "role": "source", "contribution_id": 12, "amount": 1_234_500_000_000_000_000,
+         "epoch_id": 3},
+        {"account": f"0x{99:040x}", "role": "trainer", "contribution_id": None, "amount": 10**24 + 1, "epoch_id": 3}]
+    again = httpx.get(f"{server.url}/v1/usage/{shown['usageEvent']}/earnings").json()
+    assert again["status"] == "paid" and again["earnings"][1]["amount"] == str(10**24 + 1)  # exact past 2**53
+    browser.evaluate(f"loadEarnings(document.querySelector('.turn'), {json.dumps(shown['usageEvent'])})")
+    shown = json.loads(browser.evaluate(SHOWN))
+    assert shown["earnings"] == "paid"
+    assert shown["earned"] == [[f"0x{12:040x}", "source", "12", "1.2345 OPEN", "3"],
+                               [f"0x{99:040x}", "trainer", "", "1000000 OPEN", "3"]]
+
+
+def test_unreadable_usage_epochs_are_a_one_line_503_not_pending(server, monkeypatch):
+    def down(settings, usage_event_id):
+        raise KafkaTimeoutError("Unable to bootstrap from 127.0.0.1:1")
+
+    monkeypatch.setattr(web, "earnings_of", down)
+    response = httpx.get(f"{server.url}/v1/usage/use-{'0' * 32}/earnings")
+    assert response.status_code == 503 and response.json()["error"]["code"] == "earnings_unavailable"
+    assert "Unable to bootstrap" in response.json()["error"]["message"] and "\n" not in response.text
