@@ -31,6 +31,7 @@ from payable.chain import Chain, Deployment
 from payable.content_store import ContentStore
 from payable.datanets import Submitted, create_datanet
 from payable.datanets import contribute as submit
+from payable.demo_usage import usage_round, usage_table
 from payable.keys import Role, dev_account
 from payable.progress import console
 from payable.settings import Settings
@@ -232,6 +233,9 @@ def run_demo(settings: Settings, fresh: bool = True, base: str = "tiny") -> dict
     labels = {s.contribution_id: item.planted for item, s in submissions}
     console.print(contributions_table(outcome, labels | {c: "canary (operator)" for c in planted.contribution_ids}))
     console.print(payouts_table(outcome))
+    usage = usage_round(settings, loop, datanet_ids, timer.stage) if base == "tiny" else []  # served: tiny base only
+    if usage:
+        console.print(usage_table(usage))
     summary = {
         "datanets": datanet_ids,
         "contributions": len(submissions) + len(planted.contribution_ids),
@@ -244,6 +248,8 @@ def run_demo(settings: Settings, fresh: bool = True, base: str = "tiny") -> dict
         "epoch": outcome["epoch"],
         "paid": {row["account"]: str(row["amount"]) for row in outcome["payouts"]},
         "payout_txs": sorted({row["claim_tx_hash"] for row in outcome["payouts"] if row["claim_tx_hash"]}),
+        "usage": [{"usage_event_id": a["usage_event_id"], "cited": a["cited"],
+                   "earned": {f"{e['account']}:{e['role']}": str(e["amount"]) for e in a["earned"]}} for a in usage],
         "base": base,
         "stage_seconds": timer.seconds,
         "total_seconds": round(time.perf_counter() - started, 2),

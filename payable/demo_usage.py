@@ -1,0 +1,59 @@
+"""The demo's usage round: a few RAG chats against the demo's datanet models, their context attribution, then the
+usage epoch that pays the data behind them on-chain, and a table of what each answer earned whom."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from rich.table import Table
+
+from orchestration.loop import Loop
+from payable.settings import Settings
+
+QUESTIONS = ("What makes bread rise?", "How does photosynthesis work?", "Why is the sky blue?")
+
+
+def chat(settings: Settings, datanet_ids: dict[str, int]) -> list[dict]:
+    """One RAG chat per question against each demo datanet's model (its alias ``dn-<id>``), on a real server."""
+    import openai
+
+    from serving.server import ServeOptions, ServerThread, build
+
+    answers = []
+    with ServerThread(build(settings, ServeOptions(max_batch=4)), usage_timeout_s=30) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+        for n, question in enumerate(QUESTIONS):
+            datanet = list(datanet_ids.values())[n % len(datanet_ids)]
+            reply = client.chat.completions.with_raw_response.create(
+                model=f"dn-{datanet}", messages=[{"role": "user", "content": question}], max_tokens=16,
+                temperature=0, extra_body={"retrieval": {"datanets": [datanet], "k": 2}})
+            parsed = reply.parse()
+            answers.append({"usage_event_id": reply.headers["X-Payable-Usage-Event"], "question": question,
+                            "answer": parsed.choices[0].message.content,
+                            "cited": [c["contribution_id"] for c in parsed.model_extra.get("citations") or []]})
+    return answers
+
+
+def usage_round(settings: Settings, loop: Loop, datanet_ids: dict[str, int],
+                stage: Callable[[str], AbstractContextManager[None]]) -> list[dict]:
+    """Chats, attributes them, closes the usage epoch on-chain; the answers with what each earned whom."""
+    from pipelines.rewards.usage import earnings_of
+
+    with stage("RAG chats"):
+        answers = chat(settings, datanet_ids)
+    with stage("attribute RAG answers + usage epoch on-chain"):
+        loop.run("attribute_usage")
+        loop.run("close_reward_epoch")
+    return [{**a, "earned": earnings_of(settings, a["usage_event_id"])} for a in answers]
+
+
+def usage_table(answers: list[dict]) -> Table:
+    table = Table(title="Usage epoch: what each answer paid whom (OPEN)")
+    for column in ("question", "answer", "cited", "earned (account role contribution: OPEN)"):
+        table.add_column(column)
+    for a in answers:
+        earned = "\n".join(f"{e['account'][:10]}… {e['role']} {e['contribution_id'] or ''}: {e['amount'] / 10**18:.6f}"
+                           for e in a["earned"]) or "pending (not payable yet)"
+        table.add_row(a["question"], (a["answer"] or "")[:60], ", ".join(map(str, a["cited"])) or "none", earned)
+    return table
