@@ -151,3 +151,16 @@ def test_train_and_attribute_commands_on_the_demo_data(demo):
     assert {r["contribution_id"] for r in rows} == accepted and len(rows) == len(accepted)
     assert sorted(r["rank"] for r in rows) == list(range(1, len(rows) + 1))
     assert "method must be one of" in run(settings, "attribute", "--datanet", "1", "--method", "nope", ok=False).stderr
+
+
+def test_the_demo_ends_with_its_rag_chats_paid_once_by_a_usage_epoch(demo):
+    settings, summary = demo
+    closed = outbox.closed_epochs(settings.kafka_bootstrap)
+    usage_epochs = [e for e, record in closed.items() if record["usage_events"]]
+    assert len(usage_epochs) == 1 and closed[usage_epochs[0]]["usage_events"] == len(summary["usage"]) == 3
+    assert all(answer["earned"] for answer in summary["usage"]), "every chat paid the data behind it"
+    assert all(any(key.endswith(":trainer") for key in answer["earned"]) for answer in summary["usage"])
+    chain = Chain(settings.rpc_url)
+    deployment = Deployment.load(settings.deployment_file)
+    attribution = chain.contract(contracts.ATTRIBUTION_REGISTRY, deployment.attribution)
+    assert "0x" + attribution.functions.usageRoot(usage_epochs[0]).call().hex() == closed[usage_epochs[0]]["usage_root"]
