@@ -5,8 +5,8 @@ import dagster as dg
 from assets.plots import table_md
 from assets.validation import datanet_datasets
 from orchestration.resources import DataDirResource, KafkaResource
+from pipelines import log_views
 from pipelines.retrieval import build_index
-from pipelines.retrieval.index import slashed_contributions
 from pipelines.validate.materialize import datanet_ids
 
 OWNERS = ["team:ml"]
@@ -21,7 +21,7 @@ OWNERS = ["team:ml"]
 )
 def retrieval_index(data_dir: DataDirResource, kafka: KafkaResource) -> dg.MaterializeResult:
     settings = data_dir.settings()
-    slashed = slashed_contributions(kafka.bootstrap)
+    slashed = log_views.slashed_contributions(kafka.bootstrap)
     built = [build_index(settings, datanet_id, slashed=slashed) for datanet_id in datanet_ids(settings.lance_dir)]
     return dg.MaterializeResult(metadata={
         "datanets": len(built),

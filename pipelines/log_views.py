@@ -54,6 +54,13 @@ def retracted_ids(facts: LogView) -> set[str]:
     return {r["retracted_event_id"] for r in facts.of(events.FACT_RETRACTED)}
 
 
+def slashed_contributions(bootstrap: str) -> set[int]:
+    """Contribution ids whose StakeSlashed fact is on the log and not retracted by a reorg."""
+    facts = read_view(bootstrap, topics.CHAIN_FACTS)
+    retracted = retracted_ids(facts)
+    return {f["contribution_id"] for f in facts.of(events.STAKE_SLASHED) if f["event_id"] not in retracted}
+
+
 def live_submissions(facts: LogView) -> dict[int, dict]:
     """contribution id -> its ContributionSubmitted fact, minus facts retracted by a reorg."""
     retracted = retracted_ids(facts)

@@ -106,3 +106,19 @@ def test_payable_usage_excludes_with_a_reason_and_pays_the_rest():
 def test_usage_root_commits_to_the_set_of_ids():
     assert usage_root(["b", "a"]) == usage_root(["a", "b"]) != usage_root(["a"])
     assert usage_root([]) == "0x" + "00" * 32
+
+
+def test_canary_and_slashed_sources_earn_nothing_and_the_others_take_their_share():
+    run = PaidRun(1, 1, {10: (A, Fraction(1))})
+    inputs = UsageInputs(
+        events=(usage_event("use-mixed", sources=((20, C), (21, B))),
+                usage_event("use-only-canary", sources=((21, B),))),
+        terms=TERMS, source_weights={"use-mixed": {20: 0.5, 21: 0.5}, "use-only-canary": {21: 1.0}},
+        runs={(1, "ad-1"): run}, known_adapters=frozenset({"ad-1"}), trainers={1: T},
+        unpayable_sources=frozenset({21}))
+    priced, excluded = payable_usage(inputs, {})
+    assert not excluded
+    mixed, only_canary = (amounts([p]) for p in priced)
+    fee = 15 * TERMS.price_per_token_wei
+    assert mixed == {(C, "source", 20): fee // 2, (A, "training", 10): fee * 4 // 10, (T, "trainer", None): fee // 10}
+    assert only_canary == {(A, "training", 10): fee * 9 // 10, (T, "trainer", None): fee // 10}

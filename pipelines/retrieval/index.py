@@ -22,7 +22,6 @@ from pipelines import log_views
 from pipelines.retrieval.chunking import chunk_text
 from pipelines.retrieval.embed import DIMENSIONS, MODEL_NAME, embed
 from pipelines.validate.materialize import dataset_uri
-from schemas import events, topics
 
 CHUNKS = pa.schema([
     pa.field("chunk_id", pa.string(), nullable=False),  # "<contribution id>:<chunk index>"
@@ -64,13 +63,6 @@ def index_version(settings: Settings, datanet_id: int) -> IndexVersion | None:
     return IndexVersion(**json.loads(path.read_text())) if path.exists() else None
 
 
-def slashed_contributions(bootstrap: str) -> set[int]:
-    """Contribution ids whose StakeSlashed fact is on the log and not retracted by a reorg."""
-    facts = log_views.read_view(bootstrap, topics.CHAIN_FACTS)
-    retracted = log_views.retracted_ids(facts)
-    return {f["contribution_id"] for f in facts.of(events.STAKE_SLASHED) if f["event_id"] not in retracted}
-
-
 def build_index(settings: Settings, datanet_id: int, *, slashed: set[int] | None = None) -> IndexVersion:
     """Indexes the datanet's newest dataset version; a no-op when neither it nor the slashed set moved."""
     import lancedb
@@ -80,7 +72,7 @@ def build_index(settings: Settings, datanet_id: int, *, slashed: set[int] | None
         dataset = lance.dataset(dataset_uri(settings.lance_dir, datanet_id))
     except (FileNotFoundError, ValueError, OSError):
         raise LookupError(f"datanet {datanet_id} has no dataset yet: validate its contributions first") from None
-    slashed = slashed_contributions(settings.kafka_bootstrap) if slashed is None else slashed
+    slashed = log_views.slashed_contributions(settings.kafka_bootstrap) if slashed is None else slashed
     digest = "0x" + hashlib.sha256(json.dumps(sorted(slashed)).encode()).hexdigest()
     current = index_version(settings, datanet_id)
     if current is not None and (current.dataset_version, current.slashed_digest) == (dataset.version, digest):

@@ -8,6 +8,10 @@ script), so ``payable_usage`` takes out of an epoch's usage, with the reason for
   adapter's training run no closed epoch paid yet (``training run of adapter <id> not paid yet``): the
   training share is the influence shares that run was paid on, so it waits for that epoch;
 - RAG events whose sources are not attributed yet (no ContextAttributed weights on the log);
+- and, within an event, sources that may not earn: a revealed canary (the operator's planted known-bad text,
+  never paid, as in the training split) or a contribution slashed on the log (its stake was taken for
+  harm or duplication). Such a source drops out of the sources' share, which the others divide by their
+  weights (or, with none left, passes to the training contributors as for an answer without sources);
 - malformed events (ensemble lists of different lengths, weights that cannot split a fee, negative token
   counts, attribution weights for a contribution that was not retrieved), and events with nobody behind them
   (the base model alone, no retrieval).
@@ -30,6 +34,7 @@ from pathlib import Path
 from payable.chain import Deployment
 from payable.settings import Settings
 from pipelines import log_views
+from pipelines.attribution.canaries import payout_exclusions
 from pipelines.rewards import outbox
 from pipelines.rewards.inputs import scored_adapters
 from pipelines.rewards.merkle import keccak
@@ -73,6 +78,7 @@ class UsageInputs:
     runs: Mapping[tuple[int, str], PaidRun] = field(default_factory=dict)  # (datanet, adapter) -> its paid run
     known_adapters: frozenset[str] = frozenset()                # adapters in the registry or scored
     trainers: Mapping[int, str] = field(default_factory=dict)   # datanet id -> the trainer paid for its adapters
+    unpayable_sources: frozenset[int] = frozenset()             # revealed canaries and slashed contributions
 
 
 def usage_root(usage_event_ids: list[str]) -> str:
@@ -151,7 +157,7 @@ def _sources(event: dict, inputs: UsageInputs) -> list[Source]:
     if stray:
         raise _NotPayable(f"malformed: attribution weights for contributions not retrieved: {stray}")
     return [Source(cid, retrieved[cid]["datanet_id"], retrieved[cid]["contributor"], weight)
-            for cid, weight in sorted(weights.items())]
+            for cid, weight in sorted(weights.items()) if cid not in inputs.unpayable_sources]
 
 
 # ---- loaders: the rule's inputs, off the log ------------------------------------------------------
@@ -190,7 +196,13 @@ def load_usage(settings: Settings, deployment: Deployment, closed: Mapping[int, 
         known_adapters=scored_adapters(settings) | {p.parent.name for p in Path(settings.adapters_dir).glob(
             "dn-*/*/lineage.json")},
         trainers=datanet_owners(settings.kafka_bootstrap),
+        unpayable_sources=_unpayable_sources(settings) if rag else frozenset(),
     )
+
+
+def _unpayable_sources(settings: Settings) -> frozenset[int]:
+    canaries = payout_exclusions(settings.kafka_bootstrap, refuse_pending=False)  # closing already refused pending
+    return canaries | log_views.slashed_contributions(settings.kafka_bootstrap)
 
 
 def _source_weights(settings: Settings) -> dict[str, dict[int, float]]:
