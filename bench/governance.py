@@ -1,6 +1,7 @@
 """Governance bench: what governed parameters cost, on a real anvil.
 
-Run from the repository root: ``.venv/bin/python bench/governance.py [--reads 50]``.
+Run from the repository root: ``.venv/bin/python -m bench.governance [--reads 50]`` (as a module: it imports
+the tests' chain helpers).
 It starts its own anvil, deploys payable's contracts and measures:
 - the deployment's total gas (every transaction, the treasury bootstrap included);
 - the emitter's ``fund`` step, a ``transferFrom`` out of the treasury's governed allowance, on a distributor with
