@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -52,16 +50,8 @@ def gas_figures(settings: Settings) -> dict[str, int]:
 def main() -> None:
     console = Console()
     console.print(f"[bold]command:[/] {shlex.join(sys.orig_argv)}")
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Settings.from_env(Path(tmp))
-        port = services.free_port()
-        settings = replace(base, anvil_port=port, rpc_url=f"http://127.0.0.1:{port}", local_chain=True,
-                           local_kafka=False)
-        services.up(settings)
-        try:
-            gas = gas_figures(settings)
-        finally:
-            services.down(settings)
+    with services.scratch_chain() as settings:
+        gas = gas_figures(settings)
     table = Table(title="DatanetRegistry access control, gas on anvil (cancun)")
     table.add_column("operation")
     table.add_column("gas", justify="right")

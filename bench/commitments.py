@@ -18,9 +18,7 @@ import os
 import random
 import shlex
 import sys
-import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -31,7 +29,6 @@ from contracts.deploy import deploy
 from payable import services
 from payable.chain import Chain
 from payable.keys import Role, dev_account
-from payable.settings import Settings
 from pipelines.commitments import trees
 from pipelines.commitments.records import InfluenceCommitment, ModelCommitment, hexed
 from pipelines.rewards.merkle import build_tree, process_proof, row_leaf
@@ -98,20 +95,13 @@ def main() -> None:
     console = Console()
     console.print(f"[bold]command:[/] {shlex.join(sys.orig_argv)}  (cpus: {os.cpu_count()}, "
                   f"load: {' '.join(f'{x:.1f}' for x in os.getloadavg())})")
-    with tempfile.TemporaryDirectory() as tmp:
-        port = services.free_port()
-        settings = replace(Settings.from_env(Path(tmp)), anvil_port=port, rpc_url=f"http://127.0.0.1:{port}",
-                           local_chain=True, local_kafka=False)
-        services.up(settings)
-        try:
-            chain = Chain(settings.rpc_url)
-            deployment = deploy(chain, DEPLOYER, OPERATOR.address, attributor=TRAINER.address)
-            attribution = chain.contract(contracts.ATTRIBUTION_REGISTRY, deployment.attribution)
-            gas = [commit_gas(chain, attribution, int(n)) for n in args.sizes.split(",") if n]
-            link = link_gas(chain, deployment, attribution, [row["run"] for row in gas])
-            verify = verify_times(chain, attribution, args.verify)
-        finally:
-            services.down(settings)
+    with services.scratch_chain() as settings:
+        chain = Chain(settings.rpc_url)
+        deployment = deploy(chain, DEPLOYER, OPERATOR.address, attributor=TRAINER.address)
+        attribution = chain.contract(contracts.ATTRIBUTION_REGISTRY, deployment.attribution)
+        gas = [commit_gas(chain, attribution, int(n)) for n in args.sizes.split(",") if n]
+        link = link_gas(chain, deployment, attribution, [row["run"] for row in gas])
+        verify = verify_times(chain, attribution, args.verify)
 
     table = Table(title="AttributionRegistry gas on anvil (cancun)")
     for column in ("contributions", "commitModel", "commitInfluence", "goal"):

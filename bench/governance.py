@@ -19,9 +19,7 @@ import os
 import shlex
 import statistics
 import sys
-import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -32,7 +30,6 @@ from contracts.deploy import deploy
 from payable import services
 from payable.chain import Chain, Deployment
 from payable.keys import Role, dev_account
-from payable.settings import Settings
 from pipelines.rewards.params import governed_params
 from tests.chain_helpers import enact, mine
 
@@ -70,17 +67,9 @@ def main() -> None:
     console = Console()
     console.print(f"[bold]command:[/] {shlex.join(sys.orig_argv)}  (cpus: {os.cpu_count()}, "
                   f"load: {' '.join(f'{x:.1f}' for x in os.getloadavg())})")
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Settings.from_env(Path(tmp))
-        port = services.free_port()
-        settings = replace(base, anvil_port=port, rpc_url=f"http://127.0.0.1:{port}", local_chain=True,
-                           local_kafka=False)
-        services.up(settings)
-        try:
-            chain = Chain(settings.rpc_url)
-            out = figures(chain, deploy(chain, DEPLOYER, OPERATOR.address), args.reads)
-        finally:
-            services.down(settings)
+    with services.scratch_chain() as settings:
+        chain = Chain(settings.rpc_url)
+        out = figures(chain, deploy(chain, DEPLOYER, OPERATOR.address), args.reads)
 
     table = Table(title="governed parameters on anvil (cancun)")
     table.add_column("operation")

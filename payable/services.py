@@ -19,11 +19,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from payable.errors import PayableError
@@ -405,4 +406,19 @@ def up(settings: Settings) -> dict[str, int]:
 def down(settings: Settings) -> list[str]:
     """Stops every local service; returns the names that were running."""
     return [service.name for service in local_services(settings) if stop(service, settings)]
+
+
+@contextlib.contextmanager
+def scratch_chain() -> Iterator[Settings]:
+    """A throwaway local chain (anvil on a free port, no broker) over a temporary data directory, stopped and
+    deleted on exit: where the benchmarks measure gas without touching a running stack."""
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        settings = replace(Settings.from_env(Path(tmp)), anvil_port=port, rpc_url=f"http://127.0.0.1:{port}",
+                           local_chain=True, local_kafka=False)
+        up(settings)
+        try:
+            yield settings
+        finally:
+            down(settings)
 
