@@ -26,7 +26,7 @@ from payable.settings import Settings
 
 LOOP_ASSETS = ("chain_events", "contribution_verdicts", "datanet_datasets", "lora_adapters", "influence_scores",
                "model_commitments", "retrieval_index", "served_models", "usage_events", "context_attribution",
-               "reward_epochs", "onchain_payouts", "audit_tables")
+               "reward_epochs", "usage_rewards", "onchain_payouts", "audit_tables")
 DEFAULT_SCREENSHOT = REPO_ROOT / "docs" / "img" / "asset-graph.png"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",

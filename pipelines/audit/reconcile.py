@@ -164,7 +164,8 @@ def _governed(con, chain: Chain, deployment: Deployment) -> list[Difference]:
     """An epoch was closed by the governed parameters it records: the deployment's ProtocolParameters held them
     at its block."""
     out = []
-    for e in _rows(con, "SELECT epoch_id, pool, params FROM reward_epochs WHERE params IS NOT NULL ORDER BY epoch_id"):
+    for e in _rows(con, "SELECT epoch_id, pool, params, influence_runs FROM reward_epochs WHERE params IS NOT NULL "
+                        "ORDER BY epoch_id"):
         key = f"epoch_id={e['epoch_id']}"
         recorded = GovernedParams.from_json(e["params"])
         if recorded.address != deployment.parameters.lower():
@@ -175,9 +176,9 @@ def _governed(con, chain: Chain, deployment: Deployment) -> list[Difference]:
         if on_chain != recorded:
             out.append(Difference("governed parameters at the recorded block", "reward_epochs", key,
                                   on_chain.to_json(), recorded.to_json()))
-        if int(e["pool"]) != recorded.epoch_pool:
-            out.append(Difference("pool = governed epochPool", "reward_epochs", key, recorded.epoch_pool,
-                                  int(e["pool"])))
+        expected = recorded.pool_for(len(e["influence_runs"]))
+        if int(e["pool"]) != expected:
+            out.append(Difference("pool = governed epochPool", "reward_epochs", key, expected, int(e["pool"])))
     return out
 
 

@@ -256,9 +256,10 @@ class _Verifier:
             raise BrokenLink("epoch-params", f"epoch {epoch_id} recorded {recorded.to_json()}; the chain held "
                              f"{on_chain.to_json()} at block {recorded.block}")
         rules = recorded.split_rules(json.loads(self.closed["rules"]).get("method")).to_json()
-        if int(self.closed["pool"]) != recorded.epoch_pool or rules != self.closed["rules"]:
+        pool = recorded.pool_for(len(self.closed["influence_runs"]))
+        if int(self.closed["pool"]) != pool or rules != self.closed["rules"]:
             raise BrokenLink("epoch-params", f"epoch {epoch_id} was closed with pool {self.closed['pool']} and "
-                             f"rules {self.closed['rules']}, not the governed pool {recorded.epoch_pool} and {rules}")
+                             f"rules {self.closed['rules']}, not the governed pool {pool} and {rules}")
         self.add("epoch-params", f"epoch {epoch_id} closed by the governed parameters at block {recorded.block}: "
                  f"pool {recorded.epoch_pool}, prior {recorded.prior_accepted}/{recorded.prior_rejected}, harm "
                  f"margin {recorded.refit_margin_bps} bps, refit required {recorded.require_refit}", "")

@@ -101,7 +101,6 @@ def close_epoch(settings: Settings, epoch_id: int, inputs: EpochInputs, governed
     records it on the log and under the data directory; raises ``NothingToPay`` rather than close an epoch
     that pays nothing."""
     rules = governed.split_rules(method)
-    pool = governed.epoch_pool
     closed = outbox.closed_epochs(settings.kafka_bootstrap)
     inputs, excluded = payable_runs(inputs, paid_runs(closed, besides=epoch_id), rules.method)
     priced, usage_excluded = [], ()
@@ -115,7 +114,7 @@ def close_epoch(settings: Settings, epoch_id: int, inputs: EpochInputs, governed
     if epoch_id not in closed and inputs.influence.num_rows == 0 and not priced:
         raise NothingToPay(epoch_id, excluded, usage_excluded)
     carry_in, usage_carry_in = _carry_in(closed, epoch_id)
-    params = EpochParams(epoch_id, pool if inputs.influence.num_rows else 0, carry_in, rules)
+    params = EpochParams(epoch_id, governed.pool_for(len(inputs.influence_runs())), carry_in, rules)
     split = split_rewards(inputs, params)
     usage_split = split_usage(priced, usage_carry_in)
     accounts, amounts = _merge(split, usage_split)

@@ -42,6 +42,11 @@ class GovernedParams:
     address: str = ""
     """The ProtocolParameters contract they were read from."""
 
+    def pool_for(self, influence_runs: int) -> int:
+        """The training pool an epoch paying ``influence_runs`` runs allots: the governed epochPool, or 0 for an
+        epoch that pays usage only (the training pool is for new models)."""
+        return self.epoch_pool if influence_runs else 0
+
     def split_rules(self, method: str | None = None) -> SplitRules:
         """The split's policy under these parameters (``method``: which influence method to pay on)."""
         return SplitRules(method=method, prior_accepted=self.prior_accepted, prior_rejected=self.prior_rejected,
