@@ -239,9 +239,15 @@ def digits(kind: str, quick: bool) -> list[dict]:
 
 
 def dattri_text(task: LoRALanguageModelTask, states: list[Params], lrs: list[float], train: dict[str, torch.Tensor],
-                queries: dict[str, torch.Tensor]) -> dict[str, list[Result]]:
+                queries: dict[str, torch.Tensor], projection: int | None = 512, batch_size: int = 32
+                ) -> dict[str, list[Result]]:
     """dattri's TracIn on the same LoRA weights and checkpoints (weighted by learning rate), through dattri's
-    functional API; the loss is payable's own per-example loss."""
+    functional API; the loss is payable's own per-example loss.
+
+    ``projection=None``: exact gradient dot products. dattri 0.3.0 cannot be configured that way (a ``None``
+    ``projector_kwargs`` falls back to its 512-wide defaults), so the attribute is cleared after construction;
+    its CPU projector regenerates a (2.4 M x 512) Gaussian matrix per batch on SmolLM2's LoRA weights and was
+    still on its first batch after 40 minutes, while the exact products take seconds."""
     from dattri.algorithm import TracInAttributor
     from dattri.task import AttributionTask
 
@@ -255,13 +261,16 @@ def dattri_text(task: LoRALanguageModelTask, states: list[Params], lrs: list[flo
 
     def loader(batch: dict[str, torch.Tensor]) -> torch.utils.data.DataLoader:
         dataset = torch.utils.data.TensorDataset(batch["input_ids"], batch["attention_mask"])
-        return torch.utils.data.DataLoader(dataset, batch_size=32)
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size)
 
     tracin = TracInAttributor(task=AttributionTask(loss_func=loss, model=task.model, checkpoints=states,
                                                    checkpoints_load_func=load),
                               weight_list=torch.tensor(lrs), normalized_grad=False,
-                              projector_kwargs={"proj_dim": 512, "device": "cpu"})
-    out = {"dattri TracIn": [timed(lambda: tracin.attribute(loader(train), loader(queries)), "proj 512")]}
+                              projector_kwargs={"proj_dim": projection or 512, "device": "cpu"})
+    if projection is None:
+        tracin.projector_kwargs = None
+    config = "exact" if projection is None else f"proj {projection}"
+    out = {"dattri TracIn": [timed(lambda: tracin.attribute(loader(train), loader(queries)), config)]}
     task.params(states[-1])  # leave the shared model at the final adapter
     return out
 
@@ -271,16 +280,19 @@ def peak_rss_reset() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def peak_rss_mb() -> float:
+def rss_mb(field: str = "VmHWM") -> float:
+    """This process's peak (``VmHWM``) or current (``VmRSS``) resident memory in MB (Linux)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def lora_text(setting: str, dn, args: TrainingArguments, methods: tuple[str, ...], num_subsets: int) -> list[dict]:
+def lora_text(setting: str, dn, args: TrainingArguments, methods: tuple[str, ...], num_subsets: int,
+              dattri_projection: int | None = 512, score_batch: int = 32) -> list[dict]:
     """LoRA on a synthetic multi-contributor datanet: payable's ``methods`` and dattri's TracIn on the same
-    adapter and checkpoints; LDS over ``num_subsets`` retrained halves, AUC of the corrupted contributors."""
+    adapter and checkpoints, both taking gradients ``score_batch`` examples at a time; LDS over ``num_subsets``
+    retrained halves, AUC of the corrupted contributors."""
     tok = load_tokenizer(args.base)
     texts = dn.table["text"].to_pylist()
     train = tokenize(texts, tok, args.max_length)
@@ -291,11 +303,15 @@ def lora_text(setting: str, dn, args: TrainingArguments, methods: tuple[str, ...
     owner = train.owner.numpy()
     n, m = len(texts), len(dn.eval_texts)
     corrupted = np.array([dn.kinds[c] == "corrupted" for c in dn.table["contributor"].to_pylist()])
-    configs = {method: ScoreArguments(method=method) for method in methods}
+    configs = {method: ScoreArguments(method=method, batch_size=score_batch) for method in methods}
+    before = rss_mb("VmRSS")
     peak_rss_reset()
     results = payable_scores(task, states, lrs, train.batch(slice(None)), queries.batch(slice(None)), configs)
-    scoring_rss = peak_rss_mb()
-    results.update(dattri_text(task, states, lrs, train.batch(slice(None)), queries.batch(slice(None))))
+    rss = dict.fromkeys(results, rss_mb())
+    peak_rss_reset()
+    results.update(dattri_text(task, states, lrs, train.batch(slice(None)), queries.batch(slice(None)),
+                               dattri_projection, score_batch))
+    rss.update(dict.fromkeys(results.keys() - rss.keys(), rss_mb()))
     for candidates in results.values():  # example scores -> contribution scores
         for i, r in enumerate(candidates):
             per_contribution = np.zeros((n, r.scores.shape[1]))
@@ -310,7 +326,9 @@ def lora_text(setting: str, dn, args: TrainingArguments, methods: tuple[str, ...
     for row in rows:
         row.update({"contributions": n, "examples": len(train), "queries": m, "tokens": args.max_length,
                     "checkpoints": len(states), "subsets": num_subsets, "per_step_s": result.seconds["per_step"],
-                    "seconds_per_contribution": row["seconds"] / n, "scoring_peak_rss_mb": round(scoring_rss),
+                    "seconds_per_contribution": row["seconds"] / n, "scoring_peak_rss_mb": round(rss[row["method"]]),
+                    "score_batch": score_batch, "rss_before_scoring_mb": round(before),
+                    "lora_params": sum(v.numel() for v in states[0].values()),
                     "base_model": args.base.name})
     return rows
 
@@ -327,9 +345,10 @@ REAL = TrainingArguments(base=BaseModelSpec(name=SMOLLM2), epochs=2, batch_size=
 
 
 def real(num_subsets: int) -> list[dict]:
-    """The text setting on the real model: payable's default method (TracIn) against dattri's TracIn."""
+    """The text setting on the real model: payable's default method (TracIn) against dattri's exact TracIn, 8
+    examples a gradient batch (32 at a time took over 10 GB resident and was killed for memory here)."""
     dn = make_datanet(contributors={"on_topic": 4, "off_topic": 2, "corrupted": 2}, per_contributor=3, num_queries=8)
-    return lora_text("text-lora-smollm2", dn, REAL, ("tracin",), num_subsets)
+    return lora_text("text-lora-smollm2", dn, REAL, ("tracin",), num_subsets, dattri_projection=None, score_batch=8)
 
 
 def main() -> None:
@@ -355,9 +374,12 @@ def main() -> None:
           {f["setting"]: f["dattri_best"] for f in figures}, f"total {time.perf_counter() - started:.0f} s")
     OUT.mkdir(exist_ok=True)
     if opts.real:
-        keys = ("contributions", "examples", "tokens", "checkpoints", "subsets", "per_step_s", "scoring_peak_rss_mb")
+        keys = ("contributions", "examples", "tokens", "checkpoints", "subsets", "per_step_s", "lora_params",
+                "rss_before_scoring_mb")
         print({k: figures[0][k] for k in keys},
-              {f["method"]: round(f["seconds_per_contribution"], 3) for f in figures}, "s per contribution")
+              {f["method"]: round(f["seconds_per_contribution"], 3) for f in figures}, "s per contribution",
+              {f["method"]: f["scoring_peak_rss_mb"] for f in figures}, "MB peak RSS scoring batches of",
+              figures[0]["score_batch"], "examples")
     (OUT / ("attribution-real.json" if opts.real else "attribution.json")).write_text(json.dumps(figures, indent=1))
 
 
