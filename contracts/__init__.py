@@ -19,6 +19,7 @@ TIMELOCK = "PayableTimelock"
 GOVERNOR = "PayableGovernor"
 ATTRIBUTION_REGISTRY = "AttributionRegistry"
 PROTOCOL_PARAMETERS = "ProtocolParameters"
+AGENT_REGISTRY = "AgentRegistry"
 
 
 @cache

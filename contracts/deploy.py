@@ -8,7 +8,9 @@ holds ``treasury_share`` of the supply and has approved the rewards operator to 
 other parameter (a proposal calling ``token.approve`` from the timelock). The deployer keeps the rest of
 the supply (distribution, votes), the operator key holds the rewards-operator role, and the attribution
 operator (the trainer key, which publishes model and influence commitments) holds the AttributionRegistry's
-operator role.
+operator role. The AgentRegistry (serving agents' stakes) is administered by the timelock too, which owns its
+minimum stake and unstake delay and grants its validator role; the validators given at deployment hold it from
+the start.
 
 The treasury's first approval has to come from the timelock itself, before any proposal could pass: the
 timelock is deployed with no delay and the deployer as its only proposer, executes that approval and its
@@ -17,6 +19,7 @@ own ``updateDelay`` in one batch, and then the deployer hands the proposer role 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
@@ -52,6 +55,8 @@ class DeployParams:
     require_refit: bool = True
     prior_accepted: int = 1
     prior_rejected: int = 1
+    agent_minimum_stake: int = 100 * TOKEN_UNIT  # what a serving agent locks to be listed
+    agent_unstake_delay_s: int = 7 * 24 * 3600   # time a validator has to slash a leaving agent
 
     def protocol_values(self) -> tuple:
         """The ProtocolParameters constructor's ``Values`` struct, in its field order."""
@@ -61,11 +66,12 @@ class DeployParams:
 
 
 def deploy(chain: Chain, deployer: LocalAccount, operator: str, params: DeployParams = DeployParams(),
-           attributor: str = ZERO_ADDRESS) -> Deployment:
-    """Deploys token, timelock, governor, registry, distributor, attribution registry and protocol parameters,
-    funds the treasury; returns their addresses.
+           attributor: str = ZERO_ADDRESS, agent_validators: Sequence[str] = ()) -> Deployment:
+    """Deploys token, timelock, governor, registry, distributor, attribution registry, protocol parameters and
+    agent registry, funds the treasury; returns their addresses.
 
     ``attributor``: who may publish commitments (none by default: the timelock can grant the role later).
+    ``agent_validators``: who may slash serving agents (none by default: the timelock can grant the role later).
     """
     token, first = chain.deploy(deployer, contracts.OPEN_TOKEN, deployer.address, params.supply)
     timelock, _ = chain.deploy(deployer, contracts.TIMELOCK, 0, [deployer.address], [ZERO_ADDRESS], deployer.address)
@@ -80,6 +86,8 @@ def deploy(chain: Chain, deployer: LocalAccount, operator: str, params: DeployPa
     distributor, _ = chain.deploy(deployer, contracts.REWARD_DISTRIBUTOR, token, timelock, operator)
     attribution, _ = chain.deploy(deployer, contracts.ATTRIBUTION_REGISTRY, timelock, attributor, distributor)
     parameters, _ = chain.deploy(deployer, contracts.PROTOCOL_PARAMETERS, timelock, params.protocol_values())
+    agents, _ = chain.deploy(deployer, contracts.AGENT_REGISTRY, token, timelock, timelock,
+                             params.agent_minimum_stake, params.agent_unstake_delay_s, list(agent_validators))
 
     lock = chain.contract(contracts.TIMELOCK, timelock)
     _fund_treasury(chain, deployer, lock, chain.contract(contracts.OPEN_TOKEN, token), operator, params)
@@ -100,6 +108,7 @@ def deploy(chain: Chain, deployer: LocalAccount, operator: str, params: DeployPa
         governor=Web3.to_checksum_address(governor),
         attribution=Web3.to_checksum_address(attribution),
         parameters=Web3.to_checksum_address(parameters),
+        agents=Web3.to_checksum_address(agents),
     )
 
 

@@ -99,6 +99,8 @@ class Deployment:
     """The AttributionRegistry (model and influence commitments); empty in deployments made before it existed."""
     parameters: str = ""
     """The ProtocolParameters (governed payout parameters); empty in deployments made before it existed."""
+    agents: str = ""
+    """The AgentRegistry (staked serving agents); empty in deployments made before it existed."""
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +190,7 @@ def _custom_errors() -> dict[str, str]:
     errors: dict[str, str] = {}
     for name in (contracts.OPEN_TOKEN, contracts.DATANET_REGISTRY, contracts.REWARD_DISTRIBUTOR,
                  contracts.TIMELOCK, contracts.GOVERNOR, contracts.ATTRIBUTION_REGISTRY,
-                 contracts.PROTOCOL_PARAMETERS):
+                 contracts.PROTOCOL_PARAMETERS, contracts.AGENT_REGISTRY):
         for entry in contracts.abi(name):
             if entry.get("type") == "error":
                 signature = f"{entry['name']}({','.join(i['type'] for i in entry['inputs'])})"

@@ -129,7 +129,8 @@ def deployment(stack: Settings, chain: Chain) -> Deployment:
     from contracts.deploy import deploy
 
     deployed = deploy(chain, dev_account(Role.DEPLOYER.value), dev_account(Role.OPERATOR.value).address,
-                      attributor=dev_account(Role.TRAINER.value).address)
+                      attributor=dev_account(Role.TRAINER.value).address,
+                      agent_validators=[dev_account(Role.VALIDATOR.value).address])
     deployed.save(stack.deployment_file)
     return deployed
 
