@@ -4,7 +4,9 @@ Roles follow least authority (invariant 6): the deployer deploys and holds the s
 (the treasury is the governance timelock); the rewards operator alone publishes epochs and funds them, within
 the allowance governance gave it; validators alone slash; contributors submit; the trainer (a model
 builder) requests access to permissioned datanets, trains only where it holds a grant, and alone publishes
-the model and influence commitments (the AttributionRegistry's attribution operator). For each role
+the model and influence commitments (the AttributionRegistry's attribution operator); a serving agent (a
+``payable serve`` instance) signs the usage events it reports and stakes OPEN under its address in the
+AgentRegistry (``payable serve --agent-key-file`` names a file holding its key instead). For each role
 payable reads ``PAYABLE_<ROLE>_KEY`` (hex), else ``PAYABLE_<ROLE>_KEYSTORE`` (an encrypted JSON keystore)
 with ``PAYABLE_<ROLE>_KEYSTORE_PASSWORD``. Only against the embedded local chain, with neither set, it falls
 back to the local node's public development accounts.
@@ -40,6 +42,7 @@ class Role(Enum):
     VALIDATOR = 2
     CONTRIBUTOR = 3
     TRAINER = 9  # the dev account index: not one of the demo's contributors (3-8)
+    AGENT = 10   # beyond anvil's ten funded accounts: whoever registers it sends it gas money first
 
 
 class KeyConfigError(PayableError, ValueError):
@@ -85,6 +88,20 @@ def _from_keystore(path: str, password: str, source: str) -> LocalAccount:
         raise KeyConfigError(f"{source}: cannot decrypt {path}: {exc} (check {source}_PASSWORD)") from None
     except (KeyError, TypeError):
         raise KeyConfigError(f"{source}: {path} is not an Ethereum JSON keystore") from None
+
+
+def load_key_file(role: Role, path: Path) -> LocalAccount:
+    """The account in a key file: a hex private key, or an encrypted JSON keystore (its password from
+    ``PAYABLE_<ROLE>_KEYSTORE_PASSWORD``)."""
+    source = f"the {role.name.lower()} key file"
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyConfigError(f"{source}: cannot read {path} ({type(exc).__name__})") from None
+    if text.lstrip().startswith("{"):
+        prefix = f"PAYABLE_{role.name}_KEYSTORE"
+        return _from_keystore(str(path), os.environ.get(f"{prefix}_PASSWORD", ""), prefix)
+    return Account.from_key(parse_private_key(text, f"{source} {path}"))
 
 
 def load_account(role: Role, *, local_chain: bool) -> LocalAccount:

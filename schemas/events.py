@@ -190,6 +190,29 @@ REWARD_CLAIMED = _chain_fact("RewardClaimed", [
     pa.field("amount", AMOUNT, nullable=False),
 ])
 
+# Serving agents (the AgentRegistry): an agent locks OPEN to be listed; unstaking delists it at once (its stake stays
+# slashable until ``unlocks_at``); a validator's slash takes ``amount`` and delists it for good, naming the hash of
+# the findings. Usage is paid only from an agent listed and never slashed (``pipelines.rewards.agents``).
+AGENT_REGISTERED = _chain_fact("AgentRegistered", [
+    pa.field("agent", pa.string(), nullable=False),
+    pa.field("endpoint", pa.string(), nullable=False),
+    pa.field("stake", AMOUNT, nullable=False),
+])
+
+AGENT_UNSTAKED = _chain_fact("AgentUnstaked", [
+    pa.field("agent", pa.string(), nullable=False),
+    pa.field("stake", AMOUNT, nullable=False),
+    pa.field("unlocks_at", pa.int64(), nullable=False),
+])
+
+AGENT_SLASHED = _chain_fact("AgentSlashed", [
+    pa.field("agent", pa.string(), nullable=False),
+    pa.field("validator", pa.string(), nullable=False),
+    pa.field("amount", AMOUNT, nullable=False),
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("evidence_hash", pa.string(), nullable=False),
+])
+
 # A fact that left the canonical chain in a reorg. Covers every fact type (a retracted
 # ContributionSubmitted is a contribution retraction); its own id hashes the retracted id and block hash.
 FACT_RETRACTED = register("FactRetracted", 1, [

@@ -19,11 +19,23 @@ on the log stay valid and are simply not attributable.
 Version 3 adds ``influences``: when the request asked for ``attribution``, the top-k training contributions
 of the adapter that answered, by TracIn influence on the answer (``serving.influence``); null otherwise.
 Consumers match usage events by name, so v1, v2 and v3 read alike through the fields they share.
+
+Version 4 adds ``agent`` and ``signature``: the serving agent (the address a ``payable serve`` instance staked
+OPEN under in the AgentRegistry) and its EIP-191 signature over ``usage_digest`` of the event, which covers every
+field but the signature itself (so the ids, adapters, datanets, versions, token counts, sources, caller, base
+model and transcript that money depends on cannot be changed after the agent reported them). Both are null in an
+event written without an agent key, and absent from v1-v3 events: the usage rule pays neither (nobody vouches for
+them; ``pipelines.rewards.usage``).
 """
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_utils import keccak
 
 from schemas import events, topics
 
@@ -71,8 +83,35 @@ INFLUENCE = pa.struct([
 ])
 
 USAGE_EVENT_V2 = events.register("UsageEvent", 2, _V2_FIELDS, topics.USAGE)
-USAGE_EVENT = events.register("UsageEvent", 3, [
+_V3_FIELDS = [
     *_V2_FIELDS,
     pa.field("influences", pa.list_(INFLUENCE), nullable=True),  # asked for with ``attribution``; else null
+]
+USAGE_EVENT_V3 = events.register("UsageEvent", 3, _V3_FIELDS, topics.USAGE)
+USAGE_EVENT = events.register("UsageEvent", 4, [
+    *_V3_FIELDS,
+    pa.field("agent", pa.string(), nullable=True),      # 0x-prefixed lower-case address of the serving agent
+    pa.field("signature", pa.string(), nullable=True),  # 0x-prefixed 65 bytes: the agent's EIP-191 signature
 ], topics.USAGE)
 """The version serving writes."""
+
+SIGNED_FIELDS = tuple(f.name for f in USAGE_EVENT.schema if f.name != "signature")
+"""What an agent's signature covers: every v4 field but the signature (fixed here, so a later version's new
+fields do not change what a v4 signature means)."""
+
+
+def usage_digest(event: dict) -> bytes:
+    """keccak256 of the canonical JSON (sorted keys, no spaces) of the event's ``SIGNED_FIELDS``: what the agent
+    signs. Values are as the log holds them, so a digest computed from a record read back equals the signer's."""
+    signed = {name: event.get(name) for name in SIGNED_FIELDS}
+    return keccak(json.dumps(signed, sort_keys=True, separators=(",", ":")).encode())
+
+
+def usage_signer(event: dict) -> str | None:
+    """The lower-case address whose EIP-191 signature of ``usage_digest(event)`` the event carries, or None when
+    the signature does not parse (a well-formed signature by the wrong key recovers a different address)."""
+    try:
+        signer = Account.recover_message(encode_defunct(primitive=usage_digest(event)), signature=event["signature"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    return signer.lower()

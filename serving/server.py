@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import uvicorn
@@ -20,6 +21,7 @@ from fastapi import FastAPI
 
 from payable.settings import Settings
 from serving.adapter_source import AdapterSource
+from serving.agent import load_agent
 from serving.api import create_app
 from serving.cache import AdapterCache
 from serving.engine import Engine, ServedBase
@@ -42,6 +44,8 @@ class ServeOptions:
     threads: int = 1
     """Torch threads of the batcher: one by default, as on the shared 2-core machines."""
     usage_topic: str | None = None
+    agent_key_file: Path | None = None
+    """Where the serving agent's key is (default: ``PAYABLE_AGENT_KEY``/``_KEYSTORE``, or the local dev account)."""
 
 
 @dataclass
@@ -79,7 +83,7 @@ def build(settings: Settings, options: ServeOptions, base: ServedBase | None = N
     base = base or ServedBase.tiny(max_batch=options.max_batch)
     cache = AdapterCache(options.max_adapters, options.max_adapter_bytes)
     kwargs = {"topic": options.usage_topic} if options.usage_topic else {}
-    usage = UsageWriter(settings.kafka_bootstrap, **kwargs)
+    usage = UsageWriter(settings.kafka_bootstrap, agent=load_agent(settings, options.agent_key_file), **kwargs)
     engine = Engine(base, AdapterSource(settings.adapters_dir), cache, usage, AnswerAttributor(settings))
     return Service(engine, usage, Retriever(settings), settings)
 

@@ -29,6 +29,18 @@ class ServerStatus:
     metrics: dict[str, float]
     """Metric name without the ``payable_serve_`` prefix -> value."""
 
+    @property
+    def agent(self) -> str | None:
+        """The serving agent's address (the label of ``agent_info``), None if the server signs nothing."""
+        info = next((name for name in self.metrics if name.startswith("agent_info{")), None)
+        return info.split('"')[1] if info else None
+
+    @property
+    def agent_standing(self) -> str:
+        """staked | not staked (its usage is not paid) | unknown."""
+        return {1.0: "staked", 0.0: "not staked (its usage is not paid)"}.get(self.metrics.get("agent_staked", -1),
+                                                                              "unknown")
+
 
 def state_file(settings: Settings) -> Path:
     return settings.run_dir / "serve.json"

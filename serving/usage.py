@@ -6,6 +6,9 @@ buffer only once the broker acknowledged it; when the broker is down, sends fail
 the thread retries with backoff (a fresh producer each time) until they are delivered. ``/metrics`` shows
 the buffer depth, deliveries, failures and the last error. A stop flushes what it can within its timeout.
 
+With a serving agent (``serving.agent``), ``record`` signs each event with the agent key before buffering it:
+the pipeline pays only signed usage of a staked agent.
+
 The buffer is memory only: what is still buffered when the process is killed is lost (a broker outage
 is survived, a crash of the server during one is not).
 """
@@ -18,11 +21,14 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from payable import kafka_log
 from schemas import topics
 from schemas.usage import USAGE_EVENT
+
+if TYPE_CHECKING:
+    from serving.agent import ServingAgent
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +43,8 @@ def usage_event(*, request_id: str, model: str, adapters: Sequence[tuple[str, in
                 finish_reason: str, retrieved_sources: Sequence[dict] = (),
                 messages: Sequence[tuple[str, str]] = (), answer: str = "",
                 source_words: Sequence[int] = (), influences: Sequence[dict] | None = None) -> dict:
-    """A UsageEvent (v3) record; ``adapters`` are (adapter id, datanet id, dataset version, ensemble weight).
+    """A UsageEvent (v4) record, unsigned (``UsageWriter`` signs it); ``adapters`` are (adapter id, datanet id,
+    dataset version, ensemble weight).
 
     The transcript (``messages``, ``answer``, ``source_words``) is kept only when sources were retrieved:
     context attribution needs it to rescore the answer, and nothing else puts a caller's text on the log.
@@ -53,6 +60,7 @@ def usage_event(*, request_id: str, model: str, adapters: Sequence[tuple[str, in
         "messages": [{"role": r, "content": c} for r, c in messages] if rag else None,
         "answer": answer if rag else None, "source_words": [int(w) for w in source_words] if rag else None,
         "influences": None if influences is None else list(influences),
+        "agent": None, "signature": None,
     }
 
 
@@ -71,8 +79,10 @@ class UsageCounters:
 class UsageWriter:
     """Delivers recorded usage events to ``topic`` on ``bootstrap``, buffering through broker outages."""
 
-    def __init__(self, bootstrap: str, topic: str = topics.USAGE, batch: int = 500, backoff_s: float = 0.5) -> None:
+    def __init__(self, bootstrap: str, topic: str = topics.USAGE, batch: int = 500, backoff_s: float = 0.5,
+                 agent: ServingAgent | None = None) -> None:
         self.bootstrap, self.topic, self.batch, self.backoff_s = bootstrap, topic, batch, backoff_s
+        self.agent = agent
         self.counters = UsageCounters()
         self.last_error: str | None = None
         self._buffer: list[dict] = []
@@ -86,6 +96,8 @@ class UsageWriter:
         self._thread.start()
 
     def record(self, event: dict) -> None:
+        if self.agent is not None:
+            event = self.agent.sign(event)
         USAGE_EVENT.to_batch([event])  # a malformed event is a bug here, not something to find on the log
         with self._cond:
             self._buffer.append(event)

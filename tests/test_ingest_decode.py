@@ -10,11 +10,11 @@ from eth_utils import event_abi_to_log_topic
 
 import contracts
 from pipelines.ingest import reorg
-from pipelines.ingest.decode import FACT_TYPES, LogDecoder, UndecodableLog, snake_case
+from pipelines.ingest.decode import FACT_TYPES, SOURCE_CONTRACTS, LogDecoder, UndecodableLog, snake_case
 from schemas import events
 
 CHAIN_ID = 31337
-ABI_EVENTS = {e["name"]: e for c in (contracts.DATANET_REGISTRY, contracts.REWARD_DISTRIBUTOR)
+ABI_EVENTS = {e["name"]: e for c in SOURCE_CONTRACTS
               for e in contracts.abi(c) if e["type"] == "event"}
 
 

@@ -48,6 +48,7 @@ COMMANDS = {
     "reconcile": "payable.cli.audit:reconcile",
     "serve": "payable.cli.serve:serve",
     "attribute-usage": "payable.cli.usage:attribute_usage",
+    "agents": "payable.cli.agents:agents",
 }
 
 

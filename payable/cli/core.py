@@ -64,7 +64,9 @@ def deploy(ctx: Context) -> None:
     deployer = load_account(Role.DEPLOYER, local_chain=local)
     operator = load_account(Role.OPERATOR, local_chain=local)
     trainer = load_account(Role.TRAINER, local_chain=local)
-    deployment = deploy_contracts(ctx.chain(), deployer, operator.address, attributor=trainer.address)
+    validator = load_account(Role.VALIDATOR, local_chain=local)
+    deployment = deploy_contracts(ctx.chain(), deployer, operator.address, attributor=trainer.address,
+                                  agent_validators=[validator.address])
     deployment.save(ctx.settings.deployment_file)
     click.echo(json.dumps(deployment.__dict__, indent=2))
 

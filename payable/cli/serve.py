@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from payable.cli import Context, fail, pass_context
@@ -15,6 +17,7 @@ def _status(ctx: Context) -> None:
     except NotServing as exc:
         fail(str(exc))
     click.echo(f"payable serve at {status.url} (pid {status.pid}): {len(status.models)} models")
+    click.echo(f"  agent {status.agent or 'none (usage unsigned, not paid)'}: {status.agent_standing}")
     for name, value in status.metrics.items():
         click.echo(f"  {name:36} {value:g}")
 
@@ -30,10 +33,13 @@ def _status(ctx: Context) -> None:
               help="Bytes of LoRA factors the cache keeps resident, in MiB.")
 @click.option("--pin", multiple=True, help="Model to load at start and never evict (id, dn-<id> alias).")
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="Torch threads.")
+@click.option("--agent-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The serving agent's key (hex, or a JSON keystore with PAYABLE_AGENT_KEYSTORE_PASSWORD) that "
+                   "signs usage events; default PAYABLE_AGENT_KEY / PAYABLE_AGENT_KEYSTORE.")
 @click.option("--status", "show_status", is_flag=True, help="Report the running server's models and cache state.")
 @pass_context
 def serve(ctx: Context, host: str, port: int, max_batch: int, max_adapters: int, max_adapter_mb: int,
-          pin: tuple[str, ...], threads: int, show_status: bool) -> None:
+          pin: tuple[str, ...], threads: int, agent_key_file: Path | None, show_status: bool) -> None:
     """Serve every datanet's LoRA adapters over an OpenAI-compatible API (/v1/completions, /v1/chat/completions,
     /v1/models, /metrics); each finished request appends a usage event to Kafka."""
     if show_status:
@@ -43,18 +49,22 @@ def serve(ctx: Context, host: str, port: int, max_batch: int, max_adapters: int,
 
     if port_open(port, host):
         fail(f"{host}:{port} is already in use; choose another --port")
+    from payable.keys import KeyConfigError
     from serving.errors import ServingError
     from serving.lora import AdapterLoadError
     from serving.server import ServeOptions
     from serving.server import serve as run
 
     options = ServeOptions(host=host, port=port, max_batch=max_batch, max_adapters=max_adapters,
-                           max_adapter_bytes=max_adapter_mb << 20, pin=pin, threads=threads)
+                           max_adapter_bytes=max_adapter_mb << 20, pin=pin, threads=threads,
+                           agent_key_file=agent_key_file)
     click.echo(f"payable serve on http://{host}:{port}/v1, chat page http://{host}:{port}/ "
                f"(adapters {ctx.settings.adapters_dir}, usage -> {ctx.settings.kafka_bootstrap}); Ctrl-C to stop",
                err=True)
     try:
         run(ctx.settings, options)
+    except KeyConfigError as exc:
+        fail(str(exc))
     except ServingError as exc:
         fail(exc.message)
     except AdapterLoadError as exc:

@@ -13,12 +13,15 @@ from schemas import events
 # Fact fields that fill chain_events' generic columns, by event type.
 _ACCOUNT_FIELD = {"DatanetCreated": "owner", "ContributionSubmitted": "contributor", "StakeSlashed": "validator",
                   "StakeReleased": "contributor", "RewardClaimed": "account", "ValidatorSet": "validator",
-                  "AccessRequested": "builder", "AccessGranted": "builder", "AccessRevoked": "builder"}
+                  "AccessRequested": "builder", "AccessGranted": "builder", "AccessRevoked": "builder",
+                  "AgentRegistered": "agent", "AgentUnstaked": "agent", "AgentSlashed": "agent"}
 _AMOUNT_FIELD = {"ContributionSubmitted": "stake", "StakeSlashed": "amount", "StakeReleased": "amount",
-                 "EpochPublished": "total", "RewardClaimed": "amount", "DatanetCreated": "min_stake"}
+                 "EpochPublished": "total", "RewardClaimed": "amount", "DatanetCreated": "min_stake",
+                 "AgentRegistered": "stake", "AgentUnstaked": "stake", "AgentSlashed": "amount"}
 _CHAIN_FACTS = (events.DATANET_CREATED, events.CONTRIBUTION_SUBMITTED, events.STAKE_SLASHED, events.STAKE_RELEASED,
                 events.VALIDATOR_SET, events.MINIMUM_STAKE_CHANGED, events.EPOCH_PUBLISHED, events.REWARD_CLAIMED,
-                events.ACCESS_REQUESTED, events.ACCESS_GRANTED, events.ACCESS_REVOKED)
+                events.ACCESS_REQUESTED, events.ACCESS_GRANTED, events.ACCESS_REVOKED, events.AGENT_REGISTERED,
+                events.AGENT_UNSTAKED, events.AGENT_SLASHED)
 
 
 def chain_event_rows(facts: LogView) -> list[dict]:

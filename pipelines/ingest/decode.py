@@ -37,8 +37,9 @@ FACT_TYPES = {t.name: t for t in (
     events.DATANET_CREATED, events.VALIDATOR_SET, events.CONTRIBUTION_SUBMITTED, events.STAKE_SLASHED,
     events.STAKE_RELEASED, events.MINIMUM_STAKE_CHANGED, events.EPOCH_PUBLISHED, events.REWARD_CLAIMED,
     events.ACCESS_REQUESTED, events.ACCESS_GRANTED, events.ACCESS_REVOKED,
+    events.AGENT_REGISTERED, events.AGENT_UNSTAKED, events.AGENT_SLASHED,
 )}
-SOURCE_CONTRACTS = (contracts.DATANET_REGISTRY, contracts.REWARD_DISTRIBUTOR)
+SOURCE_CONTRACTS = (contracts.DATANET_REGISTRY, contracts.REWARD_DISTRIBUTOR, contracts.AGENT_REGISTRY)
 ENVELOPE = ("event_id", "chain_id", "block_number", "block_hash", "tx_hash", "log_index", "contract")
 PROTOCOL_KEY = topics.PROTOCOL_KEY.encode()
 DEAD_LETTER_ORIGIN = "ingest"

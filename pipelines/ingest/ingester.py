@@ -122,7 +122,8 @@ class Ingester:
         self.deployment = deployment
         self.confirmations = settings.confirmations if self.options.confirmations is None \
             else self.options.confirmations
-        self.fetcher_config = (settings.rpc_url, [deployment.registry.lower(), deployment.distributor.lower()],
+        sources = [a.lower() for a in (deployment.registry, deployment.distributor, deployment.agents) if a]
+        self.fetcher_config = (settings.rpc_url, sources,
                                deployment.chain_id, self.options.reorg_window, self.options.backoff,
                                self.options.rpc_timeout_s)
         self.fetcher = Fetcher(*self.fetcher_config)

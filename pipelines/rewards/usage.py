@@ -4,6 +4,8 @@ Invariant 8 asks that a usage event be paid in at most one epoch, whoever closes
 script), so ``payable_usage`` takes out of an epoch's usage, with the reason for each (an ``UsageExclusion``):
 
 - events a closed epoch already paid (``paid in epoch <n>``: the UsageAllocated lines its marker commits);
+- once the deployment has an AgentRegistry, events no staked serving agent vouches for: ``unsigned``,
+  ``bad_signature``, ``agent_slashed``, ``agent_not_staked`` (``pipelines.rewards.agents``);
 - events whose adapter is unknown (``unknown adapter <id>``: neither in the registry nor scored) or whose
   adapter's training run no closed epoch paid yet (``training run of adapter <id> not paid yet``): the
   training share is the influence shares that run was paid on, so it waits for that epoch;
@@ -36,6 +38,7 @@ from payable.settings import Settings
 from pipelines import log_views
 from pipelines.attribution.canaries import payout_exclusions
 from pipelines.rewards import outbox
+from pipelines.rewards.agents import AgentBook, load_agent_book
 from pipelines.rewards.inputs import scored_adapters
 from pipelines.rewards.merkle import keccak
 from pipelines.rewards.usage_split import AdapterBehind, NobodyToPay, PricedEvent, Source, price_event
@@ -79,6 +82,7 @@ class UsageInputs:
     known_adapters: frozenset[str] = frozenset()                # adapters in the registry or scored
     trainers: Mapping[int, str] = field(default_factory=dict)   # datanet id -> the trainer paid for its adapters
     unpayable_sources: frozenset[int] = frozenset()             # revealed canaries and slashed contributions
+    agents: AgentBook | None = None                             # serving agents' standing; None: no AgentRegistry
 
 
 def usage_root(usage_event_ids: list[str]) -> str:
@@ -103,6 +107,10 @@ def payable_usage(inputs: UsageInputs, paid: Mapping[str, int]) -> tuple[list[Pr
         event_id = event["event_id"]
         if event_id in paid:
             excluded.append(UsageExclusion(event_id, f"paid in epoch {paid[event_id]}", paid[event_id]))
+            continue
+        refused = inputs.agents.refusal(event) if inputs.agents is not None else None
+        if refused is not None:
+            excluded.append(UsageExclusion(event_id, refused))
             continue
         try:
             priced.append(_price(event, inputs))
@@ -197,6 +205,7 @@ def load_usage(settings: Settings, deployment: Deployment, closed: Mapping[int, 
             "dn-*/*/lineage.json")},
         trainers=datanet_owners(settings.kafka_bootstrap),
         unpayable_sources=_unpayable_sources(settings) if rag else frozenset(),
+        agents=load_agent_book(settings.kafka_bootstrap) if deployment.agents else None,
     )
 
 

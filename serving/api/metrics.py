@@ -1,4 +1,5 @@
-"""GET /metrics: the adapter cache, the batcher and the usage writer in Prometheus' text format (0.0.4)."""
+"""GET /metrics: the adapter cache, the batcher, the usage writer and the serving agent in Prometheus' text format
+(0.0.4). The agent's address is the one label (``payable_serve_agent_info{address="0x..."} 1``)."""
 
 from __future__ import annotations
 
@@ -50,13 +51,22 @@ def samples(engine: Engine, usage: UsageWriter | None) -> list[tuple[str, str, s
             ("usage_send_failures_total", "counter", "Failed deliveries to Kafka (events kept and retried).",
              u["send_failures"]),
         ]
+        if usage.agent is not None:
+            staked = usage.agent.staked()
+            rows += [
+                (f'agent_info{{address="{usage.agent.address}"}}', "gauge", "The agent signing the usage events.",
+                 1),
+                ("agent_staked", "gauge", "1: the AgentRegistry lists the agent; 0: it does not (its usage is not "
+                 "paid); -1: unknown (no registry, or the chain does not answer).", -1 if staked is None else staked),
+            ]
     return [(PREFIX + name, kind, text, float(value)) for name, kind, text, value in rows]
 
 
 def render(engine: Engine, usage: UsageWriter | None) -> str:
     lines = []
     for name, kind, text, value in samples(engine, usage):
-        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value:g}"]
+        family = name.partition("{")[0]
+        lines += [f"# HELP {family} {text}", f"# TYPE {family} {kind}", f"{name} {value:g}"]
     return "\n".join(lines) + "\n"
 
 
