@@ -1,5 +1,6 @@
-"""The demo's usage round: a few RAG chats against the demo's datanet models, their context attribution, then the
-usage epoch that pays the data behind them on-chain, and a table of what each answer earned whom."""
+"""The demo's usage round: the server's agent stakes OPEN in the AgentRegistry, a few RAG chats against the demo's
+datanet models (each usage event signed by that agent), their context attribution, then the usage epoch that pays
+the data behind them on-chain, and a table of what each answer earned whom."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from contextlib import AbstractContextManager
 
 from rich.table import Table
 
+import contracts
 from orchestration.loop import Loop
+from payable.chain import Chain, Deployment
 from payable.settings import Settings
 
 QUESTIONS = ("What makes bread rise?", "How does photosynthesis work?", "Why is the sky blue?")
@@ -35,14 +38,31 @@ def chat(settings: Settings, datanet_ids: dict[str, int]) -> list[dict]:
     return answers
 
 
+def stake_agent(settings: Settings) -> None:
+    """The serving agent (the local dev account of its role) gets the minimum stake from the deployer and locks it."""
+    from payable.agents import fund_local_agent, register_agent
+    from payable.keys import Role, dev_account
+
+    chain, deployment = Chain(settings.rpc_url), Deployment.load(settings.deployment_file)
+    agent = dev_account(Role.AGENT.value)
+    minimum = chain.contract(contracts.AGENT_REGISTRY, deployment.agents).functions.minimumStake().call()
+    fund_local_agent(chain, deployment, dev_account(Role.DEPLOYER.value), agent.address, minimum)
+    register_agent(chain, deployment, agent, "http://127.0.0.1 (payable demo)", minimum)
+
+
 def usage_round(settings: Settings, loop: Loop, datanet_ids: dict[str, int],
                 stage: Callable[[str], AbstractContextManager[None]]) -> list[dict]:
-    """Chats, attributes them, closes the usage epoch on-chain; the answers with what each earned whom."""
+    """Stakes the serving agent, chats, attributes the chats, closes the usage epoch on-chain; the answers with what
+    each earned whom."""
     from pipelines.rewards.usage import earnings_of
 
+    with stage("stake the serving agent"):
+        stake_agent(settings)
     with stage("RAG chats"):
         answers = chat(settings, datanet_ids)
     with stage("attribute RAG answers + usage epoch on-chain"):
+        Chain(settings.rpc_url).mine(settings.confirmations)  # the agent's registration becomes final
+        loop.run("ingest_chain_facts")
         loop.run("attribute_usage")
         loop.run("close_reward_epoch")
     return [{**a, "earned": earnings_of(settings, a["usage_event_id"])} for a in answers]

@@ -67,9 +67,11 @@ def setup_epoch(settings: Settings, chain: Chain, deployment: Deployment, tmp_pa
     return epochs.close_epoch(settings, epoch_id, inputs, fixed_params(POOL))
 
 
-def run_cli(settings: Settings, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess:
-    """``payable <args>`` as a separate process against the test's services (optionally killed at a step)."""
-    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV} | stack_env(settings)
+def run_cli(settings: Settings, *args: str, crash_at: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``payable <args>`` as a separate process against the test's services (optionally killed at a step, with
+    ``env`` added to its environment)."""
+    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV} | stack_env(settings) | (env or {})
     if crash_at:
         env[CRASH_ENV] = crash_at
     command = [sys.executable, "-c", "from payable.cli import main; main()", "--data-dir", str(settings.data_dir),

@@ -19,8 +19,9 @@ import openai
 import pytest
 
 from payable import services
+from payable.keys import Role, dev_account
 from payable.settings import Settings
-from serving.status import parse_metrics
+from serving.status import ServerStatus, parse_metrics
 from serving.usage import usage_id
 from tests.serving_fixtures import openai_client, running_server, usage_of, write_adapter
 
@@ -115,6 +116,9 @@ def test_cache_counters_in_metrics(client, server):
     assert after["adapter_cache_hits_total"] - before["adapter_cache_hits_total"] == 1
     assert after["adapter_cache_resident"] >= 1 and after["adapter_cache_load_seconds_total"] > 0
     assert after["usage_events_recorded_total"] - before["usage_events_recorded_total"] == 2
+    status = ServerStatus(server.url, 0, [], after)
+    assert status.agent == dev_account(Role.AGENT.value).address.lower(), "the agent that signs the usage events"
+    assert status.agent_standing == "unknown" and after["agent_staked"] == -1, "no deployment here: not knowable"
 
 
 @pytest.mark.parametrize(("kwargs", "status", "code"), [

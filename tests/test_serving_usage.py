@@ -9,7 +9,9 @@ import openai
 import pytest
 
 from payable import kafka_log, services
+from payable.keys import Role, dev_account
 from schemas import events, topics
+from schemas.usage import usage_signer
 from serving.server import ServeOptions, ServerThread, build
 from serving.usage import usage_id
 from tests.serving_fixtures import write_adapter
@@ -68,6 +70,8 @@ def test_every_request_leaves_one_usage_event_through_a_broker_outage(stack):
     assert sorted(e["request_id"] for e in found) == sorted(expected)  # every one, once
     by_id = {e["request_id"]: e for e in found}
     assert all(e["event_id"] == usage_id(r) for r, e in by_id.items())
+    agent = dev_account(Role.AGENT.value).address.lower()  # the local chain's serving agent
+    assert all(e["agent"] == usage_signer(e) == agent for e in found), "every event is signed by the serving agent"
     streamed = by_id["mid-stream"]
     assert streamed["adapter_ids"] == ["ad-test-1-3-1", "ad-test-2-1-2"] and streamed["datanet_ids"] == [1, 2]
     assert streamed["dataset_versions"] == [3, 1] and streamed["adapter_weights"] == [0.5, 0.5]

@@ -5,6 +5,8 @@ table (training half), usage events as ``payable serve`` writes them, ContextAtt
 context-attribution stage writes them, a DatanetCreated fact naming the datanet's owner (the trainer paid).
 Epoch 1 pays datanet 1's and 2's training runs (on adapter ``a``); the calls to adapter ``a`` wait for it and are
 paid by epoch 2; a call to an adapter nobody knows stays unpaid with its reason, and nothing is lost.
+Calls are signed by a serving agent whose AgentRegistered fact is on the log; one unsigned call and one signed
+by an agent that never staked are refused with their reasons through every entry point.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 import contracts
 from assets import rewards as reward_assets
 from orchestration.resources import resources_for
+from payable.keys import Role, dev_account
 from pipelines.audit.epoch_rows import epoch_rows
 from pipelines.audit.tables import create_statements
 from pipelines.audit.usage_rows import usage_tables
@@ -33,6 +36,7 @@ from schemas import events, topics
 from schemas import rewards as schema
 from schemas.context_attribution import CONTEXT_ATTRIBUTED
 from schemas.usage import USAGE_EVENT
+from serving.agent import ServingAgent
 from serving.usage import usage_event
 from tests.chain_helpers import fixed_params
 from tests.test_audit_reconcile import documented_queries
@@ -51,6 +55,7 @@ from tests.test_rewards_exactly_once import (
 from tests.test_rewards_inputs import fact
 
 OWNER = "0x" + "0f" * 20
+STAKED, UNSTAKED = ServingAgent(dev_account(Role.AGENT.value)), ServingAgent(dev_account(12))
 ASSETS = [reward_assets.reward_epochs, reward_assets.onchain_payouts, reward_assets.usage_rewards,
           reward_assets.payout_total_equals_pool_minus_carry, reward_assets.every_usage_event_paid_at_most_once,
           reward_assets.usage_payouts_equal_fees_minus_carry]
@@ -60,10 +65,13 @@ OTHER_SOURCE = {"datanet_id": 2, "contribution_id": 3, "contributor": C, "chunk_
                 "score": 0.4}
 
 
-def call(request_id: str, *, adapter: str = "a", datanet: int = 1, sources=()) -> dict:
-    return usage_event(request_id=request_id, model=adapter, adapters=[(adapter, datanet, 1, 1.0)],
-                       base_model_hash="0x" + "ba" * 32, prompt_tokens=30, completion_tokens=12, latency_s=0.1,
-                       caller=None, finish_reason="stop", retrieved_sources=list(sources))
+def call(request_id: str, *, adapter: str = "a", datanet: int = 1, sources=(),
+         agent: ServingAgent | None = STAKED) -> dict:
+    """A served call as ``payable serve`` writes it, signed by ``agent`` (None: unsigned)."""
+    event = usage_event(request_id=request_id, model=adapter, adapters=[(adapter, datanet, 1, 1.0)],
+                        base_model_hash="0x" + "ba" * 32, prompt_tokens=30, completion_tokens=12, latency_s=0.1,
+                        caller=None, finish_reason="stop", retrieved_sources=list(sources))
+    return event if agent is None else agent.sign(event)
 
 
 def produce(settings, event_type: events.EventType, records: list[dict], key: str = "event_id") -> None:
@@ -71,11 +79,16 @@ def produce(settings, event_type: events.EventType, records: list[dict], key: st
 
 
 def write_usage(settings) -> dict[str, dict]:
-    """Three served calls on adapter ``a`` (one RAG answer, attributed), one sent twice, one to an unknown adapter;
-    the datanet's owner on the chain-facts log."""
+    """Three served calls on adapter ``a`` (one RAG answer, attributed), one sent twice, one to an unknown adapter,
+    one unsigned and one by an agent that never staked; the datanet's owner and the staked agent on the chain-facts
+    log."""
     served = {"plain": call("req-plain"), "rag": call("req-rag", sources=[RAG_SOURCE, OTHER_SOURCE]),
-              "unknown": call("req-unknown", adapter="ad-nobody-knows")}
-    produce(settings, USAGE_EVENT, [served["plain"], served["rag"], served["plain"], served["unknown"]])
+              "unknown": call("req-unknown", adapter="ad-nobody-knows"), "unsigned": call("req-unsigned", agent=None),
+              "unstaked": call("req-unstaked", agent=UNSTAKED)}
+    produce(settings, USAGE_EVENT, [served["plain"], served["rag"], served["plain"], served["unknown"],
+                                    served["unsigned"], served["unstaked"]])
+    produce(settings, events.AGENT_REGISTERED, [fact("AgentRegistered", 1002, agent=STAKED.address,
+                                                     endpoint="http://127.0.0.1:8000", stake="1")])
     produce(settings, CONTEXT_ATTRIBUTED, [{
         "event_id": "ca-1", "usage_event_id": served["rag"]["event_id"], "method": "factorial", "forward_passes": 8,
         "sources": [{"contribution_id": 2, "chunk_id": "2:0", "weight": 0.75},
@@ -147,6 +160,9 @@ def test_cli_killed_after_publish_and_after_push_then_rerun_pays_each_call_once(
     idle = run_cli(stack, "reward")
     assert idle.returncode == 0, idle.stderr
     assert {"excluded_usage": served["unknown"]["event_id"], "reason": "unknown adapter ad-nobody-knows"} in lines(idle)
+    assert {"excluded_usage": served["unsigned"]["event_id"], "reason": "unsigned"} in lines(idle)
+    assert {"excluded_usage": served["unstaked"]["event_id"],
+            "reason": f"agent_not_staked: {UNSTAKED.address}"} in lines(idle), "an unstaked agent's usage is refused"
     assert not any(line.get("excluded_usage") == served["plain"]["event_id"] for line in lines(idle)), \
         "a call paid before is not listed again"
     assert lines(idle)[-1] == {"nothing_due": "nothing is due: no influence run or usage event is left to pay"}
@@ -218,7 +234,9 @@ def test_dagster_assets_pay_each_call_once(stack, chain, deployment):
     materialize()  # epoch 1: the training runs
     second = materialize()
     assert second["reward_epochs"]["epoch_id"].value == 2 and second["usage_rewards"]["usage_events_paid"].value == 2
-    assert "ad-nobody-knows" in second["usage_rewards"]["excluded_usage"].value
+    excluded = second["usage_rewards"]["excluded_usage"].value
+    assert "ad-nobody-knows" in excluded and "unsigned" in excluded and f"agent_not_staked: {UNSTAKED.address}" in \
+        excluded, "an unstaked agent's usage is refused"
     block = chain.w3.eth.block_number
     third = materialize()
     assert not third["reward_epochs"]["closed_now"].value and chain.w3.eth.block_number == block

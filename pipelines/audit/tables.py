@@ -104,7 +104,8 @@ TABLES: dict[str, str] = {
         adapter_ids VARCHAR[] NOT NULL, datanet_ids BIGINT[] NOT NULL, base_model_hash VARCHAR NOT NULL,
         prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, latency_ms DOUBLE NOT NULL, caller VARCHAR,
         finish_reason VARCHAR NOT NULL, sources BIGINT NOT NULL, answer VARCHAR, served_at_ms BIGINT NOT NULL,
-        attribution VARCHAR, attribution_reason VARCHAR, log_partition BIGINT NOT NULL, log_offset BIGINT NOT NULL""",
+        attribution VARCHAR, attribution_reason VARCHAR, agent VARCHAR, log_partition BIGINT NOT NULL,
+        log_offset BIGINT NOT NULL""",
     "citations": """
         usage_event_id VARCHAR NOT NULL, marker BIGINT NOT NULL, contribution_id BIGINT NOT NULL,
         datanet_id BIGINT NOT NULL, contributor VARCHAR NOT NULL, chunk_id VARCHAR NOT NULL,

@@ -36,7 +36,8 @@ def usage_tables(usage: LogView, attribution: LogView) -> tuple[list[dict], list
             "caller": event["caller"], "finish_reason": event["finish_reason"],
             "sources": len(event["retrieved_sources"]), "answer": event.get("answer"),
             "served_at_ms": event["served_at_ms"], "attribution": status,
-            "attribution_reason": skip["reason"] if skip else None, "log_partition": partition, "log_offset": offset}
+            "attribution_reason": skip["reason"] if skip else None, "agent": event.get("agent"),
+            "log_partition": partition, "log_offset": offset}
         weights = [s["weight"] for s in decision["sources"]] if decision else [None] * len(event["retrieved_sources"])
         for marker, (source, weight) in enumerate(zip(event["retrieved_sources"], weights, strict=True), start=1):
             citations.append({

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
@@ -72,5 +74,7 @@ def render(engine: Engine, usage: UsageWriter | None) -> str:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> PlainTextResponse:
-    return PlainTextResponse(render(request.app.state.engine, request.app.state.usage),
-                             media_type="text/plain; version=0.0.4")
+    usage = request.app.state.usage
+    if usage is not None and usage.agent is not None:
+        await asyncio.to_thread(usage.agent.staked)  # a chain read (cached): off the event loop
+    return PlainTextResponse(render(request.app.state.engine, usage), media_type="text/plain; version=0.0.4")
