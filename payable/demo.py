@@ -31,7 +31,7 @@ from payable.chain import Chain, Deployment
 from payable.content_store import ContentStore
 from payable.datanets import Submitted, create_datanet
 from payable.datanets import contribute as submit
-from payable.demo_usage import usage_round, usage_table
+from payable.demo_usage import stake_agent, usage_round, usage_table
 from payable.keys import Role, dev_account
 from payable.progress import console
 from payable.settings import Settings
@@ -196,8 +196,10 @@ def run_demo(settings: Settings, fresh: bool = True, base: str = "tiny") -> dict
     store = ContentStore(settings.content_dir)
     with timer.stage("deploy contracts"):
         deployment = deploy(chain, dev_account(Role.DEPLOYER.value), dev_account(Role.OPERATOR.value).address,
-                            attributor=dev_account(Role.TRAINER.value).address)
+                            attributor=dev_account(Role.TRAINER.value).address,
+                            agent_validators=[dev_account(Role.VALIDATOR.value).address])
         deployment.save(settings.deployment_file)
+        stake_agent(settings)  # the server's agent: its usage is paid only once it is staked
     with timer.stage("create datanets"):
         owner, validator = dev_account(Role.DEPLOYER.value), dev_account(Role.VALIDATOR.value).address
         datanet_ids = {

@@ -1,6 +1,7 @@
-"""The demo's usage round: the server's agent stakes OPEN in the AgentRegistry, a few RAG chats against the demo's
-datanet models (each usage event signed by that agent), their context attribution, then the usage epoch that pays
-the data behind them on-chain, and a table of what each answer earned whom."""
+"""The demo's usage round: the server's agent stakes OPEN in the AgentRegistry (early, so that the loop's ingest
+carries its registration), a few RAG chats against the demo's datanet models (each usage event signed by that
+agent), their context attribution, then the usage epoch that pays the data behind them on-chain, and a table of
+what each answer earned whom."""
 
 from __future__ import annotations
 
@@ -52,17 +53,13 @@ def stake_agent(settings: Settings) -> None:
 
 def usage_round(settings: Settings, loop: Loop, datanet_ids: dict[str, int],
                 stage: Callable[[str], AbstractContextManager[None]]) -> list[dict]:
-    """Stakes the serving agent, chats, attributes the chats, closes the usage epoch on-chain; the answers with what
-    each earned whom."""
+    """Chats (the serving agent staked before the loop's first ingest: ``stake_agent``), attributes the chats,
+    closes the usage epoch on-chain; the answers with what each earned whom."""
     from pipelines.rewards.usage import earnings_of
 
-    with stage("stake the serving agent"):
-        stake_agent(settings)
     with stage("RAG chats"):
         answers = chat(settings, datanet_ids)
     with stage("attribute RAG answers + usage epoch on-chain"):
-        Chain(settings.rpc_url).mine(settings.confirmations)  # the agent's registration becomes final
-        loop.run("ingest_chain_facts")
         loop.run("attribute_usage")
         loop.run("close_reward_epoch")
     return [{**a, "earned": earnings_of(settings, a["usage_event_id"])} for a in answers]
