@@ -50,6 +50,12 @@ def _read_entry(lineage_file: Path) -> AdapterEntry | None:
         return None  # an unreadable lineage: the folder is not an adapter the server can account for
 
 
+def fits(entry: AdapterEntry, base_hash: str | None) -> bool:
+    """Whether ``entry`` was trained on the base ``base_hash`` (any base when None; a lineage without a base hash
+    fits any, and the factor shapes are checked at load)."""
+    return base_hash is None or entry.base_model_hash in (None, base_hash)
+
+
 class AdapterSource:
     """The adapters under one registry root, indexed by id and by datanet."""
 
@@ -74,9 +80,10 @@ class AdapterSource:
             self._scan()
         return self._by_id
 
-    def entries(self) -> list[AdapterEntry]:
-        """Every adapter of every datanet, by datanet then dataset version."""
-        return sorted(self._fresh().values(), key=lambda e: (e.datanet_id, e.dataset_version, e.adapter_id))
+    def entries(self, base_hash: str | None = None) -> list[AdapterEntry]:
+        """Every adapter of every datanet (with ``base_hash``: those trained on that base), by datanet then version."""
+        return sorted((e for e in self._fresh().values() if fits(e, base_hash)),
+                      key=lambda e: (e.datanet_id, e.dataset_version, e.adapter_id))
 
     def get(self, adapter_id: str) -> AdapterEntry | None:
         entry = self._fresh().get(adapter_id)
@@ -84,7 +91,8 @@ class AdapterSource:
             entry = self._fresh(force=True).get(adapter_id)
         return entry
 
-    def latest(self, datanet_id: int) -> AdapterEntry | None:
-        """The adapter of the datanet's newest dataset version (what the alias ``dn-<id>`` serves)."""
-        mine = [e for e in self._fresh().values() if e.datanet_id == datanet_id]
+    def latest(self, datanet_id: int, base_hash: str | None = None) -> AdapterEntry | None:
+        """The adapter of the datanet's newest dataset version (what the alias ``dn-<id>`` serves), among those
+        trained on ``base_hash`` when given: a server's alias names an adapter it can serve."""
+        mine = [e for e in self._fresh().values() if e.datanet_id == datanet_id and fits(e, base_hash)]
         return max(mine, key=lambda e: (e.dataset_version, e.created, e.adapter_id), default=None)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from serving.lora import LoraAdapter
-from serving.model import GPT2Runner
+from serving.model import Runner
 from serving.punica import LoraSlots
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class BatcherStats:
 class Batcher:
     """Runs :class:`Generation` requests in continuous mixed-adapter batches on its own thread."""
 
-    def __init__(self, runner: GPT2Runner, slots: LoraSlots) -> None:
+    def __init__(self, runner: Runner, slots: LoraSlots) -> None:
         self.runner, self.slots = runner, slots
         self.max_batch = runner.max_batch
         self.stats = BatcherStats()

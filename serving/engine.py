@@ -18,22 +18,36 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from tokenizers import Tokenizer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from pipelines.training.arguments import BaseModelSpec
-from pipelines.training.base_model import EOS, base_model_hash, build_base_model, build_tokenizer
-from serving.adapter_source import AdapterEntry, AdapterSource
+from pipelines.training.base_model import base_model_hash, load_model, load_tokenizer
+from serving.adapter_source import AdapterEntry, AdapterSource, fits
 from serving.batcher import Batcher, Generation, SamplingParams, StepOutput
 from serving.cache import AdapterCache
-from serving.errors import AdapterUnavailable, GenerationFailed, InvalidRequest, ModelNotFound
+from serving.errors import AdapterUnavailable, BaseModelMismatch, GenerationFailed, InvalidRequest, ModelNotFound
 from serving.influence import AnswerAttributor, AttributionUnavailable
+from serving.llama import LlamaRunner
 from serving.lora import AdapterLoadError, LoraAdapter, load_peft_folder, merge
-from serving.model import GPT2Runner, lora_shapes
+from serving.model import GPT2Runner, Runner
 from serving.punica import LoraSlots
 from serving.usage import UsageSink, usage_event
 
 _PART = re.compile(r"^(?P<name>[A-Za-z0-9._:-]+?)(?:\*(?P<weight>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?))?$")
 _ALIAS = re.compile(r"^dn-(\d+)$")
+
+
+RUNNERS: dict[str, type[Runner]] = {"gpt2": GPT2Runner, "llama": LlamaRunner}
+"""The serving forward of each architecture (``config.model_type``) a base model may have."""
+
+
+def runner_for(model: PreTrainedModel, max_batch: int, context: int | None = None) -> Runner:
+    """The runner of ``model``'s architecture; another architecture is refused naming the served ones."""
+    runner = RUNNERS.get(model.config.model_type)
+    if runner is None:
+        raise ValueError(f"no serving runner for architecture {model.config.model_type!r} "
+                         f"(served: {', '.join(sorted(RUNNERS))})")
+    return runner(model, max_batch, context)
 
 
 @dataclass(frozen=True)
@@ -42,34 +56,43 @@ class ServedBase:
 
     name: str
     hash: str
-    tokenizer: Tokenizer
-    runner: GPT2Runner
+    tokenizer: PreTrainedTokenizerBase
+    runner: Runner
     eos_id: int
+
+    @classmethod
+    def load(cls, spec: BaseModelSpec, max_batch: int = 16, context: int | None = None) -> ServedBase:
+        """Any base of the training stage's registry (``pipelines.training.base_model``), by the same name and
+        hash its adapters' lineage records; ``context`` caps the served context (and the KV cache)."""
+        tokenizer = load_tokenizer(spec)
+        return cls(spec.name, base_model_hash(spec), tokenizer, runner_for(load_model(spec), max_batch, context),
+                   tokenizer.eos_token_id)
 
     @classmethod
     def tiny(cls, spec: BaseModelSpec | None = None, max_batch: int = 16) -> ServedBase:
         """The seeded tiny GPT-2 the training stage fine-tunes (built locally, nothing downloaded)."""
-        spec = spec or BaseModelSpec()
-        tokenizer = build_tokenizer(spec.vocab_size)
-        return cls("tiny-gpt2", base_model_hash(spec), tokenizer, GPT2Runner(build_base_model(spec), max_batch),
-                   tokenizer.token_to_id(EOS))
+        return cls.load(spec or BaseModelSpec(), max_batch)
 
     @property
     def context(self) -> int:
         return self.runner.n_positions
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` (the one place that knows the tokenizer's encode API)."""
-        return self.tokenizer.encode(text).ids
+        """Token ids of ``text`` as training tokenized it (no special tokens added; those in the text count)."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def chat_prompt(self, messages: Sequence[tuple[str, str]]) -> str:
-        """The tiny base has no chat template of its own: role-tagged turns, then the assistant's tag."""
+        """The chat as the base model's own chat template renders it, ending with the assistant's turn; a base
+        without one (the tiny model) gets role-tagged turns, then the assistant's tag."""
+        if self.tokenizer.chat_template:
+            chat = [{"role": role, "content": content} for role, content in messages]
+            return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
         return "".join(f"<|{role}|>\n{content}\n" for role, content in messages) + "<|assistant|>\n"
 
 
 def load_adapter(entry: AdapterEntry, base: ServedBase, shapes: dict[str, tuple[int, int]]) -> LoraAdapter:
     """Reads an adapter's PEFT folder for ``base``; :class:`AdapterLoadError` when it was trained on another."""
-    if entry.base_model_hash and entry.base_model_hash != base.hash:
+    if not fits(entry, base.hash):
         raise AdapterLoadError(f"{entry.adapter_id} was trained on base model {entry.base_model_hash[:12]}, "
                                f"not the served {base.name} ({base.hash[:12]})")
     return load_peft_folder(entry.folder, shapes, entry.adapter_id)
@@ -139,7 +162,7 @@ class Engine:
     def __init__(self, base: ServedBase, source: AdapterSource, cache: AdapterCache, usage: UsageSink,
                  attributor: AnswerAttributor | None = None) -> None:
         self.base, self.source, self.cache, self.usage, self.attributor = base, source, cache, usage, attributor
-        self.shapes = lora_shapes(base.runner.model)
+        self.shapes = base.runner.lora_shapes()
         self.slots = LoraSlots(self.shapes, base.runner.max_batch + 1)
         self.batcher = Batcher(base.runner, self.slots)
         self.started = time.time()
@@ -173,7 +196,20 @@ class Engine:
 
     def _entry(self, name: str) -> AdapterEntry | None:
         alias = _ALIAS.match(name)
-        return self.source.latest(int(alias[1])) if alias else self.source.get(name)
+        if alias:
+            return self.latest(int(alias[1]))
+        entry = self.source.get(name)
+        if entry is not None and not fits(entry, self.base.hash):
+            raise BaseModelMismatch(entry.adapter_id, entry.base_model_hash, self.base.name, self.base.hash)
+        return entry
+
+    def entries(self) -> list[AdapterEntry]:
+        """The adapters this server can serve: every datanet's, trained on its base."""
+        return self.source.entries(self.base.hash)
+
+    def latest(self, datanet_id: int) -> AdapterEntry | None:
+        """What ``dn-<id>`` names here: the datanet's newest adapter trained on this base."""
+        return self.source.latest(datanet_id, self.base.hash)
 
     def load(self, entry: AdapterEntry) -> LoraAdapter:
         """Reads an adapter's PEFT folder for this base (runs in the cache's loader threads)."""
@@ -282,7 +318,7 @@ class Engine:
 class _Detokenizer:
     """Incremental text of a token stream: holds back incomplete UTF-8 and any possible start of a stop string."""
 
-    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str]) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, stop: Sequence[str]) -> None:
         self.tokenizer, self.stop = tokenizer, [s for s in stop if s]
         self.ids: list[int] = []
         self.sent = 0

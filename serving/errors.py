@@ -37,6 +37,15 @@ class AdapterUnavailable(ServingError):
         super().__init__(message, param="model", code="adapter_unavailable")
 
 
+class BaseModelMismatch(ServingError):
+    """The adapter was trained on another base model than the one served: its factors would be noise here."""
+
+    def __init__(self, adapter_id: str, adapter_base: str | None, served: str, served_hash: str) -> None:
+        super().__init__(f"{adapter_id} was trained on base model {(adapter_base or '?')[:12]}, not the served "
+                         f"{served} ({served_hash[:12]}): ask a server of that base", param="model",
+                         code="model_base_mismatch")
+
+
 class GenerationFailed(ServingError):
     status = 500
     type = "server_error"

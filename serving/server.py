@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from payable.settings import Settings
+from pipelines.training.arguments import TINY, BaseModelSpec
 from serving.adapter_source import AdapterSource
 from serving.agent import load_agent
 from serving.api import create_app
@@ -33,6 +34,11 @@ from serving.usage import UsageWriter
 
 @dataclass(frozen=True)
 class ServeOptions:
+    base: str = TINY
+    """The base model (a name of ``pipelines.training.base_model``'s registry, as ``payable train --base`` takes):
+    only adapters trained on it are served."""
+    context: int = 2048
+    """Tokens of context served at most (the model's own when smaller): the KV cache is max_batch rows of it."""
     host: str = "127.0.0.1"
     port: int = 8000
     max_batch: int = 16
@@ -80,7 +86,7 @@ class Service:
 def build(settings: Settings, options: ServeOptions, base: ServedBase | None = None) -> Service:
     """A service over the data directory's adapters, writing usage events to the configured Kafka."""
     torch.set_num_threads(options.threads)
-    base = base or ServedBase.tiny(max_batch=options.max_batch)
+    base = base or ServedBase.load(BaseModelSpec(name=options.base), options.max_batch, options.context)
     cache = AdapterCache(options.max_adapters, options.max_adapter_bytes)
     kwargs = {"topic": options.usage_topic} if options.usage_topic else {}
     usage = UsageWriter(settings.kafka_bootstrap, agent=load_agent(settings, options.agent_key_file), **kwargs)

@@ -1,14 +1,16 @@
-"""Mixed-adapter continuous batching gives each request what it would get alone, and what peft computes.
+"""Mixed-adapter continuous batching gives each request what it would get alone, and what peft computes,
+on each served architecture: the seeded tiny GPT-2 and a small random Llama (2 layers, hidden 64, 4 query heads
+over 2 key/value heads, llama3 RoPE scaling, tied embeddings; LoRA on q/k/v/o and gate/up/down).
 
 Tolerance (fp32 on CPU): 1e-4 absolute, both for a mixed batch vs
 the same request alone (the rows differ only in padding and in the batch shapes the matrix kernels
 block over; measured: at most 1.3e-5 with logits up to 4.3) and for our forward vs peft's model (the same float
-operations in another order). Greedy tokens must be identical in both comparisons.
+operations in another order; measured on the Llama: 5e-6 with logits up to 2.8). Greedy tokens must be
+identical in both comparisons.
 """
 
 from __future__ import annotations
 
-import threading
 import warnings
 
 import pytest
@@ -16,81 +18,34 @@ import torch
 from peft import PeftModel
 
 from pipelines.training.arguments import BaseModelSpec
-from pipelines.training.base_model import build_base_model
-from serving.batcher import Generation, SamplingParams, StepOutput
-from tests.serving_fixtures import make_engine, write_adapter
+from pipelines.training.base_model import CONV1D_ARCHITECTURES, load_model
+from tests.serving_fixtures import Run, adapter, idle, make_engine, write_adapter, write_llama_base
 
 MIXED_TOLERANCE = 1e-4
 PEFT_TOLERANCE = 1e-4
 
 
+PARTIAL_TARGETS = {"gpt2": ("c_attn", "c_fc"), "llama": ("q_proj", "v_proj", "gate_proj")}
+"""Per architecture, an adapter's targets that are not the default ones (a module some adapters lack)."""
+
+
+@pytest.fixture(scope="module", params=sorted(PARTIAL_TARGETS))
+def spec(request, tmp_path_factory) -> BaseModelSpec:
+    if request.param == "gpt2":
+        return BaseModelSpec()
+    return write_llama_base(tmp_path_factory.mktemp("llama") / "base")
+
+
 @pytest.fixture
-def engine(tmp_path):
+def engine(tmp_path, spec):
     root = tmp_path / "adapters"
     for datanet in (1, 2, 3):
-        write_adapter(root, datanet, 1, seed=datanet)
-    write_adapter(root, 4, 1, seed=4, r=4, target_modules=("c_attn", "c_fc"))  # another rank, other modules
-    engine = make_engine(root, max_batch=6)
+        write_adapter(root, datanet, 1, seed=datanet, spec=spec)
+    architecture = load_model(spec).config.model_type
+    write_adapter(root, 4, 1, seed=4, r=4, spec=spec, target_modules=PARTIAL_TARGETS[architecture])  # rank, modules
+    engine = make_engine(root, max_batch=6, spec=spec)
     yield engine
     engine.stop()
-
-
-def idle(engine) -> bool:
-    """Waits for the batcher to let its last rows leave (it reports a finish before the row leaves)."""
-    for _ in range(500):
-        if engine.batcher.running == 0 and engine.slots.resident == 0:
-            return True
-        threading.Event().wait(0.01)
-    return False
-
-
-def adapter(engine, name):
-    if name is None:
-        return None
-    resolved = engine.resolve(name)
-    if len(resolved.parts) == 1:
-        entry = resolved.parts[0][0]
-        return engine.cache.load_now(entry.adapter_id, lambda: engine.load(entry))
-    for entry, _ in resolved.parts:
-        engine.cache.load_now(entry.adapter_id, lambda e=entry: engine.load(e))
-    import asyncio
-
-    return asyncio.run(engine.adapter(resolved))
-
-
-class Run:
-    """Requests submitted to the batcher, optionally released when another has made k tokens."""
-
-    def __init__(self, engine):
-        self.engine = engine
-        self.outputs: dict[str, list[StepOutput]] = {}
-        self.done = threading.Semaphore(0)
-        self.triggers: dict[tuple[str, int], list[Generation]] = {}
-        self.order: list[tuple[str, int]] = []
-
-    def request(self, label, adapter_obj, prompt, max_tokens, after=None):
-        self.outputs[label] = []
-
-        def sink(out, label=label):
-            self.outputs[label].append(out)
-            if out.token is not None:
-                self.order.append((label, len(self.outputs[label])))
-                for gen in self.triggers.pop((label, len(self.outputs[label])), []):
-                    self.engine.batcher.submit(gen)
-            if out.finish is not None:
-                self.done.release()
-
-        gen = Generation(prompt, adapter_obj, SamplingParams(max_tokens=max_tokens, temperature=0.0,
-                                                             want_logits=True), sink)
-        self.triggers.setdefault(after, []).append(gen)
-
-    def wait(self):
-        for gen in self.triggers.pop(None, []):  # every trigger is in place before the first request runs
-            self.engine.batcher.submit(gen)
-        for _ in self.outputs:
-            assert self.done.acquire(timeout=60)
-        return {label: ([o.token for o in outs if o.token is not None],
-                        [o.logits for o in outs if o.logits is not None]) for label, outs in self.outputs.items()}
 
 
 REQUESTS = [  # label, model, prompt, max tokens, joins after (label, tokens)
@@ -126,32 +81,35 @@ def test_mixed_batch_equals_each_request_alone(engine):
     assert not torch.allclose(together["a"][1][0], together["c"][1][0])
 
 
-def test_single_adapter_matches_peft(engine, tmp_path):
-    entry = engine.source.get("ad-test-4-1-4")
+@pytest.mark.parametrize("adapter_id", ["ad-test-1-1-1", "ad-test-4-1-4"])
+def test_single_adapter_matches_peft(engine, spec, adapter_id):
+    entry = engine.source.get(adapter_id)
     run = Run(engine)
     prompt = [7, 8, 9, 10, 11]
     run.request("x", adapter(engine, entry.adapter_id), prompt, 10)
     tokens, logits = run.wait()["x"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reference = PeftModel.from_pretrained(build_base_model(BaseModelSpec()), str(entry.folder)).eval()
+        reference = PeftModel.from_pretrained(load_model(spec), str(entry.folder)).eval()
     with torch.no_grad():
         expected = reference(torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1:-1]
     assert expected.argmax(-1).tolist() == tokens
     assert torch.allclose(torch.stack(logits), expected, atol=PEFT_TOLERANCE, rtol=0)
 
 
-def test_ensemble_equals_the_weighted_sum_of_weight_deltas(engine):
+def test_ensemble_equals_the_weighted_sum_of_weight_deltas(engine, spec):
     """``a*0.7+b*0.3`` is the base with 0.7 ΔW_a + 0.3 ΔW_b merged into its weights (computed here by hand)."""
     run = Run(engine)
     prompt = [3, 4, 5, 6]
     run.request("m", adapter(engine, "dn-1*0.7+dn-4*0.3"), prompt, 8)
     tokens, logits = run.wait()["m"]
-    merged = build_base_model(BaseModelSpec())
+    merged = load_model(spec)
+    transposed = merged.config.model_type in CONV1D_ARCHITECTURES  # Conv1D weights are (in, out)
     modules = dict(merged.named_modules())
     for name, weight in (("ad-test-1-1-1", 0.7), ("ad-test-4-1-4", 0.3)):
         for module, (a, b) in engine.load(engine.source.get(name)).factors.items():
-            modules[module].weight.data += weight * (b @ a).T  # Conv1D weights are (in, out)
+            delta = b @ a
+            modules[module].weight.data += weight * (delta.T if transposed else delta)
     with torch.no_grad():
         expected = merged(torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1:-1]
     assert expected.argmax(-1).tolist() == tokens

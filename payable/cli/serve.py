@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from payable.cli import Context, fail, pass_context
+from pipelines.training.arguments import TINY
+from pipelines.training.base_model import NAMES
 
 
 def _status(ctx: Context) -> None:
@@ -23,6 +25,11 @@ def _status(ctx: Context) -> None:
 
 
 @click.command()
+@click.option("--base", default=TINY, show_default=True,
+              help=f"Base model: {', '.join(NAMES)}, a Hugging Face model dir or a .gguf file (as `payable train "
+                   "--base`); only adapters trained on it are served.")
+@click.option("--context", type=click.IntRange(16), default=2048, show_default=True,
+              help="Tokens of context served at most (the model's own when smaller).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--max-batch", type=click.IntRange(1, 1024), default=16, show_default=True,
@@ -38,8 +45,9 @@ def _status(ctx: Context) -> None:
                    "signs usage events; default PAYABLE_AGENT_KEY / PAYABLE_AGENT_KEYSTORE.")
 @click.option("--status", "show_status", is_flag=True, help="Report the running server's models and cache state.")
 @pass_context
-def serve(ctx: Context, host: str, port: int, max_batch: int, max_adapters: int, max_adapter_mb: int,
-          pin: tuple[str, ...], threads: int, agent_key_file: Path | None, show_status: bool) -> None:
+def serve(ctx: Context, base: str, context: int, host: str, port: int, max_batch: int, max_adapters: int,
+          max_adapter_mb: int, pin: tuple[str, ...], threads: int, agent_key_file: Path | None,
+          show_status: bool) -> None:
     """Serve every datanet's LoRA adapters over an OpenAI-compatible API (/v1/completions, /v1/chat/completions,
     /v1/models, /metrics); each finished request appends a usage event to Kafka."""
     if show_status:
@@ -55,15 +63,17 @@ def serve(ctx: Context, host: str, port: int, max_batch: int, max_adapters: int,
     from serving.server import ServeOptions
     from serving.server import serve as run
 
-    options = ServeOptions(host=host, port=port, max_batch=max_batch, max_adapters=max_adapters,
-                           max_adapter_bytes=max_adapter_mb << 20, pin=pin, threads=threads,
+    options = ServeOptions(base=base, context=context, host=host, port=port, max_batch=max_batch,
+                           max_adapters=max_adapters, max_adapter_bytes=max_adapter_mb << 20, pin=pin, threads=threads,
                            agent_key_file=agent_key_file)
-    click.echo(f"payable serve on http://{host}:{port}/v1, chat page http://{host}:{port}/ "
+    click.echo(f"payable serve ({base}) on http://{host}:{port}/v1, chat page http://{host}:{port}/ "
                f"(adapters {ctx.settings.adapters_dir}, usage -> {ctx.settings.kafka_bootstrap}); Ctrl-C to stop",
                err=True)
     try:
         run(ctx.settings, options)
     except KeyConfigError as exc:
+        fail(str(exc))
+    except ValueError as exc:  # an unknown base model, or one no runner serves
         fail(str(exc))
     except ServingError as exc:
         fail(exc.message)

@@ -22,7 +22,6 @@ from serving import rag
 from serving.adapter_source import AdapterSource
 from serving.engine import ServedBase, load_adapter
 from serving.lora import AdapterLoadError, LoraAdapter, merge
-from serving.model import lora_shapes
 
 
 class UnknownAdapter(LookupError):
@@ -43,7 +42,7 @@ class ServedModels:
     def __init__(self, adapters_dir, base: ServedBase | None = None, keep: int = 4) -> None:
         self.base = base or ServedBase.tiny(max_batch=1)
         self.source = AdapterSource(adapters_dir, refresh_s=0.0)
-        self.shapes = lora_shapes(self.base.runner.model)
+        self.shapes = self.base.runner.lora_shapes()
         self.keep = keep
         self._models: dict[tuple, torch.nn.Module] = {}
 

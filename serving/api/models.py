@@ -14,13 +14,13 @@ router = APIRouter()
 def model_cards(engine: Engine) -> list[ModelCard]:
     base = engine.base
     cards = [ModelCard(id=base.name, created=int(engine.started), owned_by="payable", root=base.name, parent=None)]
-    entries = engine.source.entries()
+    entries = engine.entries()
     for entry in entries:
         cards.append(ModelCard(id=entry.adapter_id, created=entry.created, owned_by=f"dn-{entry.datanet_id}",
                                root=entry.adapter_id, parent=base.name, datanet_id=entry.datanet_id,
                                dataset_version=entry.dataset_version))
     for datanet_id in sorted({e.datanet_id for e in entries}):
-        latest = engine.source.latest(datanet_id)
+        latest = engine.latest(datanet_id)
         cards.append(ModelCard(id=f"dn-{datanet_id}", created=latest.created, owned_by=f"dn-{datanet_id}",
                                root=latest.adapter_id, parent=base.name, datanet_id=datanet_id,
                                dataset_version=latest.dataset_version))
