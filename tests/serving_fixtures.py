@@ -105,15 +105,16 @@ class RecordingUsage:
 
 
 def make_engine(adapters_dir: Path, max_batch: int = 8, max_adapters: int = 64, max_bytes: int = 1 << 30,
-                spec: BaseModelSpec | None = None):
+                spec: BaseModelSpec | None = None, context: int | None = None):
     """An engine over ``spec``'s base (the tiny one by default) and ``adapters_dir``, its batcher started (call
     ``engine.stop()``)."""
     from serving.adapter_source import AdapterSource
     from serving.cache import AdapterCache
     from serving.engine import Engine, ServedBase
 
-    engine = Engine(ServedBase.load(spec or BaseModelSpec(), max_batch), AdapterSource(adapters_dir, refresh_s=0.0),
-                    AdapterCache(max_adapters, max_bytes), RecordingUsage())
+    base = ServedBase.load(spec or BaseModelSpec(), max_batch, context)
+    engine = Engine(base, AdapterSource(adapters_dir, refresh_s=0.0), AdapterCache(max_adapters, max_bytes),
+                    RecordingUsage())
     engine.start()
     return engine
 
