@@ -17,7 +17,6 @@ import torch
 
 from pipelines.context_attribution.scorer import PrefixScorer
 from pipelines.retrieval import Source
-from pipelines.training.base_model import PAD
 from serving import rag
 from serving.adapter_source import AdapterSource
 from serving.engine import ServedBase, load_adapter
@@ -92,7 +91,7 @@ class ServedModels:
         if full > base.context:
             raise ContextExceeded(f"prompt and answer re-encode to {full} tokens, past the {base.context}-token "
                                   "context")
-        return PrefixScorer(self.model(event), prefix, answer_ids, base.tokenizer.token_to_id(PAD))
+        return PrefixScorer(self.model(event), prefix, answer_ids, base.tokenizer.pad_token_id)
 
 
 def _folded(model: torch.nn.Module, adapter: LoraAdapter) -> torch.nn.Module:
