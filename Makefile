@@ -8,6 +8,11 @@ NPM_STAMP := node_modules/.installed
 # Apache Kafka (KRaft) for the local broker: its jars from Maven Central, as named by engines/kafka/pom.xml
 KAFKA_LIB := .cache/kafka/lib
 KAFKA_STAMP := $(KAFKA_LIB)/.installed
+# Beam's Prism runner (a Go program, from the Go module proxy) at the apache-beam package's version, built once
+# into .cache/prism/<version> (pipelines.runners.cluster.PRISM), its module and build caches beside it
+BEAM_VERSION := $(shell grep -oP '"apache-beam(\[[a-z,]*\])?==\K[0-9.]+' pyproject.toml)
+PRISM_DIR := .cache/prism/$(BEAM_VERSION)
+PRISM := $(PRISM_DIR)/bin/prism
 
 .PHONY: install postgres browser demo demo-real test lint contracts up down ui ui-check clean
 
@@ -28,7 +33,12 @@ $(KAFKA_STAMP): engines/kafka/pom.xml $(PY_STAMP)
 	rm -f $@
 	$(BIN)/python -c 'from payable import services; services.install_kafka()'
 
-install: $(PY_STAMP) $(NPM_STAMP) $(KAFKA_STAMP) postgres
+$(PRISM):
+	@command -v go >/dev/null || { echo "building Prism needs Go >= 1.26 on PATH (Debian's golang-go is too old)"; exit 1; }
+	GOPATH=$(CURDIR)/$(PRISM_DIR)/go GOCACHE=$(CURDIR)/$(PRISM_DIR)/go-build GOBIN=$(CURDIR)/$(PRISM_DIR)/bin \
+		GOFLAGS="-mod=mod -modcacherw" go install github.com/apache/beam/sdks/v2/go/cmd/prism@v$(BEAM_VERSION)
+
+install: $(PY_STAMP) $(NPM_STAMP) $(KAFKA_STAMP) $(PRISM) postgres
 
 # Debian's PostgreSQL server, for Dagster on PostgreSQL (PAYABLE_DAGSTER_STORAGE=postgres) and its tests; Debian
 # keeps initdb off PATH, in /usr/lib/postgresql/<version>/bin (payable.postgres looks there)

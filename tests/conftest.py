@@ -9,10 +9,7 @@ ask for their own with ``make_settings(..., own_broker=True)``.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -154,38 +151,17 @@ def distributor(chain: Chain, deployment: Deployment):
 def dask_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Dask cluster on 127.0.0.1: a scheduler and two single-threaded worker processes; yields its
     address. Stopped by PID at the end of the session."""
-    from distributed import Client
+    from pipelines.runners.cluster import local_dask_cluster
 
-    logs = tmp_path_factory.mktemp("dask")
-    port, dask = services.free_port(), str(Path(sys.executable).with_name("dask"))
-    address = f"tcp://127.0.0.1:{port}"
-    commands = [[dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]] + [
-        [dask, "worker", address, "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1", "--no-dashboard",
-         "--name", f"w{i}", "--local-directory", str(logs / f"w{i}")] for i in range(2)]
-    # workers unpickle the tests' own DoFns too: they import from the repository root, as a cluster's
-    # workers would from the shipped package
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    processes = []
-    try:
-        for i, command in enumerate(commands):
-            with open(logs / f"{i}.log", "wb") as log:
-                processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                                  stdin=subprocess.DEVNULL, env=env, cwd=root))
-            if i == 0:
-                deadline = time.monotonic() + 60
-                while not services.port_open(port):
-                    assert time.monotonic() < deadline, (logs / "0.log").read_text()
-                    time.sleep(0.1)
-        with Client(address, timeout=60) as client:
-            client.wait_for_workers(2, timeout=120)
+    with local_dask_cluster(2, tmp_path_factory.mktemp("dask")) as address:
         yield address
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+
+
+@pytest.fixture(scope="session")
+def prism(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """Beam's Prism job server and a worker pool whose SDK harnesses are separate processes; yields the
+    Beam options that select it. Stopped by PID at the end of the session."""
+    from pipelines.runners.cluster import local_prism
+
+    with local_prism(tmp_path_factory.mktemp("prism")) as options:
+        yield options

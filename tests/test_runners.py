@@ -1,6 +1,7 @@
-"""Beam runner selection by configuration, and the pipelines on a real Dask cluster (a scheduler and two
-worker processes on 127.0.0.1): the project's DaskRunner against Beam's stock one, then validate and
-attribution giving the same results in-process and on the cluster."""
+"""Beam runner selection by configuration, and the pipelines on real multi-process engines on 127.0.0.1: a
+Dask cluster (a scheduler and two worker processes), where the project's DaskRunner is tested against
+Beam's stock one, and Prism (Beam's portable runner, its SDK harnesses in worker-pool processes); then
+validate and attribution giving the same results in-process and on each engine."""
 
 from __future__ import annotations
 
@@ -166,8 +167,16 @@ def test_what_the_dask_runner_cannot_run_is_refused_before_it_runs(build, messag
         pipeline.run()
 
 
-def test_validate_gives_identical_results_in_process_and_on_dask(stack, dask_scheduler, tmp_path):
-    """Same facts on the log, validated twice from offset zero: in-process, then on the cluster chosen by
+@pytest.fixture(params=["dask", "prism"])
+def engine(request) -> list[str]:
+    """The Beam options of a real multi-process engine: the Dask cluster, or Prism with its worker pool."""
+    if request.param == "dask":
+        return dask_options(request.getfixturevalue("dask_scheduler"))
+    return request.getfixturevalue("prism")
+
+
+def test_validate_gives_identical_results_in_process_and_on_a_distributed_engine(stack, engine, tmp_path):
+    """Same facts on the log, validated twice from offset zero: in-process, then on the engine chosen by
     configuration alone; same verdicts, same dead letters, same Lance rows, same report."""
     from payable import kafka_log
 
@@ -190,31 +199,32 @@ def test_validate_gives_identical_results_in_process_and_on_dask(stack, dask_sch
         return verdicts, decided, report.dead_letters, [_rows(settings, d) for d in (1, 2)]
 
     runs = {}
-    for name, options in (("local", ()), ("dask", tuple(dask_options(dask_scheduler)))):
+    for name, options in (("local", ()), ("engine", tuple(engine))):
         settings = replace(stack, data_dir=tmp_path / name, beam_options=options)
         shutil.copytree(stack.content_dir, settings.content_dir)
         runs[name] = run(settings)
-    (verdicts, *local), (both, *on_dask) = runs["local"], runs["dask"]
+    (verdicts, *local), (both, *on_engine) = runs["local"], runs["engine"]
     assert set(verdicts.values()) == {1} and both == Counter({v: 2 for v in verdicts}), "the same verdicts again"
-    assert on_dask == local
+    assert on_engine == local
     assert local[0][1][0] == 2 and local[0][2][0] == 2, "a real mix of accepted and rejected"
 
 
-def test_attribution_gives_identical_scores_in_process_and_on_dask(dask_scheduler, tmp_path, monkeypatch):
-    """The attribution pipeline's scores, in-process and on the cluster (PAYABLE_BEAM_OPTIONS). DataInf is the
-    method that exercises the most: two combines and singleton side inputs (the stock runner got it wrong)."""
+def test_attribution_gives_identical_scores_in_process_and_on_a_distributed_engine(engine, tmp_path, monkeypatch):
+    """The attribution pipeline's scores, in-process and on the engine (PAYABLE_BEAM_OPTIONS). DataInf is the
+    method that exercises the most: two combines and singleton side inputs (the stock Dask runner got it
+    wrong)."""
     monkeypatch.delenv("PAYABLE_BEAM_OPTIONS", raising=False)
     settings = Settings.from_env(tmp_path)
     dn = make_datanet(contributors={"on_topic": 2, "off_topic": 1}, per_contributor=2, num_queries=4)
     write_version(settings, 1, dn.table)
     write_evals(settings, 1, dn.eval_texts)
     record = train_latest(settings, 1, FAST, show_progress=False).record
-    monkeypatch.setenv("PAYABLE_BEAM_OPTIONS", " ".join(dask_options(dask_scheduler)))
-    on_dask = Settings.from_env(tmp_path)
+    monkeypatch.setenv("PAYABLE_BEAM_OPTIONS", " ".join(engine))
+    on_engine = Settings.from_env(tmp_path)
     for method in ("datainf",):
         args = ScoreArguments(method=method, projection_dim=32, batch_size=4)
         local = attribute(settings, 1, record.adapter_id, args, use_beam=True).table.sort_by("contribution_id")
-        remote = attribute(on_dask, 1, record.adapter_id, args, use_beam=True).table.sort_by("contribution_id")
+        remote = attribute(on_engine, 1, record.adapter_id, args, use_beam=True).table.sort_by("contribution_id")
         assert remote["contribution_id"] == local["contribution_id"]
         scores_local, scores_remote = local["score"].to_pylist(), remote["score"].to_pylist()
         assert scores_remote == pytest.approx(scores_local, rel=1e-9, abs=1e-12), method
