@@ -5,7 +5,7 @@ Seeds N real ContributionSubmitted logs from the real DatanetRegistry through a 
 (``ingest_until_head``: fetch, decode, validate, produce, checkpoint, all in Kafka transactions), then
 times a plain web3.py ``get_logs`` + decode loop over the same blocks, and prints both rates.
 
-    .venv/bin/python bench/ingest.py [--events 100000]
+    .venv/bin/python -m bench.ingest [--events 100000]
 
 anvil runs here without ``--state``: the local service dumps its whole state every 2 s, which at 100k
 contributions (a 340 MB file) stalls the node.
@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 import contracts
+from bench.runner import load_average
 from contracts.deploy import deploy
 from payable import services
 from payable.chain import Chain, Deployment
@@ -33,6 +34,7 @@ from payable.keys import Role, dev_account
 from payable.settings import Settings
 from pipelines.ingest import IngestOptions, ingest_until_head
 
+OUT = Path(__file__).resolve().parent / "out"
 PER_TX = 180  # about 14M gas: under the 15M target, so the base fee does not climb
 SEEDER = """
 // SPDX-License-Identifier: MIT
@@ -139,13 +141,16 @@ def main() -> None:
         head = chain.w3.eth.block_number
         console.print(f"seeded {args.events:,} contributions in {head} blocks in {time.monotonic() - started:.1f} s")
 
+        load, cpu = load_average(), time.process_time()
         with console.status("payable ingest: backfill into Kafka"):
             report = ingest_until_head(settings, deployment, IngestOptions(confirmations=0))
+        cpu = time.process_time() - cpu
         ours = report.facts["ContributionSubmitted"]
         assert ours == args.events, f"ingested {ours} of {args.events}"
         console.print(f"payable ingest : {ours:,} ContributionSubmitted in {report.elapsed_s:.2f} s = "
                       f"[bold]{report.events_per_s:,.0f} events/s[/bold] (fetch, decode, validate, Kafka "
-                      f"transactions with checkpoints; {report.spans} spans)")
+                      f"transactions with checkpoints; {report.spans} spans; {broker.binary_name}); "
+                      f"{cpu / ours * 1e6:.0f} µs CPU per event in this process; load average {load}")
         with console.status("web3.py get_logs + decode loop"):
             begun = time.monotonic()
             plain = web3_loop(chain, deployment, deployment.deploy_block, head, 2_000)
@@ -153,6 +158,11 @@ def main() -> None:
         console.print(f"web3.py loop   : {plain:,} decoded in {plain_s:.2f} s = {plain / plain_s:,.0f} events/s "
                       f"(no Kafka at all)")
         console.print(f"ratio          : [bold]{report.events_per_s / (plain / plain_s):.1f}x[/bold]")
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "ingest.json").write_text(json.dumps({
+            "events": ours, "broker": broker.binary_name, "blocks": head, "load_average": load,
+            "payable_events_per_s": report.events_per_s, "payable_s": report.elapsed_s, "payable_cpu_s": cpu,
+            "spans": report.spans, "web3_events_per_s": plain / plain_s, "web3_s": plain_s}, indent=1))
     finally:
         services.stop(broker, settings)
         anvil.terminate()

@@ -209,23 +209,33 @@ def test_validate_gives_identical_results_in_process_and_on_a_distributed_engine
     assert local[0][1][0] == 2 and local[0][2][0] == 2, "a real mix of accepted and rejected"
 
 
-def test_attribution_gives_identical_scores_in_process_and_on_a_distributed_engine(engine, tmp_path, monkeypatch):
+DATAINF = ScoreArguments(method="datainf", projection_dim=32, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def attributed_in_process(tmp_path_factory):
+    """A trained adapter and its DataInf attribution in-process, computed once for every engine compared."""
+    tmp = tmp_path_factory.mktemp("attribution")
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("PAYABLE_BEAM_OPTIONS", raising=False)
+        settings = Settings.from_env(tmp)
+        dn = make_datanet(contributors={"on_topic": 2, "off_topic": 1}, per_contributor=2, num_queries=4)
+        write_version(settings, 1, dn.table)
+        write_evals(settings, 1, dn.eval_texts)
+        record = train_latest(settings, 1, FAST, show_progress=False).record
+        local = attribute(settings, 1, record.adapter_id, DATAINF, use_beam=True).table
+    return tmp, record, local.sort_by("contribution_id")
+
+
+def test_attribution_gives_identical_scores_in_process_and_on_a_distributed_engine(engine, attributed_in_process,
+                                                                                    monkeypatch):
     """The attribution pipeline's scores, in-process and on the engine (PAYABLE_BEAM_OPTIONS). DataInf is the
     method that exercises the most: two combines and singleton side inputs (the stock Dask runner got it
     wrong)."""
-    monkeypatch.delenv("PAYABLE_BEAM_OPTIONS", raising=False)
-    settings = Settings.from_env(tmp_path)
-    dn = make_datanet(contributors={"on_topic": 2, "off_topic": 1}, per_contributor=2, num_queries=4)
-    write_version(settings, 1, dn.table)
-    write_evals(settings, 1, dn.eval_texts)
-    record = train_latest(settings, 1, FAST, show_progress=False).record
+    tmp, record, local = attributed_in_process
     monkeypatch.setenv("PAYABLE_BEAM_OPTIONS", " ".join(engine))
-    on_engine = Settings.from_env(tmp_path)
-    for method in ("datainf",):
-        args = ScoreArguments(method=method, projection_dim=32, batch_size=4)
-        local = attribute(settings, 1, record.adapter_id, args, use_beam=True).table.sort_by("contribution_id")
-        remote = attribute(on_engine, 1, record.adapter_id, args, use_beam=True).table.sort_by("contribution_id")
-        assert remote["contribution_id"] == local["contribution_id"]
-        scores_local, scores_remote = local["score"].to_pylist(), remote["score"].to_pylist()
-        assert scores_remote == pytest.approx(scores_local, rel=1e-9, abs=1e-12), method
-        assert remote["rank"] == local["rank"], method
+    remote = attribute(Settings.from_env(tmp), 1, record.adapter_id, DATAINF, use_beam=True).table
+    remote = remote.sort_by("contribution_id")
+    assert remote["contribution_id"] == local["contribution_id"]
+    assert remote["score"].to_pylist() == pytest.approx(local["score"].to_pylist(), rel=1e-9, abs=1e-12)
+    assert remote["rank"] == local["rank"]
