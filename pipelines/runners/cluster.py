@@ -6,8 +6,8 @@ as on a cluster spanning machines. Each yields the Beam options that select it, 
 is given (the same options a user puts in PAYABLE_BEAM_OPTIONS). Processes are stopped by PID.
 
 - Dask: one scheduler and N single-threaded worker processes, run through the project's DaskRunner.
-- Prism (Beam's portable reference runner, a Go program built by ``make install`` into PRISM): its job
-  server and a Beam worker pool that starts each SDK harness as its own Python process
+- Prism (Beam's portable reference runner, a Go program that ``make prism``, part of ``make test``, builds
+  into PRISM): its job server and a Beam worker pool that starts each SDK harness as its own Python process
   (``--environment_type=EXTERNAL``), run through Beam's stock PortableRunner.
 """
 
@@ -91,9 +91,9 @@ def dask_options(address: str, partitions: int) -> list[str]:
 @contextmanager
 def local_prism(logs: Path, timeout_s: float = 120.0) -> Iterator[list[str]]:
     """Starts a Beam worker pool and a Prism job server; yields the Beam options that run a pipeline on them.
-    Needs ``make install`` (it builds PRISM)."""
+    Needs ``make prism`` (it builds PRISM)."""
     if not PRISM.exists():
-        raise services.ServiceError(f"{PRISM} is missing: run `make install` (it builds Prism with Go)")
+        raise services.ServiceError(f"{PRISM} is missing: run `make prism` (it builds Prism with Go)")
     pool, job = services.free_port(), services.free_port()
     commands = [([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={pool}"],
                  pool),
