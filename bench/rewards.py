@@ -4,8 +4,11 @@ Run from the repository root: ``.venv/bin/python bench/rewards.py [--sizes 10000
 It starts its own anvil (fresh state in a temp dir), deploys payable's contracts and measures, with proofs
 from a 100,000-leaf tree (17 levels):
 - publishEpoch gas;
-- claim gas in epoch 1, where every account is new (a new OPEN holder, a fresh claimed-flag word), and in
-  epoch 2 for the same accounts returning (they hold OPEN and claimed before);
+- claim gas in epoch 1, where every account is new (a new OPEN holder), and in epoch 2 for the same accounts
+  returning (they hold OPEN): the claims are consecutive leaf indexes, so the first one of each epoch fills
+  a fresh claimed-bitmap word (reported apart) and the others set a bit in a written word;
+- where one new account's claim spends its gas (``debug_traceTransaction`` with the call tracer): the 21,000
+  base, calldata (the proof's share apart), the OPEN transfer inside the token, the distributor's own work;
 - push mode: one claimBatch of 64 accounts, gas per account, new and returning;
 - DatanetRegistry.contribute gas, a contributor's first and second contribution;
 then the wall and CPU time to build the tree for each size (leaf encoding, hashing, sorting, all inner
@@ -53,8 +56,10 @@ def gas_figures(chain: Chain, deployment: Deployment, claims: int) -> dict:
     distributor = chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)
     token = chain.contract(contracts.OPEN_TOKEN, deployment.token)
     accounts, amounts = random_payouts(GAS_TREE, seed=1)
-    picked = random.Random(2).sample(range(GAS_TREE), claims + PUSH_BATCH)
-    singles, pushed = picked[:claims], picked[claims:]
+    accounts.sort()  # an epoch's leaf indexes follow its accounts in ascending order
+    word = random.Random(2).randrange(GAS_TREE // 256 - 1)  # a bitmap word whose indexes all exist
+    singles = range(256 * word, 256 * word + claims)
+    pushed = range(256 * (word + 1), 256 * (word + 1) + PUSH_BATCH)
     figures: dict = {"tree_leaves": GAS_TREE}
     for epoch_id, label in ((1, "new"), (2, "returning")):
         epoch_amounts = [a + epoch_id for a in amounts]
@@ -63,16 +68,35 @@ def gas_figures(chain: Chain, deployment: Deployment, claims: int) -> dict:
         chain.transact(DEPLOYER, token.functions.transfer(distributor.address, total), label="fund")
         figures[f"publish_epoch_{epoch_id}"] = chain.transact(
             OPERATOR, distributor.functions.publishEpoch(epoch_id, tree.root, total), label="publish")["gasUsed"]
-        gas = [chain.transact(OPERATOR, distributor.functions.claim(
-            epoch_id, Web3.to_checksum_address(accounts[i]), epoch_amounts[i], tree.proof(i)), label="claim")["gasUsed"]
+        receipts = [chain.transact(OPERATOR, distributor.functions.claim(
+            epoch_id, i, Web3.to_checksum_address(accounts[i]), epoch_amounts[i], tree.proof(i)), label="claim")
             for i in singles]
+        gas = [r["gasUsed"] for r in receipts[1:]]
+        figures[f"claim_{label}_fresh_word"] = receipts[0]["gasUsed"]
         figures[f"claim_{label}"] = {"mean": statistics.mean(gas), "min": min(gas), "max": max(gas), "n": len(gas)}
-        batch = [(Web3.to_checksum_address(accounts[i]), epoch_amounts[i], tree.proof(i)) for i in pushed]
+        if label == "new":
+            figures["claim_new_breakdown"] = claim_breakdown(chain, receipts[-1])
+        batch = [(i, Web3.to_checksum_address(accounts[i]), epoch_amounts[i], tree.proof(i)) for i in pushed]
         receipt = chain.transact(OPERATOR, distributor.functions.claimBatch(epoch_id, batch), label="claimBatch")
         figures[f"push_{label}_per_account"] = receipt["gasUsed"] / len(batch)
         figures["proof_levels"] = len(tree.proof(singles[0]))
     figures["contribute"] = contribute_gas(chain, deployment)
     return figures
+
+
+def claim_breakdown(chain: Chain, receipt) -> dict:
+    """Where one claim's gas goes: intrinsic (base, calldata with the proof apart), the OPEN transfer (the token
+    call's own gas, from the call tracer) and the rest, which is the distributor's work (three cold reads:
+    root, bitmap word, outstanding; two writes; the leaf and proof hashing; the event; ABI decoding)."""
+    tx_hash = "0x" + receipt["transactionHash"].hex().removeprefix("0x")
+    data = bytes(chain.w3.eth.get_transaction(tx_hash)["input"])
+    calldata = sum(4 if b == 0 else 16 for b in data)
+    proof_bytes = data[4 + 6 * 32:]  # after the selector, four arguments, the proof's offset and length
+    trace = chain.w3.provider.make_request("debug_traceTransaction", [tx_hash, {"tracer": "callTracer"}])["result"]
+    transfer = sum(int(call["gasUsed"], 16) for call in trace.get("calls", []))
+    return {"total": receipt["gasUsed"], "base": 21_000, "calldata": calldata,
+            "calldata_proof": sum(4 if b == 0 else 16 for b in proof_bytes), "proof_hashes": len(proof_bytes) // 32,
+            "open_transfer": transfer, "distributor": receipt["gasUsed"] - 21_000 - calldata - transfer}
 
 
 def contribute_gas(chain: Chain, deployment: Deployment) -> dict:
@@ -128,14 +152,20 @@ def main() -> None:
                   "<= 60,000")
     for label in ("new", "returning"):
         c = gas[f"claim_{label}"]
-        table.add_row(f"claim, {label} account (mean of {c['n']}; min-max)",
+        table.add_row(f"claim, {label} account, bitmap word already written (mean of {c['n']}; min-max)",
                       f"{c['mean']:,.0f} ({c['min']:,}-{c['max']:,})", "<= 80,000")
+        table.add_row(f"claim, {label} account, first of its 256-leaf bitmap word",
+                      f"{gas[f'claim_{label}_fresh_word']:,}", "")
     for label in ("new", "returning"):
         table.add_row(f"push: claimBatch of {PUSH_BATCH}, per {label} account",
                       f"{gas[f'push_{label}_per_account']:,.0f}", "")
     table.add_row("DatanetRegistry.contribute, first / subsequent",
                   f"{gas['contribute']['first']:,} / {gas['contribute']['subsequent']:,}", "")
     console.print(table)
+    b = gas["claim_new_breakdown"]
+    console.print(f"one new account's claim, {b['total']:,} gas: base {b['base']:,} + calldata {b['calldata']:,} "
+                  f"(the {b['proof_hashes']}-hash proof {b['calldata_proof']:,}) + OPEN transfer "
+                  f"{b['open_transfer']:,} + distributor {b['distributor']:,}")
 
     sizes = [int(s) for s in args.sizes.split(",") if s]
     builds = build_times(sizes)

@@ -2,8 +2,9 @@
 
 The expected roots and proofs below were produced once with the reference implementation:
 ``npm install --no-save @openzeppelin/merkle-tree@1.0.8`` in a temporary directory, then
-``StandardMerkleTree.of(values(n), ["address", "uint256"])`` with ``values`` written in JavaScript exactly as
-``fixture_values`` below, printing ``tree.root``, ``tree.getProof(0)`` and ``tree.getProof(n - 1)``.
+``StandardMerkleTree.of(values(n), ["uint256", "address", "uint256"])`` with ``values`` written in JavaScript
+exactly as ``fixture_values`` below (value i is ``[i - 1, account, amount]``: a payout leaf's index is its
+value's position), printing ``tree.root``, ``tree.getProof(0)`` and ``tree.getProof(n - 1)``.
 """
 
 from __future__ import annotations
@@ -16,25 +17,26 @@ import pytest
 from pipelines.rewards import keccak, merkle
 
 OZ_ROOTS = {
-    1: "0x1cf0533699cdf4d0cb7187d873df1731c1061222d10b5bf2837a5f7dea0792d3",
-    2: "0x536dbf3144ace791d60e974a198463a4d965528303d225f432243eeabc210269",
-    3: "0x7d462ae47c016c59e7af00e6b8b3c0f07e88b7f49de7ee5083900cdfc0ba7fed",
-    7: "0xc5cd27c3080787c215648dbd1c6c045e9da3de2994666745f148ffac70cf6255",
-    37: "0xd9e2876ff0749f6324ec18a0f6c1eb07d3a730099789defb601a0db84d37ab01",
-    1000: "0xe96b024c3740367fbde9d06b985a683e5473534887246d5578c76377d7762b5f",
+    1: "0x85c2d6026a18d1e170be7e34c0ef48f1afb58a015d80514e3c6e9f3bb7755899",
+    2: "0xae85e35bbc84dff422f973cd9d134df1e04a59643dcfab4bedd090aff314664a",
+    3: "0x643818777c7cab599071ddf29d34f77c2ce4511e0a7dd677b54abf1f5e390819",
+    7: "0x4eb60f65a69fe5c3d234fe9a8f1ad5f2723519aca0e812dbb616f5d630729a0a",
+    37: "0xb3bf05e4b30d08b63de12180937ae92398a3388798869f256bf7097ff7a44f3a",
+    1000: "0x7687254f20cc0912a204dce5fd82c58b4bfe28c87eea7c40d9ef51a327e9043d",
 }
 OZ_PROOF_37_FIRST = [
-    "0x264d58a7ca76891ac88e4073882a7c289ed875361f232d2a1317af3afbcbaae3",
-    "0xb8b8d61da66f5df6b550eafbbe7a85807c2b614b21cc292bd11fbca175f482ef",
-    "0x6f4cc5df81a4453f084176a511355dbb275a9f03bf5ba39326fa76c4c7a8f061",
-    "0x35c51435fa639d71db6ada729932304256cbf22d687edc83013052f4b35cd17f",
-    "0xcffb00a241cd1a580eddd44ed875bd17267f87314c2622a10129b5f02240aa86",
-    "0x83f4ec1a610adb8b4077ed491ea08b0218ee56f756e5d88f27c382cd497151d9",
+    "0x7d27b441fc5eb6aa3c9efc68fe542c151556a7d18ac81fcefe822bdd3905c450",
+    "0xfddf64fdc5b96d5178dffb608431e9edb3d5ca037d6cd060d1d623b96d8cad24",
+    "0x7489fd25e42aee4583cede040505d33d62767694a894c38d2935d60ffbb13aac",
+    "0x7ad0887fe83dca1038222c2339e97860fc8afb09b608517fc7ce263f4b45aa7a",
+    "0x88ac9aa2f3e743410933a36c2dce74a3263b0bfc908961c675dbb1d91eb31232",
 ]
 OZ_PROOF_37_LAST = [
-    "0x1c9a090cf3c4df68f246f7ad702c8e8abd0f6c61e08d8e5ac6e5c155e7b5bc1b",
-    "0x591d3e75bf77c7e96d2cd59e4cd25b69e2d98d392f7455e5ca1f89974739524a",
-    *OZ_PROOF_37_FIRST[2:],
+    "0xf47d1d38583a96316a15804d1c074fa88ca6ef15a023193fa820d3850deccff0",
+    "0xbf7d9d26679f6d985d3285f8393a497ec7b8ab4d9a500bb1e232efe1087fd01a",
+    "0xd1c9d1afd2f6a5a7fe175dc24f56ae146c8a555dce70067f4832e7f6cc2caa7a",
+    "0x15a730c9b09ca94314894be445479e37542af94295c0a32556c16cef811e4ad8",
+    "0x65a205b317bc573c7d9d93374031917eebe9739d1d05ccc8b598ddf8811d492b",
 ]
 
 
@@ -67,12 +69,13 @@ def test_every_proof_leads_to_the_root_and_only_for_its_own_leaf(n):
     amounts = [rng.getrandbits(rng.choice([1, 64, 255])) for _ in range(n)]
     tree = merkle.build_tree(accounts, amounts)
     for i, (who, amount) in enumerate(zip(accounts, amounts, strict=True)):
-        leaf = merkle.leaf_hash(who, amount)
+        leaf = merkle.leaf_hash(i, who, amount)
         assert tree.leaf(i) == leaf
         assert merkle.process_proof(leaf, tree.proof(i)) == tree.root
         assert len(tree.proof(i)) <= n.bit_length()
     if n > 1:
-        assert merkle.process_proof(merkle.leaf_hash(accounts[0], amounts[0] + 1), tree.proof(0)) != tree.root
+        assert merkle.process_proof(merkle.leaf_hash(0, accounts[0], amounts[0] + 1), tree.proof(0)) != tree.root
+        assert merkle.process_proof(merkle.leaf_hash(1, accounts[0], amounts[0]), tree.proof(0)) != tree.root
 
 
 def test_compiled_keccak_is_used_here_and_agrees_with_the_reference():

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from web3 import Web3
-
 import contracts
 from payable.chain import Chain, Deployment
 from pipelines.ingest.checkpoint import Checkpoint
@@ -60,8 +58,7 @@ def epoch_roots(chain: Chain, deployment: Deployment, epoch_ids: list[int], bloc
     return {e: "0x" + distributor.functions.epochRoot(e).call(block_identifier=block).hex() for e in epoch_ids}
 
 
-def claimed_flags(chain: Chain, deployment: Deployment, keys: list[tuple[int, str]], block: int) -> dict:
-    """(epoch, account) -> the contract's claimed flag at ``block``."""
+def claimed_flags(chain: Chain, deployment: Deployment, leaves: list[tuple[int, int]], block: int) -> dict:
+    """(epoch, leaf index) -> the contract's claimed bit at ``block``."""
     distributor = chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)
-    return {(e, a): distributor.functions.claimed(e, Web3.to_checksum_address(a)).call(block_identifier=block)
-            for e, a in keys}
+    return {(e, i): distributor.functions.isClaimed(e, i).call(block_identifier=block) for e, i in leaves}

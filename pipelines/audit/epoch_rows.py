@@ -56,7 +56,8 @@ def epoch_rows(outbox: LogView, facts: LogView, influence: pa.Table | None,
                     if p == partition and start <= o < end and r["epoch_id"] == epoch_id]
 
         allocated = {r["account"].lower(): r for r in window(schema.REWARD_ALLOCATED)}
-        accounts = [_account_row(epoch_id, a, r, claims.get((epoch_id, a))) for a, r in sorted(allocated.items())]
+        accounts = [_account_row(epoch_id, i, a, r, claims.get((epoch_id, a)))
+                    for i, (a, r) in enumerate(sorted(allocated.items()))]
         requested = window(schema.SLASH_REQUESTED)
         allocations = [{name: r[name] for name in schema.ALLOCATION.names}
                        for r in window(schema.CONTRIBUTION_ALLOCATED)]
@@ -83,8 +84,9 @@ def training_leaves(accounts: list[dict], usage: list[dict]) -> list[dict]:
     return [{**a, "amount": str(int(a["amount"]) - earned[a["account"]])} for a in accounts]
 
 
-def _account_row(epoch_id: int, account: str, allocated: dict, claim: dict | None) -> dict:
-    return {"epoch_id": epoch_id, "account": account, "amount": allocated["amount"],
+def _account_row(epoch_id: int, leaf_index: int, account: str, allocated: dict, claim: dict | None) -> dict:
+    """``leaf_index`` is the account's position in the epoch's ascending accounts, as in its Merkle leaf."""
+    return {"epoch_id": epoch_id, "account": account, "leaf_index": leaf_index, "amount": allocated["amount"],
             "allocated_event_id": allocated["event_id"], "claimed": claim is not None,
             "claim_event_id": claim and claim["event_id"], "claim_tx_hash": claim and claim["tx_hash"],
             "claimed_amount": claim and claim["amount"], "claim_block_number": claim and claim["block_number"]}

@@ -185,13 +185,14 @@ def _governed(con, chain: Chain, deployment: Deployment) -> list[Difference]:
 def _claims(con, chain: Chain, deployment: Deployment, on_chain: ChainRewards) -> list[Difference]:
     payouts = {(r["epoch_id"], r["account"]): r for r in _rows(
         con, "SELECT * FROM account_payouts WHERE epoch_id IN (SELECT epoch_id FROM reward_epochs WHERE published)")}
-    flags = claimed_flags(chain, deployment, sorted(payouts), on_chain.block)
+    flags = claimed_flags(chain, deployment, sorted((e, p["leaf_index"]) for (e, _), p in payouts.items()),
+                          on_chain.block)
     out = []
     for (epoch_id, account), p in sorted(payouts.items()):
         key = f"epoch_id={epoch_id}, account={account}"
-        if flags[(epoch_id, account)] != p["claimed"]:
-            out.append(Difference("claimed flag on-chain", "account_payouts", key, flags[(epoch_id, account)],
-                                  p["claimed"]))
+        flag = flags[(epoch_id, p["leaf_index"])]
+        if flag != p["claimed"]:
+            out.append(Difference("claimed flag on-chain", "account_payouts", key, flag, p["claimed"]))
         chain_claim = on_chain.claims.get((epoch_id, account))
         audit_claim = (int(p["claimed_amount"]), p["claim_tx_hash"]) if p["claimed"] else None
         if chain_claim != audit_claim:

@@ -76,7 +76,7 @@ TABLES: dict[str, str] = {
         usage_carry_in {AMOUNT} NOT NULL, usage_carry_out {AMOUNT} NOT NULL, usage_events BIGINT NOT NULL,
         usage_root VARCHAR NOT NULL""",
     "account_payouts": f"""
-        epoch_id BIGINT NOT NULL, account VARCHAR NOT NULL, amount {AMOUNT} NOT NULL,
+        epoch_id BIGINT NOT NULL, account VARCHAR NOT NULL, leaf_index BIGINT NOT NULL, amount {AMOUNT} NOT NULL,
         allocated_event_id VARCHAR NOT NULL, claimed BOOLEAN NOT NULL, claim_event_id VARCHAR,
         claim_tx_hash VARCHAR, claimed_amount {AMOUNT}, claim_block_number BIGINT,
         PRIMARY KEY (epoch_id, account)""",

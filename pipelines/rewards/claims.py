@@ -1,7 +1,7 @@
 """A contributor claims an epoch's payout with the proof from the epoch's files (or the log).
 
-The contract pays each account once per epoch; this checks ``claimed`` first so a repeated claim costs
-no gas and says so instead of reverting.
+The contract pays each leaf (index, account, amount) once per epoch; this checks ``isClaimed`` first so a
+repeated claim costs no gas and says so instead of reverting.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
-from web3 import Web3
 
 import contracts
 from payable.chain import Chain, Deployment
@@ -29,12 +28,12 @@ class ClaimResult:
 def claim(settings: Settings, deployment: Deployment, epoch_id: int, sender: LocalAccount,
           account: str | None = None) -> ClaimResult:
     """Claims ``account``'s payout (default: the sender's own) for ``epoch_id``; ``sender`` pays the gas."""
-    beneficiary = Web3.to_checksum_address(account or sender.address)
-    amount, proof = load_epoch(settings, epoch_id).proof(beneficiary)
+    epoch = load_epoch(settings, epoch_id)
+    index, beneficiary, amount, proof = epoch.claim_args(epoch.index_of(account or sender.address))
     chain = Chain(settings.rpc_url)
     distributor = chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)
-    if distributor.functions.claimed(epoch_id, beneficiary).call():
+    if distributor.functions.isClaimed(epoch_id, index).call():
         return ClaimResult(epoch_id, beneficiary, amount, None, None)
-    receipt = chain.transact(sender, distributor.functions.claim(epoch_id, beneficiary, amount, proof),
+    receipt = chain.transact(sender, distributor.functions.claim(epoch_id, index, beneficiary, amount, proof),
                              label=f"claim epoch {epoch_id}")
     return ClaimResult(epoch_id, beneficiary, amount, "0x" + receipt["transactionHash"].hex(), receipt["gasUsed"])

@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
-from web3 import Web3
 
 import contracts
 from payable.chain import Chain, Deployment
@@ -217,8 +216,7 @@ def _push(epoch: ClosedEpoch, distributor, operator: LocalAccount, start: int) -
     def unclaimed() -> list[int]:
         with distributor.w3.batch_requests() as requests:  # one round trip for the whole batch
             for i in batch:
-                requests.add(distributor.functions.claimed(epoch.epoch_id,
-                                                           Web3.to_checksum_address(epoch.accounts[i])))
+                requests.add(distributor.functions.isClaimed(epoch.epoch_id, i))
             flags = requests.execute()
         return [i for i, done in zip(batch, flags, strict=True) if not done]
 
@@ -226,9 +224,7 @@ def _push(epoch: ClosedEpoch, distributor, operator: LocalAccount, start: int) -
         return "every account of the batch has claimed" if not unclaimed() else None
 
     def call():
-        assert epoch.tree is not None  # push steps exist only for epochs with accounts
-        claims = [(Web3.to_checksum_address(epoch.accounts[i]), epoch.amounts[i], epoch.tree.proof(i))
-                  for i in rpc(unclaimed)]
+        claims = [epoch.claim_args(i) for i in rpc(unclaimed)]
         return distributor.functions.claimBatch(epoch.epoch_id, claims) if claims else None
 
     return Step(f"push-{start // PUSH_BATCH}", operator, check, call)

@@ -1,17 +1,19 @@
 """The Merkle tree of an epoch's payouts, node for node the tree of @openzeppelin/merkle-tree.
 
-``StandardMerkleTree.of(values, ["address", "uint256"])`` is what contributors' wallets and the OZ
+``StandardMerkleTree.of(values, ["uint256", "address", "uint256"])`` is what contributors' wallets and the OZ
 ``MerkleProof`` library expect, so the tree here reproduces it exactly:
 
-- leaf = keccak256(keccak256(abi.encode(account, amount))) (double hashing, so no 64-byte leaf can pass
-  for an inner node);
+- a payout leaf = keccak256(keccak256(abi.encode(index, account, amount))), ``index`` being the value's
+  position in the input (an epoch passes its accounts in ascending order): RewardDistributor keeps one
+  claimed bit per index, 256 to a storage word, so a new account's claim does not pay for a fresh slot of
+  its own. Double hashing means no leaf can pass for an inner node;
 - leaves sorted by hash (ascending, as unsigned 256-bit numbers) and laid out as a complete binary tree in
   heap order: ``nodes`` has 2n-1 entries, node i has children 2i+1 and 2i+2, the sorted leaves fill the
   last n slots in reverse (the smallest hash is the last node), the root is node 0;
 - inner node = keccak256 of its two children concatenated smaller-first (sorted-pair hashing);
 - the proof of a leaf is its siblings' hashes from the leaf up to (not including) the root.
 
-The same tree serves any two-word values (``tree_of_rows`` takes them ABI-encoded): the commitments of
+The same tree serves any fixed-width values (``tree_of_rows`` takes them ABI-encoded): the commitments of
 ``pipelines.commitments`` build theirs over (contribution id, content hash) and (contribution id, score).
 
 Why this shape: the whole tree is one (2n-1, 32) byte array (64 MB for a million contributors) that is
@@ -35,9 +37,14 @@ def keccak(data: bytes) -> bytes:
     return sha3.keccak_256(data).digest()
 
 
-def leaf_hash(account: str, amount: int) -> bytes:
-    """keccak256(keccak256(abi.encode(account, amount))), as RewardDistributor computes it."""
-    return row_leaf(_encode_leaves([account], [amount]))
+PAYOUT_WIDTH = 96  # abi.encode(uint256 index, address account, uint256 amount)
+
+
+def leaf_hash(index: int, account: str, amount: int) -> bytes:
+    """keccak256(keccak256(abi.encode(index, account, amount))), as RewardDistributor computes it."""
+    if index < 0:
+        raise ValueError("a leaf index is at least 0")
+    return row_leaf(_encode_leaves([account], [amount], first_index=index))
 
 
 def row_leaf(encoded: bytes) -> bytes:
@@ -86,13 +93,13 @@ class PayoutTree:
 
 
 def build_tree(accounts: Sequence[str], amounts: Sequence[int]) -> PayoutTree:
-    """Builds the StandardMerkleTree of the values (accounts[i], amounts[i]).
+    """Builds the StandardMerkleTree of the payout values (i, accounts[i], amounts[i]).
 
     Accounts must be distinct 0x-prefixed addresses and amounts in [0, 2**256).
     """
     if len(amounts) != len(accounts):
         raise ValueError(f"{len(accounts)} accounts but {len(amounts)} amounts")
-    return tree_of_rows(_encode_leaves(accounts, amounts) if accounts else b"")
+    return tree_of_rows(_encode_leaves(accounts, amounts) if accounts else b"", PAYOUT_WIDTH)
 
 
 def tree_of_rows(encoded: bytes, width: int = 64) -> PayoutTree:
@@ -110,8 +117,9 @@ def tree_of_rows(encoded: bytes, width: int = 64) -> PayoutTree:
     return PayoutTree(nodes, tree_index)
 
 
-def _encode_leaves(accounts: Sequence[str], amounts: Sequence[int]) -> bytes:
-    """abi.encode(address, uint256) of every value, as one buffer of 64-byte rows."""
+def _encode_leaves(accounts: Sequence[str], amounts: Sequence[int], first_index: int = 0) -> bytes:
+    """abi.encode(uint256 index, address, uint256) of every value, indexes counting from ``first_index``,
+    as one buffer of 96-byte rows."""
     if any(len(a) != 42 or a[:2] not in ("0x", "0X") for a in accounts):
         raise ValueError("every account must be a 0x-prefixed 20-byte address")
     try:
@@ -123,9 +131,11 @@ def _encode_leaves(accounts: Sequence[str], amounts: Sequence[int]) -> bytes:
         amount_bytes = b"".join([int(a).to_bytes(32, "big") for a in amounts])
     except OverflowError as exc:
         raise ValueError("amounts must lie in [0, 2**256)") from exc
-    rows = np.zeros((len(accounts), 64), dtype=np.uint8)
-    rows[:, 12:32] = raw
-    rows[:, 32:] = np.frombuffer(amount_bytes, dtype=np.uint8).reshape(-1, 32)
+    indexes = np.arange(first_index, first_index + len(accounts), dtype=">u8").view(np.uint8).reshape(-1, 8)
+    rows = np.zeros((len(accounts), PAYOUT_WIDTH), dtype=np.uint8)
+    rows[:, 24:32] = indexes
+    rows[:, 44:64] = raw
+    rows[:, 64:] = np.frombuffer(amount_bytes, dtype=np.uint8).reshape(-1, 32)
     return rows.tobytes()
 
 

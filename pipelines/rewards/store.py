@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from web3 import Web3
 
 from pipelines.rewards.merkle import PayoutTree
 from pipelines.rewards.split import SlashRequest
@@ -53,16 +54,16 @@ class ClosedEpoch:
                 - self.usage_carry_out and min(self.carry_out, self.usage_carry_out) >= 0)
 
     def index_of(self, account: str) -> int:
+        """``account``'s leaf index: its position in the ascending account list, its bit in the claimed bitmap."""
         i = bisect.bisect_left(self.accounts, account.lower())
         if i == len(self.accounts) or self.accounts[i] != account.lower():
             raise KeyError(f"{account} has no payout in epoch {self.epoch_id}")
         return i
 
-    def proof(self, account: str) -> tuple[int, list[bytes]]:
-        """(amount, Merkle proof) of ``account``'s payout."""
-        i = self.index_of(account)
-        assert self.tree is not None  # an account was found, so the tree has leaves
-        return self.amounts[i], self.tree.proof(i)
+    def claim_args(self, i: int) -> tuple[int, str, int, list[bytes]]:
+        """(index, account, amount, proof) of leaf ``i``: RewardDistributor.claim's arguments after the epoch."""
+        assert self.tree is not None  # leaf i exists, so the tree has leaves
+        return i, Web3.to_checksum_address(self.accounts[i]), self.amounts[i], self.tree.proof(i)
 
 
 def save(directory: Path, epoch: ClosedEpoch, allocations: pa.Table | None = None,
