@@ -169,8 +169,9 @@ class Chain:
         """Sends ``call`` and waits for a successful receipt."""
         return self.wait(self.send(account, call, label=label), label=label)
 
-    def mine(self, blocks: int) -> int:
-        """Mines ``blocks`` empty blocks on a local anvil node; returns the new head.
+    def mine(self, blocks: int, seconds: int = 0) -> int:
+        """Mines ``blocks`` empty blocks on a local anvil node, ``seconds`` apart (0: the node's own clock, so
+        a timelock delay can be waited out too); returns the new head.
 
         Only a development node can mine on request, and only one the operator runs for this purpose:
         anything else (a public chain, a node that is not anvil) is refused with a ChainError.
@@ -179,7 +180,7 @@ class Chain:
         if not client.lower().startswith("anvil"):
             raise ChainError(f"`payable mine` needs the local anvil node; {self.rpc_url} is {client}")
         try:
-            self.w3.manager.request_blocking("anvil_mine", [hex(blocks)])
+            self.w3.manager.request_blocking("anvil_mine", [hex(blocks)] + ([hex(seconds)] if seconds else []))
         except Web3RPCError as exc:
             raise chain_error(exc, label="anvil_mine") from exc
         return self.w3.eth.block_number

@@ -46,6 +46,7 @@ COMMANDS = {
     "verify": "payable.cli.commitments:verify",
     "audit": "payable.cli.audit:audit",
     "reconcile": "payable.cli.audit:reconcile",
+    "govern": "payable.cli.govern:govern",
     "serve": "payable.cli.serve:serve",
     "attribute-usage": "payable.cli.usage:attribute_usage",
     "agents": "payable.cli.agents:agents",

@@ -185,8 +185,10 @@ def contribute(ctx: Context, datanet_id: int, files: tuple[Path, ...]) -> None:
 
 @click.command()
 @click.argument("blocks", type=click.IntRange(1, 100_000))
+@click.option("--seconds", type=click.IntRange(0, 10**8), default=0,
+              help="Space the blocks this many seconds apart (to wait out a timelock delay).")
 @pass_context
-def mine(ctx: Context, blocks: int) -> None:
+def mine(ctx: Context, blocks: int, seconds: int) -> None:
     """Mine BLOCKS empty blocks on the local dev chain, so that waiting facts reach their confirmations.
 
     The local anvil mines only when a transaction arrives; a real chain makes blocks on its own, so
@@ -194,7 +196,7 @@ def mine(ctx: Context, blocks: int) -> None:
     """
     if not ctx.settings.local_chain:
         fail(f"`payable mine` works on the local dev chain only; PAYABLE_RPC_URL points at {ctx.settings.rpc_url}")
-    head = ctx.chain().mine(blocks)
+    head = ctx.chain().mine(blocks, seconds)
     click.echo(json.dumps({"mined": blocks, "head": head}))
 
 
