@@ -30,6 +30,7 @@ from pipelines.attribution.table import influence_uri, read_influence, write_inf
 from pipelines.commitments import log as commitments_log
 from pipelines.commitments.records import InfluenceCommitment, commitment_id, fixed_point, hexed
 from pipelines.commitments.verify import verify_contribution
+from pipelines.ingest.ingester import ingest_until_head
 from pipelines.rewards.cycle import close_due_epoch
 from pipelines.training import train_latest
 from schemas.datasets import CONTRIBUTION_ROW
@@ -110,6 +111,8 @@ def world(tmp_path_factory):
     try:
         chain, deployment, datanet, rows = science_datanet(settings, tmp, also_funded=(TRAINER,))
         planted = canaries.plant(settings, datanet, CANARIES, TRAINER, seed=11)
+        chain.mine(settings.confirmations + 1)
+        ingest_until_head(settings, deployment)  # the reveal checks who planted each canary on the chain facts
         for cid, text in zip(planted.contribution_ids, canaries.canary_texts(CANARIES, 11), strict=True):
             rows.append(dataset_row(registry_submission(chain, deployment, cid), datanet, TRAINER.address, text))
         write_version(settings, datanet, pa.Table.from_pylist(rows, schema=CONTRIBUTION_ROW))

@@ -7,7 +7,12 @@ Commit-reveal, so the operator cannot name "canaries" after seeing which contrib
    ``<data_dir>/canaries`` (mode 0600) until the reveal;
 2. the influence run records the commitment in force for its datanet (``canary_commitment``);
 3. ``reveal``: salt and ids go on the log (``CanariesRevealed``) only if they hash to a commitment of that
-   datanet; a run's canary AUC (``quality.canary_auc``) is computed only from such a reveal of the very
+   datanet and each id was planted for it: its ContributionSubmitted (on the log, ingested from the chain)
+   came from the planting account the commitment recorded, at a block inside the commitment's planting
+   window (after the head the planting started from, no later than the commitment). So an operator cannot
+   name anyone else's contribution a canary (it would go unpaid), nor an older one of its own; a reveal on
+   the log that breaks the rule is ignored when read, with the same reason (``planting_refusal``). A run's
+   canary AUC (``quality.canary_auc``) is computed only from such a reveal of the very
    commitment the run recorded. No commitment, or no matching reveal: the AUC stays unmeasured.
 A revealed canary is never paid, and while a commitment is unrevealed no epoch can close (``payout_exclusions``):
 its canaries are not yet known to the split, so paying anything could pay them.
@@ -31,6 +36,7 @@ from eth_account.signers.local import LocalAccount
 from payable import kafka_log
 from payable.errors import PayableError
 from payable.settings import Settings
+from pipelines.log_views import live_submissions, read_view
 from schemas import canaries as schema
 from schemas import events, topics
 
@@ -64,7 +70,11 @@ class DatanetCanaries:
 
     commitments: list[str] = field(default_factory=list)
     revealed: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    """commitment -> its canary ids, for reveals that hash to it."""
+    """commitment -> its canary ids, for reveals that hash to it and pass ``planting_refusal``."""
+    records: dict[str, dict] = field(default_factory=dict)
+    """commitment -> its CanariesCommitted record (planter and planting window, from v2 on)."""
+    refused: dict[str, str] = field(default_factory=dict)
+    """commitment -> why a reveal of it on the log was not accepted."""
 
     @property
     def in_force(self) -> str | None:
@@ -76,19 +86,51 @@ class DatanetCanaries:
         return [c for c in self.commitments if c not in self.revealed]
 
 
+def planting_refusal(committed: dict, contribution_ids: Sequence[int], submissions: dict[int, dict]) -> str | None:
+    """Why ``contribution_ids`` cannot be the canaries of ``committed`` (a CanariesCommitted record), or None.
+
+    ``submissions``: contribution id -> its live ContributionSubmitted fact. Each id must have been submitted by
+    the planter the commitment recorded, in its window (from_block, block]: the rule that keeps an operator
+    from naming someone else's (or an older) contribution a canary after seeing the scores."""
+    planter = committed.get("planter")
+    if planter is None:
+        return (f"commitment {committed['commitment'][:18]}… recorded no planting account (a v1 commitment): "
+                "nothing shows its ids were the operator's own plants")
+    for cid in sorted(set(int(c) for c in contribution_ids)):
+        fact = submissions.get(cid)
+        if fact is None:
+            return f"contribution {cid} has no ContributionSubmitted fact on the log (ingest the chain first)"
+        if fact["contributor"].lower() != planter:
+            return (f"contribution {cid} was submitted by {fact['contributor'].lower()}, not the planting account "
+                    f"{planter}")
+        if not committed["from_block"] < fact["block_number"] <= committed["block"]:
+            return (f"contribution {cid} was submitted at block {fact['block_number']}, outside the planting window "
+                    f"({committed['from_block']}, {committed['block']}] of the commitment")
+    return None
+
+
 def read_canaries(bootstrap: str) -> dict[int, DatanetCanaries]:
     """datanet id -> its canaries, from ``payable.canaries``; a reveal matching no earlier commitment of its
-    datanet is ignored (the CLI refuses to write one; a forged one on the log proves nothing)."""
+    datanet, or naming ids its planter did not plant for it, is ignored (the CLI refuses to write one; a
+    forged one on the log proves nothing)."""
     out: dict[int, DatanetCanaries] = {}
+    submissions: dict[int, dict] | None = None
     for message in kafka_log.read_topic(bootstrap, topics.CANARIES):
         event_type, record = events.decode(message.value, message.headers)
         state = out.setdefault(record["datanet_id"], DatanetCanaries())
         if event_type.name == schema.CANARIES_COMMITTED.name:
             if record["commitment"] not in state.commitments:
                 state.commitments.append(record["commitment"])
+                state.records[record["commitment"]] = record
         elif (record["commitment"] in state.commitments
               and commitment_of(record["salt"], record["contribution_ids"]) == record["commitment"]):
-            state.revealed[record["commitment"]] = tuple(sorted(record["contribution_ids"]))
+            if submissions is None:  # read the chain facts only when some reveal needs them
+                submissions = live_submissions(read_view(bootstrap, topics.CHAIN_FACTS))
+            why = planting_refusal(state.records[record["commitment"]], record["contribution_ids"], submissions)
+            if why is None:
+                state.revealed[record["commitment"]] = tuple(sorted(record["contribution_ids"]))
+            else:
+                state.refused[record["commitment"]] = why
     return out
 
 
@@ -124,9 +166,10 @@ def secret_path(data_dir: Path, datanet_id: int, commitment: str) -> Path:
     return Path(data_dir) / "canaries" / f"dn-{datanet_id}-{commitment[2:18]}.json"
 
 
-def commit(bootstrap: str, data_dir: Path, datanet_id: int, contribution_ids: Sequence[int],
-           salt: str | None = None) -> str:
-    """Writes the secret file, then ``CanariesCommitted``; returns the commitment."""
+def commit(bootstrap: str, data_dir: Path, datanet_id: int, contribution_ids: Sequence[int], planter: str,
+           window: tuple[int, int], salt: str | None = None) -> str:
+    """Writes the secret file, then ``CanariesCommitted`` with the ``planter`` account and the planting
+    ``window`` (from_block, block] its canaries were submitted in; returns the commitment."""
     salt = salt or "0x" + secrets.token_hex(32)
     ids = sorted(set(int(c) for c in contribution_ids))
     if not ids:
@@ -138,7 +181,9 @@ def commit(bootstrap: str, data_dir: Path, datanet_id: int, contribution_ids: Se
     with os.fdopen(fd, "w") as out:
         json.dump({"datanet_id": datanet_id, "commitment": commitment, "salt": salt, "contribution_ids": ids}, out)
     _append(bootstrap, schema.CANARIES_COMMITTED, {"event_id": commitment, "datanet_id": datanet_id,
-                                                   "commitment": commitment, "count": len(ids)})
+                                                   "commitment": commitment, "count": len(ids),
+                                                   "planter": planter.lower(), "from_block": window[0],
+                                                   "block": window[1]})
     return commitment
 
 
@@ -165,6 +210,10 @@ def reveal(bootstrap: str, datanet_id: int, salt: str, contribution_ids: Sequenc
     if commitment not in state.commitments:
         raise CanaryError(f"the reveal does not match datanet {datanet_id}'s canary commitment "
                           f"{state.in_force[:18]}… (wrong salt or ids): refused")
+    why = planting_refusal(state.records[commitment], contribution_ids,
+                           live_submissions(read_view(bootstrap, topics.CHAIN_FACTS)))
+    if why is not None:
+        raise CanaryError(f"the reveal of {commitment[:18]}… is refused: {why}")
     ids = tuple(sorted(set(int(c) for c in contribution_ids)))
     if commitment not in state.revealed:
         event_id = "0x" + hashlib.sha256(f"CanariesRevealed:{commitment}".encode()).hexdigest()
@@ -192,15 +241,18 @@ def plant(settings: Settings, datanet_id: int, count: int, account: LocalAccount
     if count < 1:
         raise CanaryError(f"plant at least one canary, got {count}")
     texts = canary_texts(count, secrets.randbits(64) if seed is None else seed)
+    chain = Chain(settings.rpc_url)
+    start = chain.w3.eth.block_number
     with tempfile.TemporaryDirectory(prefix="payable-canaries-") as folder:
         paths = []
         for i, text in enumerate(texts):
             paths.append(Path(folder) / f"canary-{i}.txt")
             paths[-1].write_text(text)
-        submitted = contribute(Chain(settings.rpc_url), Deployment.load(settings.deployment_file),
+        submitted = contribute(chain, Deployment.load(settings.deployment_file),
                                ContentStore(settings.content_dir), account, datanet_id, paths)
     ids = tuple(sorted(s.contribution_id for s in submitted))
-    commitment = commit(settings.kafka_bootstrap, settings.data_dir, datanet_id, ids)
+    commitment = commit(settings.kafka_bootstrap, settings.data_dir, datanet_id, ids, account.address,
+                        (start, chain.w3.eth.block_number))
     return Planted(datanet_id, commitment, ids, secret_path(settings.data_dir, datanet_id, commitment))
 
 
