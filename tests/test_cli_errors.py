@@ -183,7 +183,7 @@ def test_a_chain_that_is_down_is_one_line_from_every_chain_command(cli_datanet, 
     note.write_text("a note")
     down = {"PAYABLE_ANVIL_PORT": str(services.free_port())}
     for args in (["fund", ADDRESS, "5"], ["contribute", "--datanet", "1", str(note)], ["mine", "1"],
-                 ["datanet", "create", "--name", "n"]):
+                 ["datanet", "create", "--name", "n"], ["govern", "status"]):
         line = refused(cli_datanet, *args, **down)
         assert "cannot reach the chain at http://127.0.0.1:" in line and "payable up" in line, line
 
