@@ -20,7 +20,7 @@ OWNERS = ["team:protocol"]
     description="Closes the reward epoch that is due: the pool split among contributors by positive influence "
                 "weighted by reputation, penalties for redundant or harmful data, the fees of the served calls "
                 "no epoch paid yet (RAG sources, training contributors, trainer), a Merkle root over "
-                "(account, amount), all recorded on the rewards outbox. Each influence run and each usage event "
+                "(index, account, amount), all recorded on the rewards outbox. Each influence run and each usage event "
                 "is paid in one epoch; what is left out is listed, with why. No new epoch when nothing "
                 "changed, nor while an earlier one is unfinished on-chain. The pool, the split rules and the "
                 "usage terms are the governed parameters (ProtocolParameters) read from chain at the closing block.",
