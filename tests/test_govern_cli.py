@@ -82,4 +82,4 @@ def test_a_change_the_contract_would_refuse_is_refused_before_the_vote(stack, ch
     assert governor.events.ProposalCreated().get_logs(from_block=deployment.deploy_block) == [], "nothing proposed"
     assert "is not NAME=VALUE" in refused(stack, "govern", "propose", "--set", "epochPool", code=2)
     assert "no proposal 12345 on this deployment's Governor" in refused(stack, "govern", "status", "12345")
-    assert "proposal id must be at least 0" in refused(stack, "govern", "vote", "-1", code=2)
+    assert "'one' is not a whole number" in refused(stack, "govern", "vote", "one", code=2)
