@@ -72,5 +72,6 @@ def claim(ctx: Context, epoch_id: int, account: str | None) -> None:
         result = claim_payout(ctx.settings, ctx.deployment(), epoch_id, sender, account)
     except (KeyError, EpochNotClosed, ChainError, FileNotFoundError) as exc:
         fail(str(exc).strip("'\""))
-    click.echo(json.dumps({"epoch": epoch_id, "account": result.account, "amount": str(result.amount),
+    click.echo(json.dumps({"epoch": epoch_id, "index": result.index, "account": result.account,
+                           "amount": str(result.amount),
                            "tx_hash": result.tx_hash, "already_claimed": result.tx_hash is None}))

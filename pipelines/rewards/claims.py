@@ -19,6 +19,7 @@ from pipelines.rewards.epochs import load_epoch
 @dataclass(frozen=True)
 class ClaimResult:
     epoch_id: int
+    index: int  # the leaf's index: its bit in the epoch's claimed bitmap
     account: str
     amount: int
     tx_hash: str | None  # None when it had already been claimed
@@ -33,7 +34,8 @@ def claim(settings: Settings, deployment: Deployment, epoch_id: int, sender: Loc
     chain = Chain(settings.rpc_url)
     distributor = chain.contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)
     if distributor.functions.isClaimed(epoch_id, index).call():
-        return ClaimResult(epoch_id, beneficiary, amount, None, None)
+        return ClaimResult(epoch_id, index, beneficiary, amount, None, None)
     receipt = chain.transact(sender, distributor.functions.claim(epoch_id, index, beneficiary, amount, proof),
                              label=f"claim epoch {epoch_id}")
-    return ClaimResult(epoch_id, beneficiary, amount, "0x" + receipt["transactionHash"].hex(), receipt["gasUsed"])
+    tx_hash = "0x" + receipt["transactionHash"].hex()
+    return ClaimResult(epoch_id, index, beneficiary, amount, tx_hash, receipt["gasUsed"])
