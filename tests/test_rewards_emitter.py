@@ -205,12 +205,12 @@ def test_claim_with_files_deleted_replays_the_log_and_pays_once(stack, chain, de
 
     # A returning contributor's claim in a later epoch sets a bit in a bitmap word that another claim of the
     # epoch already wrote, and adds to a balance it holds: within the 80k gas goal; the first claim of the
-    # epoch's word pays for the fresh word.
+    # epoch's word pays for the fresh word (20,000 - 2,900 more for its SSTORE).
     setup_epoch(stack, chain, deployment, tmp_path, epoch_id=2, extra_accounts=2)
     assert emit_epoch(stack, deployment, 2, push=False).ok
     opening = claim(stack, deployment, 2, CONTRIBUTORS[2])
     again = claim(stack, deployment, 2, CONTRIBUTORS[1])
-    assert again.gas_used < 80_000 < opening.gas_used, (again.gas_used, opening.gas_used)
+    assert again.gas_used < 80_000 and opening.gas_used - again.gas_used > 15_000, (again.gas_used, opening.gas_used)
 
 
 def test_epochs_close_once_and_in_order(stack, chain, deployment, tmp_path):
