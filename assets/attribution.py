@@ -56,6 +56,8 @@ def influence_scores(context: dg.AssetExecutionContext, config: InfluenceConfig,
         "gradient_store_bytes": adapter_store_bytes(AdapterRegistry(settings.adapters_dir), datanet_id,
                                                     table["adapter_id"][0].as_py()) if table.num_rows else 0,
         "harmful_contribution_ids": str(harmful["contribution_id"].to_pylist()),
+        "gradients_recomputed": result.gradients.recomputed, "gradients_reused": result.gradients.reused,
+        "gradients_why": result.gradients.why,
         **refit_metadata(result.refit),
         **quality_metadata(result),
         "harm_evidence": table_md([{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()}

@@ -1,7 +1,8 @@
 """Can Proof of Attribution scale? Attribution cost against N, and per-answer search latency against store size.
 
-Run from the repository root: ``.venv/bin/python -m bench.scale`` (add ``--sizes 1000,10000,100000`` for the
-100k point, ``--quick`` for a smoke run). Two parts:
+Run from the repository root: ``.venv/bin/python -m bench.scale`` (``--part cost --sizes 100000`` for the 100k
+point alone: a cost run merges its sizes with the other sizes already in ``scale.json`` and refits the line;
+``--quick`` for a smoke run). Two parts:
 
 - **Cost against N**: one tiny-GPT-2 LoRA adapter trained a few steps, then attribution's own code path
   (``score_examples`` TracIn with the gradient-store hook, then ``write_store``) over synthetic datanets of N
@@ -90,19 +91,26 @@ def attribution_cost(n: int, task, checkpoints, tokenizer, work: Path) -> dict:
     spec = StoreSpec("ad-bench", "bench", SCORE.projection_dim, SCORE.seed, lrs, grads.shape[2], 1.0)
     uri = str(work / f"store-{n}.lance")
     features = contribution_features(grads, examples.owner.numpy(), dn.table.num_rows)
+    del kept, grads
+    store_wall, store_cpu = time.perf_counter(), time.process_time()
     write_store(uri, spec, dn.table["contribution_id"].to_numpy(), dn.table["content_hash"].to_pylist(),
                 np.ones(dn.table.num_rows, dtype=bool), features)
+    store_wall, store_cpu = time.perf_counter() - store_wall, time.process_time() - store_cpu
     total_wall, total_cpu = time.perf_counter() - wall, time.process_time() - cpu
     tokens = int(examples.attention_mask.sum())
     size = store_bytes(uri)
     row = {"contributions": dn.table.num_rows, "examples": len(examples), "tokens": tokens,
            "checkpoints": len(states), "store_dim": spec.dim, "wall_s": total_wall, "cpu_s": total_cpu,
            "gradient_wall_s": grad_wall, "gradient_cpu_s": grad_cpu,
+           "store_write_and_index_wall_s": store_wall, "store_write_and_index_cpu_s": store_cpu,
            "gradient_ms_per_contribution": 1e3 * grad_wall / dn.table.num_rows,
-           "store_bytes": size, "store_bytes_per_contribution": size / dn.table.num_rows, "store_uri": uri}
-    console.print(f"N={row['contributions']:>7,}: {total_wall:7.1f} s wall, {total_cpu:7.1f} s CPU, "
-                  f"{row['gradient_ms_per_contribution']:.2f} ms gradient/contribution, "
-                  f"{row['store_bytes_per_contribution']:,.0f} B/contribution, {tokens:,} tokens")
+           "gradient_cpu_ms_per_contribution": 1e3 * grad_cpu / dn.table.num_rows,
+           "store_bytes": size, "store_bytes_per_contribution": size / dn.table.num_rows, "store_uri": uri,
+           "load_average": os.getloadavg()}
+    console.print(f"N={row['contributions']:>7,}: {total_wall:7.1f} s wall, {total_cpu:7.1f} s CPU (store write "
+                  f"and index {store_cpu:.1f} s CPU), {row['gradient_cpu_ms_per_contribution']:.2f} ms gradient "
+                  f"CPU/contribution, {row['store_bytes_per_contribution']:,.0f} B/contribution, {tokens:,} tokens, "
+                  f"load {row['load_average'][0]:.1f}")
     return row
 
 
@@ -111,9 +119,12 @@ def fitted(rows: list[dict], key: str) -> dict:
     n = np.array([r["contributions"] for r in rows], dtype=float)
     y = np.array([r[key] for r in rows], dtype=float)
     b, a = np.polyfit(n, y, 1) if len(rows) > 1 else (y[0] / n[0], 0.0)
+    residual = y - (a + b * n)
+    r2 = float(1 - residual @ residual / ((y - y.mean()) @ (y - y.mean()))) if len(rows) > 2 else float("nan")
     tokens_per = float(np.sum([r["tokens"] for r in rows]) / n.sum())
     exponent = float(np.polyfit(np.log(n), np.log(y), 1)[0]) if len(rows) > 1 else float("nan")
-    return {"intercept_s": float(a), "s_per_contribution": float(b), "loglog_exponent": exponent,
+    return {"intercept_s": float(a), "s_per_contribution": float(b), "r2": r2, "loglog_exponent": exponent,
+            "points": len(rows),
             "at_1m_contributions_s": float(a + b * 1e6), "s_per_million_tokens": float(b / tokens_per * 1e6),
             "at_1b_tokens_s": float(b / tokens_per * 1e9), "tokens_per_contribution": tokens_per}
 
@@ -240,32 +251,37 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     out: dict = {f"machine_{a.part}": {"cpus": os.cpu_count(), "load_average": os.getloadavg()}}
+    path = OUT / "scale.json"
+    merged = json.loads(path.read_text()) if path.exists() and a.part != "all" else {}
     if a.part in ("all", "cost"):
-        out |= cost_part([int(n) for n in a.sizes.split(",")], work)
+        out |= cost_part([int(n) for n in a.sizes.split(",")], work, merged.get("cost", []))
     if a.part in ("all", "latency"):
         ann = [tuple(int(v) for v in pair.split("x")) for pair in a.ann.split(",")]
         out["latency"] = [latency(int(n), a.dim, a.queries, a.exact_queries, ann, work)
                           for n in a.stored.split(",")]
     OUT.mkdir(exist_ok=True)
-    path = OUT / "scale.json"
-    merged = json.loads(path.read_text()) if path.exists() and a.part != "all" else {}
     path.write_text(json.dumps(merged | out | {"logra_published_gain_over_ekfac": LOGRA_GAIN}, indent=1))
     console.print(f"wrote {path}")
 
 
-def cost_part(sizes: list[int], work: Path) -> dict:
+def cost_part(sizes: list[int], work: Path, earlier: list[dict]) -> dict:
+    """Runs ``sizes`` and fits the line through them and the ``earlier`` rows of other sizes (the adapter is
+    deterministic, so a 100k run started apart from the 1k and 10k runs measures the same adapter)."""
     out: dict = {"train": TRAIN.to_dict(), "score": SCORE.to_dict()}
     t = time.perf_counter()
     task, checkpoints, tokenizer = trained_adapter(work)
     out["train_s"] = time.perf_counter() - t
-    out["cost"] = [attribution_cost(n, task, checkpoints, tokenizer, work) for n in sizes]
+    measured = [attribution_cost(n, task, checkpoints, tokenizer, work) for n in sizes]
+    kept = [r for r in earlier if r["contributions"] not in {m["contributions"] for m in measured}]
+    out["cost"] = sorted(kept + measured, key=lambda r: r["contributions"])
     out["fit_wall"], out["fit_cpu"] = fitted(out["cost"], "wall_s"), fitted(out["cost"], "cpu_s")
     fit = out["fit_cpu"]
-    console.print(f"fit (CPU): {fit['s_per_contribution'] * 1e3:.2f} ms/contribution (log-log slope "
+    console.print(f"fit (CPU) over {fit['points']} sizes: {fit['s_per_contribution'] * 1e3:.2f} ms/contribution + "
+                  f"{fit['intercept_s']:.1f} s, R^2 {fit['r2']:.4f} (log-log slope "
                   f"{fit['loglog_exponent']:.2f}); 1M contributions ~ {fit['at_1m_contributions_s'] / 3600:.1f} "
                   f"CPU-h; {fit['s_per_million_tokens']:.0f} CPU-s per 1M tokens; 1B tokens ~ "
                   f"{fit['at_1b_tokens_s'] / 3600:.0f} CPU-h")
-    out["answer_path"] = answer_latency(task, checkpoints, tokenizer, out["cost"][-1]["store_uri"], 50)
+    out["answer_path"] = answer_latency(task, checkpoints, tokenizer, measured[-1]["store_uri"], 50)
     return out
 
 if __name__ == "__main__":

@@ -66,8 +66,9 @@ def attribute(ctx: Context, datanet_id: int, adapter_id: str | None, method: str
     """Score every accepted contribution's influence on the adapter's eval loss; writes the influence table.
 
     One JSON line per contribution, best first, with the harm evidence (interval, robust z, refit delta and the
-    seed spread it must beat); the run's quality (LDS, canary AUC or why it is unmeasured) on stderr; a datanet
-    that cannot be scored fails with the reason."""
+    seed spread it must beat); the run's quality (LDS, canary AUC or why it is unmeasured) and the training
+    gradients it recomputed or reused from the gradient store, and why, on stderr; a datanet that cannot be
+    scored fails with the reason."""
     from dataclasses import replace
 
     from pipelines.attribution import ScoreArguments
@@ -88,6 +89,7 @@ def attribute(ctx: Context, datanet_id: int, adapter_id: str | None, method: str
     lds = "unmeasured" if result.lds.value != result.lds.value else f"{result.lds.value:.3f}"
     click.echo(f"quality: LDS {lds} over {result.lds.subsets} retrained subsets ({result.lds.seconds:.1f} s); "
                f"canary AUC {result.canaries.describe(auc)}", err=True)
+    click.echo(f"gradients: {result.gradients.describe()}", err=True)
 
 
 @click.group()

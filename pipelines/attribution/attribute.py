@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from payable.settings import Settings
 from pipelines.attribution.aggregate import ContributionScores, contribution_scores, evidence, ranks
@@ -14,8 +15,14 @@ from pipelines.attribution.canaries import DatanetCanaries, for_datanet
 from pipelines.attribution.counterfactual import Refit, refit_without
 from pipelines.attribution.harm import NoiseEvidence, noise_evidence
 from pipelines.attribution.quality import LdsMeasurement, RunCanaries, measure_lds
-from pipelines.attribution.scoring import score_examples
-from pipelines.attribution.store import save_gradients
+from pipelines.attribution.scoring import score_examples, setup
+from pipelines.attribution.store import (
+    GradientReport,
+    contribution_features,
+    reusable_gradients,
+    save_gradients,
+    weights_fingerprint,
+)
 from pipelines.attribution.table import INFLUENCE, write_influence
 from pipelines.attribution.task import LoRALanguageModelTask
 from pipelines.training.arguments import TrainingArguments
@@ -46,6 +53,7 @@ class Attribution:
     refit: Refit | None
     lds: LdsMeasurement
     canaries: RunCanaries
+    gradients: GradientReport
 
 
 @dataclass(frozen=True)
@@ -56,9 +64,10 @@ class RunScores:
     noise: NoiseEvidence
 
 
-def run_scores(contributions: pa.Table, query_ids: list[str], example_scores: np.ndarray, examples: Examples,
+def run_scores(contributions: pa.Table, query_ids: list[str], example_scores: np.ndarray, owner: np.ndarray,
                args: ScoreArguments) -> RunScores:
-    """Contribution scores and harm flags from (examples, queries, checkpoints) scores."""
+    """Contribution scores and harm flags from (examples, queries, checkpoints) scores (``owner[i]``: the
+    contribution row of score row i)."""
     cids = contributions["contribution_id"].to_pylist()
     query_index = {q: j for j, q in enumerate(query_ids)}
     self_query = np.array([query_index.get(f"c{cid}", -1) for cid in cids], dtype=np.int64)
@@ -66,7 +75,7 @@ def run_scores(contributions: pa.Table, query_ids: list[str], example_scores: np
     if alone:
         raise Unscorable(f"contribution {alone[0]} is the datanet's only eval query, so nothing can score it: "
                          "add eval queries to the datanet's spec")
-    agg = contribution_scores(example_scores, examples.owner.numpy(), contributions["content_hash"].to_pylist(),
+    agg = contribution_scores(example_scores, owner, contributions["content_hash"].to_pylist(),
                               self_query)
     return RunScores(agg, noise_evidence(agg.score, agg.per_query, agg.per_checkpoint, args.harm, args.seed))
 
@@ -120,26 +129,29 @@ def attribute_record(registry: AdapterRegistry, settings: Settings, record: Adap
     query_examples = tokenize(queries["text"].to_pylist(), tokenizer, train_args.max_length)
     model, checkpoints = load_adapter(registry, record)
     lrs = [c.learning_rate for c in record.checkpoints]
-    keep = [] if args.method == "tracin" and not use_beam else None  # the store holds TracIn features
+    trained_ids = set(train_rows["contribution_id"].to_pylist())
+    cids = dataset.table["contribution_id"].to_pylist()
+    trained = np.array([c in trained_ids for c in cids])
+    owner = examples.owner.numpy()
     if use_beam:
         from pipelines.attribution.beam import score_examples_beam
         from pipelines.runners import pipeline_options
 
         scores = score_examples_beam(LoRALanguageModelTask(model), checkpoints, lrs, examples, query_examples, args,
                                      by_checkpoint=True, options=pipeline_options(settings))
-    else:
+        report = GradientReport(len(cids), 0, "the Beam runner computes every gradient (it does not read the store)")
+    elif args.method != "tracin":
         scores = score_examples(LoRALanguageModelTask(model), checkpoints, lrs, examples.batch(slice(None)),
-                                query_examples.batch(slice(None)), args, by_checkpoint=True,
-                                keep_gradients=None if keep is None else keep.append)
+                                query_examples.batch(slice(None)), args, by_checkpoint=True)
+        report = GradientReport(len(cids), 0, f"the store holds TracIn features; {args.method} needs statistics "
+                                              "over every example's gradient")
+    else:
+        scores, owner, report = _tracin_with_store(registry, record, args, dataset.table, trained, examples,
+                                                   query_examples, LoRALanguageModelTask(model), checkpoints)
     # a query longer than max_length is several examples: its loss influence is their sum
     query_scores = np.zeros((scores.shape[0], queries.num_rows, scores.shape[2]))
     np.add.at(query_scores.transpose(1, 0, 2), query_examples.owner.numpy(), scores.transpose(1, 0, 2))
-    trained_ids = set(train_rows["contribution_id"].to_pylist())
-    cids = dataset.table["contribution_id"].to_pylist()
-    trained = np.array([c in trained_ids for c in cids])
-    if keep:
-        save_gradients(registry, record, args, dataset.table, trained, keep[0], examples.owner.numpy())
-    run = run_scores(dataset.table, queries["query_id"].to_pylist(), query_scores, examples, args)
+    run = run_scores(dataset.table, queries["query_id"].to_pylist(), query_scores, owner, args)
     suspects = [c for c, flagged, t in zip(cids, run.noise.flagged, trained, strict=True) if flagged and t]
     refit = None
     if suspects and args.harm.refit and len(suspects) < train_rows.num_rows:
@@ -152,7 +164,36 @@ def attribute_record(registry: AdapterRegistry, settings: Settings, record: Adap
     judged = RunCanaries.of(canaries)
     table = influence_rows(record, dataset.table, queries["query_id"].to_pylist(), trained, run, refit, args,
                            lds, judged)
-    return Attribution(table, refit, lds, judged)
+    return Attribution(table, refit, lds, judged, report)
+
+
+def _tracin_with_store(registry: AdapterRegistry, record: AdapterRecord, args: ScoreArguments, contributions: pa.Table,
+                       trained: np.ndarray, examples: Examples, queries: Examples, task: LoRALanguageModelTask,
+                       checkpoints: list) -> tuple[np.ndarray, np.ndarray, GradientReport]:
+    """TracIn scores computing only the gradients the store lacks at these weights, and the store (re)written
+    with every contribution's features: (score rows, each row's contribution, what was recomputed and why).
+
+    Rows are the computed examples, then one row per reused contribution (its stored features are the sum of
+    its examples' gradients, and TracIn is linear in them)."""
+    weights = weights_fingerprint(checkpoints)
+    lrs = [c.learning_rate for c in record.checkpoints]
+    owner = examples.owner.numpy()
+    with torch.no_grad():
+        layout = setup(task, checkpoints, lrs, args).projector.layout
+    shape = (len(checkpoints), layout.width)
+    reuse = reusable_gradients(registry, record, args, weights, contributions, shape[0] * shape[1])
+    todo = ~reuse.found[owner]
+    kept: list[np.ndarray] = []
+    scores = score_examples(task, checkpoints, lrs, examples.batch(torch.from_numpy(todo)), queries.batch(slice(None)),
+                            args, by_checkpoint=True, keep_gradients=kept.append,
+                            stored=reuse.features[reuse.found].reshape(-1, *shape))
+    reused = int(reuse.found.sum())
+    if reuse.source != record.adapter_id or reused < contributions.num_rows:
+        features = contribution_features(kept[0], owner[todo], contributions.num_rows)
+        features[reuse.found] = reuse.features[reuse.found]
+        save_gradients(registry, record, args, contributions, trained, features, layout.width, weights)
+    report = GradientReport(contributions.num_rows - reused, reused, reuse.why)
+    return scores, np.concatenate([owner[todo], np.flatnonzero(reuse.found)]), report
 
 
 def _registered_eval_loss(record: AdapterRecord, train_rows: pa.Table, queries: pa.Table,

@@ -52,8 +52,11 @@ def batches(examples: Example, size: int) -> list[Example]:
 
 def gradients(task: Task, prepared: Setup, examples: Example, args: ScoreArguments, query: bool = False,
               label: str = "gradients") -> np.ndarray:
+    """(examples, C, K) projected gradients, batch by batch; (0, C, K) for no examples (all reused)."""
     parts = [projected_gradients(task, prepared.params, b, prepared.projector, query)
              for b in track(batches(examples, args.batch_size), description=label, transient=True, console=console)]
+    if not parts:
+        return np.zeros((0, len(prepared.params), prepared.projector.layout.width), dtype=np.float32)
     return np.concatenate(parts, axis=0)
 
 
@@ -73,16 +76,23 @@ def fisher_gradients(task: Task, prepared: Setup, examples: Example, args: Score
 
 def score_examples(task: Task, checkpoints: list[Params], learning_rates: list[float], train: Example,
                    queries: Example, args: ScoreArguments, by_checkpoint: bool = False,
-                   keep_gradients: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+                   keep_gradients: Callable[[np.ndarray], None] | None = None,
+                   stored: np.ndarray | None = None) -> np.ndarray:
     """(n_train, n_queries) influence matrix of every train example on every query; with ``by_checkpoint``
     (n_train, n_queries, checkpoints used), each checkpoint's term apart. ``keep_gradients`` receives the
-    (n_train, C, K) projected train gradients (the gradient store keeps them)."""
+    (n_train, C, K) projected train gradients (the gradient store keeps them). ``stored``: (r, C, K) gradients
+    known already (the store's, TracIn only: its score is linear in them and needs no statistics over the
+    training set), scored after ``train`` as r more rows without a gradient pass."""
+    if stored is not None and args.method != "tracin":
+        raise ValueError(f"stored gradients score TracIn only, not {args.method}")
     with deterministic(args.num_threads), torch.no_grad():
         prepared = setup(task, checkpoints, learning_rates, args)
         q = gradients(task, prepared, queries, args, query=True, label="query gradients")
         g = gradients(task, prepared, train, args, label=f"{args.method} gradients")
         if keep_gradients is not None:
             keep_gradients(g)
+        if stored is not None:
+            g = np.concatenate([g, stored.astype(np.float32)], axis=0)
         sampled = fisher_gradients(task, prepared, train, args) if args.method == "influence" else None
         return score_gradients(g, q, prepared, args, sampled, by_checkpoint)
 

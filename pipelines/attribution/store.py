@@ -17,6 +17,7 @@ the log.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,6 +51,9 @@ class StoreSpec:
     feature_norm: float
     """Mean L2 norm of the stored features: queries are rescaled with it so dot products are O(1e4), far
     from the float32 resolution of Lance's ``1 - dot`` distance."""
+    weights: str = ""
+    """:func:`weights_fingerprint` of the checkpoints the gradients were taken at ("" in stores written before
+    it existed: never reused). A gradient depends only on the text and these weights, not on the adapter id."""
 
     @property
     def dim(self) -> int:
@@ -62,6 +66,17 @@ class StoreSpec:
     def arguments(self) -> ScoreArguments:
         """How a query must be projected to be compared with this store."""
         return ScoreArguments(method="tracin", projection_dim=self.projection_dim, seed=self.seed)
+
+
+def weights_fingerprint(checkpoints: list[dict]) -> str:
+    """sha256 of the checkpoints' tensors (names, shapes, dtypes, bytes), in trajectory order."""
+    h = hashlib.sha256()
+    for state in checkpoints:
+        for name in sorted(state):
+            value = state[name].detach().cpu().contiguous().numpy()
+            h.update(f"{name}|{value.dtype}|{value.shape}|".encode())
+            h.update(value.tobytes())
+    return h.hexdigest()
 
 
 def store_uri(registry: AdapterRegistry, record: AdapterRecord) -> str:
@@ -78,11 +93,24 @@ def schema(spec: StoreSpec) -> pa.Schema:
     ], metadata={_META: json.dumps(asdict(spec)).encode()})
 
 
+_SUM_ROWS = 8192  # examples summed at once: bounds the float64 temporaries (8192 x 4,608 x 8 B = 300 MB)
+
+
 def contribution_features(example_grads: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
-    """(n, C * K) float32: example gradients (examples, C, K) summed per contribution (``owner[i]`` = row)."""
-    out = np.zeros((n, *example_grads.shape[1:]))
-    np.add.at(out, owner, example_grads.astype(np.float64))
-    return out.reshape(n, -1).astype(np.float32)
+    """(n, C * K) float32: example gradients (examples, C, K) summed per contribution (``owner[i]`` = row).
+
+    Summed in float64 a block of examples at a time: at 100k contributions a whole float64 copy of the
+    gradients would be 3.7 GB. ``owner`` is non-decreasing (``tokenize`` emits a text's windows in order), so a
+    block covers a short run of contributions; one that straddles two blocks gets two float32 partial sums."""
+    flat = example_grads.reshape(len(owner), int(np.prod(example_grads.shape[1:])))
+    out = np.zeros((n, flat.shape[1]), dtype=np.float32)
+    for start in range(0, len(owner), _SUM_ROWS):
+        rows = owner[start:start + _SUM_ROWS]
+        low, high = int(rows.min()), int(rows.max()) + 1
+        block = np.zeros((high - low, flat.shape[1]))
+        np.add.at(block, rows - low, flat[start:start + _SUM_ROWS].astype(np.float64))
+        out[low:high] += block.astype(np.float32)
+    return out
 
 
 def write_store(uri: str, spec: StoreSpec, ids: np.ndarray, content_hashes: list[str], trained: np.ndarray,
@@ -169,14 +197,76 @@ def open_store(registry: AdapterRegistry, record: AdapterRecord) -> GradientStor
     return store if store.spec.matches(record) else None
 
 
+@dataclass(frozen=True)
+class GradientReport:
+    """What an attribution run did with training gradients, in contributions, and why (run output, metadata)."""
+
+    recomputed: int
+    reused: int
+    why: str
+
+    def describe(self) -> str:
+        return f"recomputed: {self.recomputed}, reused: {self.reused}, why: {self.why}"
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """Stored features valid for this run: ``features[i]`` for each contribution row with ``found[i]``."""
+
+    features: np.ndarray
+    """(n, C * K) float32, zero where not found."""
+    found: np.ndarray
+    source: str | None
+    """The adapter whose store they come from (None: nothing reusable)."""
+    why: str
+
+
+def reusable_gradients(registry: AdapterRegistry, record: AdapterRecord, args: ScoreArguments, weights: str,
+                       contributions: pa.Table, dim: int) -> Reuse:
+    """The features already stored for these contributions at exactly these checkpoint weights.
+
+    A stored gradient stays valid while the weights it was taken at and the text are unchanged, so the search
+    is content-addressed: the adapter's own store first, then any of the datanet's adapters with the same
+    weights fingerprint and projection (a new eval set or held-out contributions change the adapter id but not
+    the trained weights). A dataset version that adds training contributions is trained from the base model
+    again (no warm start), so all its checkpoints differ and nothing is reusable: every gradient is stale."""
+    n = contributions.num_rows
+    none = np.zeros(n, dtype=bool)
+    others = [r for r in registry.records(record.datanet_id) if r.adapter_id != record.adapter_id]
+    uris = [u for u in (store_uri(registry, r) for r in [record, *others]) if Path(u).exists()]
+    stores = [GradientStore(u) for u in uris]
+    at_weights = [s for s in stores if s.spec.weights == weights]
+    same = next((s for s in at_weights if (s.spec.projection_dim, s.spec.seed, s.spec.dim)
+                 == (args.projection_dim, args.seed, dim)), None)
+    if same is None:
+        why = ("the datanet has no gradient store yet" if not stores else
+               "the gradients stored at these checkpoint weights use another projection (projection_dim or "
+               "seed)" if at_weights else
+               "no gradient store of this datanet was taken at these checkpoint weights: each dataset version "
+               "that changes the training rows is trained from the base model (no warm start), so every "
+               "checkpoint's gradients are new")
+        return Reuse(np.zeros((n, dim), dtype=np.float32), none, None, why)
+    table = same.ds.to_table(columns=["content_hash", "features"])
+    row_of = {h: i for i, h in enumerate(table["content_hash"].to_pylist())}
+    index = np.array([row_of.get(h, -1) for h in contributions["content_hash"].to_pylist()], dtype=np.int64)
+    found = index >= 0
+    stored = table["features"].combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)
+    features = np.zeros((n, dim), dtype=np.float32)
+    features[found] = stored[index[found]]
+    own = "its own" if same.spec.adapter_id == record.adapter_id else f"adapter {same.spec.adapter_id}'s"
+    why = (f"{own} gradient store was taken at the same checkpoint weights: stored contents reused, "
+           f"{int((~found).sum())} contents it lacks computed")
+    return Reuse(features, found, same.spec.adapter_id, why)
+
+
 def save_gradients(registry: AdapterRegistry, record: AdapterRecord, args: ScoreArguments, contributions: pa.Table,
-                   trained: np.ndarray, example_grads: np.ndarray, owner: np.ndarray) -> int:
-    """Attribution's call: stores the TracIn train gradients it computed anyway (examples, C, K); returns bytes."""
+                   trained: np.ndarray, features: np.ndarray, width: int, weights: str) -> int:
+    """Attribution's call: stores every contribution's TracIn features (n, C * K), computed or reused; returns
+    bytes."""
     spec = StoreSpec(adapter_id=record.adapter_id, dataset_fingerprint=record.dataset_fingerprint,
                      projection_dim=args.projection_dim, seed=args.seed,
-                     learning_rates=[c.learning_rate for c in record.checkpoints], width=example_grads.shape[2],
-                     feature_norm=1.0)
-    features = contribution_features(example_grads, owner, contributions.num_rows)
+                     learning_rates=[c.learning_rate for c in record.checkpoints], width=width,
+                     feature_norm=1.0, weights=weights)
     return write_store(store_uri(registry, record), spec, contributions["contribution_id"].to_numpy(),
                        contributions["content_hash"].to_pylist(), trained, features)
 
