@@ -5,10 +5,10 @@ point alone: a cost run merges its sizes with the other sizes already in ``scale
 ``--quick`` for a smoke run). Two parts:
 
 - **Cost against N**: one tiny-GPT-2 LoRA adapter trained a few steps, then attribution's own code path
-  (``score_examples`` TracIn with the gradient-store hook, then ``write_store``) over synthetic datanets of N
-  contributions against 16 eval queries: wall and CPU seconds, per-contribution gradient time, tokens, store
-  bytes per contribution. A least-squares line through the points is extrapolated to 1M contributions and to
-  1B training tokens (cost per million tokens).
+  (``tracin_by_contribution``: gradients, per-contribution features, TracIn scores; then ``write_store``) over
+  synthetic datanets of N contributions against 16 eval queries: wall and CPU seconds, per-contribution
+  gradient time, tokens, store bytes per contribution. A least-squares line through the points (with its R^2)
+  is extrapolated to 1M contributions and to 1B training tokens (cost per million tokens).
 - **Per-answer latency**: synthetic gradient-like features (a few hundred cluster directions plus noise; real
   gradients of a datanet's texts cluster by topic, uniform noise would not) in a real Lance store at 10k, 100k
   and 1M rows; top-10 by exact scan and by the IVF_PQ index with ``refine_factor``, p50/p99 over the queries,
@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,12 +36,11 @@ from rich.console import Console
 from pipelines.attribution.arguments import ScoreArguments
 from pipelines.attribution.gradients import projected_gradients
 from pipelines.attribution.methods import Moments, precondition
-from pipelines.attribution.scoring import score_examples, setup
+from pipelines.attribution.scoring import setup, tracin_by_contribution
 from pipelines.attribution.store import (
     GradientStore,
     StoreSpec,
     build_index,
-    contribution_features,
     store_bytes,
     write_store,
 )
@@ -48,13 +48,16 @@ from pipelines.attribution.synthetic import make_datanet
 from pipelines.attribution.task import LoRALanguageModelTask
 from pipelines.training.arguments import TrainingArguments
 from pipelines.training.base_model import build_base_model, load_tokenizer
-from pipelines.training.data import tokenize
+from pipelines.training.data import Examples, tokenize
 from pipelines.training.lora import deterministic, train_lora
 
 OUT = Path(__file__).parent / "out"
-console = Console()
+console = Console(width=200)  # whole lines in a log file
 TRAIN = TrainingArguments(epochs=1, batch_size=8, max_length=64, num_checkpoints=3)
 SCORE = ScoreArguments(method="tracin")  # attribution's defaults: projection_dim 256 per layer
+CHUNK = 5_000
+"""Contributions per ``score_examples`` call: one progress line each, and only one chunk's example gradients in
+memory (the 16 query gradients are recomputed per chunk: under 1% of its cost)."""
 LOGRA_GAIN = 6500  # LoGra (Choe et al. 2024): throughput over EK-FAC-class influence on Llama3-8B
 
 
@@ -82,16 +85,25 @@ def attribution_cost(n: int, task, checkpoints, tokenizer, work: Path) -> dict:
     examples = tokenize(dn.table["text"].to_pylist(), tokenizer, TRAIN.max_length)
     queries = tokenize(dn.eval_texts, tokenizer, TRAIN.max_length)
     states, lrs = [c.state for c in checkpoints], [c.learning_rate for c in checkpoints]
-    kept: list[np.ndarray] = []
+    owner = examples.owner.numpy()
+    parts: list[np.ndarray] = []
     wall, cpu = time.perf_counter(), time.process_time()
-    score_examples(task, states, lrs, examples.batch(slice(None)), queries.batch(slice(None)), SCORE,
-                   keep_gradients=kept.append)
+    for start in range(0, dn.table.num_rows, CHUNK):
+        chunk = torch.from_numpy((owner >= start) & (owner < start + CHUNK))
+        rows = min(CHUNK, dn.table.num_rows - start)
+        part = Examples(examples.input_ids[chunk], examples.attention_mask[chunk], examples.owner[chunk] - start)
+        _, features = tracin_by_contribution(task, states, lrs, part, rows, queries.batch(slice(None)), SCORE)
+        parts.append(features)
+        done = start + len(parts[-1])
+        spent = time.process_time() - cpu
+        console.print(f"  {done:,}/{dn.table.num_rows:,} contributions: {spent:.0f} s CPU, "
+                      f"{time.perf_counter() - wall:.0f} s wall, {1e3 * spent / done:.2f} ms CPU/contribution, "
+                      f"load {os.getloadavg()[0]:.1f}")
     grad_wall, grad_cpu = time.perf_counter() - wall, time.process_time() - cpu
-    grads = kept[0]
-    spec = StoreSpec("ad-bench", "bench", SCORE.projection_dim, SCORE.seed, lrs, grads.shape[2], 1.0)
+    features = np.concatenate(parts)
+    del parts
+    spec = StoreSpec("ad-bench", "bench", SCORE.projection_dim, SCORE.seed, lrs, features.shape[1] // len(lrs), 1.0)
     uri = str(work / f"store-{n}.lance")
-    features = contribution_features(grads, examples.owner.numpy(), dn.table.num_rows)
-    del kept, grads
     store_wall, store_cpu = time.perf_counter(), time.process_time()
     write_store(uri, spec, dn.table["contribution_id"].to_numpy(), dn.table["content_hash"].to_pylist(),
                 np.ones(dn.table.num_rows, dtype=bool), features)
@@ -252,29 +264,33 @@ def main() -> None:
     torch.set_num_threads(1)
     out: dict = {f"machine_{a.part}": {"cpus": os.cpu_count(), "load_average": os.getloadavg()}}
     path = OUT / "scale.json"
-    merged = json.loads(path.read_text()) if path.exists() and a.part != "all" else {}
+    earlier = lambda: json.loads(path.read_text()) if path.exists() and a.part != "all" else {}  # noqa: E731
     if a.part in ("all", "cost"):
-        out |= cost_part([int(n) for n in a.sizes.split(",")], work, merged.get("cost", []))
+        out |= cost_part([int(n) for n in a.sizes.split(",")], work, lambda: earlier().get("cost", []))
     if a.part in ("all", "latency"):
         ann = [tuple(int(v) for v in pair.split("x")) for pair in a.ann.split(",")]
         out["latency"] = [latency(int(n), a.dim, a.queries, a.exact_queries, ann, work)
                           for n in a.stored.split(",")]
     OUT.mkdir(exist_ok=True)
+    merged = earlier()  # read at the end: a cost run of another size may have finished meanwhile
     path.write_text(json.dumps(merged | out | {"logra_published_gain_over_ekfac": LOGRA_GAIN}, indent=1))
     console.print(f"wrote {path}")
 
 
-def cost_part(sizes: list[int], work: Path, earlier: list[dict]) -> dict:
-    """Runs ``sizes`` and fits the line through them and the ``earlier`` rows of other sizes (the adapter is
-    deterministic, so a 100k run started apart from the 1k and 10k runs measures the same adapter)."""
+def cost_part(sizes: list[int], work: Path, earlier: Callable[[], list[dict]]) -> dict:
+    """Runs ``sizes`` and fits the line through them and the ``earlier`` rows of other sizes, read once these
+    are measured (the adapter is deterministic, so a 100k run started apart from the 1k and 10k runs measures
+    the same adapter)."""
     out: dict = {"train": TRAIN.to_dict(), "score": SCORE.to_dict()}
     t = time.perf_counter()
     task, checkpoints, tokenizer = trained_adapter(work)
     out["train_s"] = time.perf_counter() - t
     measured = [attribution_cost(n, task, checkpoints, tokenizer, work) for n in sizes]
-    kept = [r for r in earlier if r["contributions"] not in {m["contributions"] for m in measured}]
+    kept = [r for r in earlier() if r["contributions"] not in {m["contributions"] for m in measured}]
     out["cost"] = sorted(kept + measured, key=lambda r: r["contributions"])
     out["fit_wall"], out["fit_cpu"] = fitted(out["cost"], "wall_s"), fitted(out["cost"], "cpu_s")
+    out["fit_gradient_cpu"] = fitted(out["cost"], "gradient_cpu_s")
+    out["fit_store_cpu"] = fitted(out["cost"], "store_write_and_index_cpu_s")
     fit = out["fit_cpu"]
     console.print(f"fit (CPU) over {fit['points']} sizes: {fit['s_per_contribution'] * 1e3:.2f} ms/contribution + "
                   f"{fit['intercept_s']:.1f} s, R^2 {fit['r2']:.4f} (log-log slope "

@@ -3,6 +3,8 @@ adapter's checkpoint weights, and says what it recomputed, what it reused and wh
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import shutil
 import subprocess
 import sys
@@ -10,8 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 import pipelines.attribution.scoring as scoring
@@ -21,6 +23,7 @@ from pipelines.attribution import ScoreArguments, attribute
 from pipelines.attribution.store import open_store, store_uri, weights_fingerprint
 from pipelines.attribution.synthetic import make_datanet, rows
 from pipelines.training import AdapterRegistry, train_latest
+from pipelines.training.data import held_out
 from tests.attribution_fixtures import FAST, settings_in, write_evals, write_version
 from tests.conftest import shared_broker, stack_env
 
@@ -29,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 QUICK = ScoreArguments(method="tracin", projection_dim=64)
 QUICK = replace(QUICK, harm=replace(QUICK.harm, refit=False), quality=replace(QUICK.quality, lds_subsets=0))
 TRAIN = replace(FAST, num_checkpoints=2)
+PLANTER = "0x5ea0000000000000000000000000000000000000"
 EVALS_2 = ["simmer the beans with salt . fry the garlic until golden .", "bake the bread in the oven .",
            "chop the onions in the pan . stir the soup over low heat .", "roast the potatoes with olive oil ."]
 
@@ -77,8 +81,7 @@ def test_a_new_eval_set_on_an_unchanged_adapter_computes_no_training_gradient(da
     fresh = attribute(settings, 1, record.adapter_id, QUICK)
     assert gradient_calls["train"] > 0 and fresh.gradients.reused == 0
     got, want = again.table.sort_by("contribution_id"), fresh.table.sort_by("contribution_id")
-    np.testing.assert_allclose(got["score"].to_numpy(), want["score"].to_numpy(), rtol=1e-5,
-                               atol=1e-6 * np.abs(want["score"].to_numpy()).max())
+    assert got["score"].to_pylist() == want["score"].to_pylist(), "reusing the store changes no bit of a score"
     assert got["rank"].to_pylist() == want["rank"].to_pylist()
 
 
@@ -98,6 +101,36 @@ def test_an_adapter_retrained_for_a_new_eval_set_reuses_the_earlier_adapters_gra
     assert (result.gradients.recomputed, result.gradients.reused) == (0, dn.table.num_rows)
     assert f"adapter {record.adapter_id}'s gradient store" in result.gradients.why
     assert len(open_store(registry, retrained)) == dn.table.num_rows, "the new adapter gets its own store"
+
+
+def held_out_texts(count: int, start: int) -> list[str]:
+    """Texts the holdout split makes eval queries (their content hash falls in the holdout)."""
+    texts = (f"season the rice with salt, batch {i} ." for i in itertools.count(start))
+    return list(itertools.islice((t for t in texts if held_out("0x" + hashlib.sha256(t.encode()).hexdigest(),
+                                                                  TRAIN.eval_holdout_mod)), count))
+
+
+def test_held_out_additions_reuse_the_trained_gradients_and_compute_only_the_new_ones(tmp_path, gradient_calls):
+    """Without a stored eval set, a contribution that falls in the holdout changes the eval queries (a new
+    adapter id) but not the training rows: the weights stay, only its own gradient is computed."""
+    settings = settings_in(tmp_path)
+    dn = make_datanet(datanet_id=2, seed=3, contributors={"on_topic": 2, "off_topic": 2}, per_contributor=3)
+    first, second = held_out_texts(2, 0), held_out_texts(1, 1000)
+    table = pa.concat_tables([dn.table, rows(2, [(PLANTER, t) for t in first], first_id=600)])
+    write_version(settings, 2, table)
+    record = train_latest(settings, 2, TRAIN, show_progress=False).record
+    assert record.eval_source == "holdout"
+    assert attribute(settings, 2, record.adapter_id, QUICK).gradients.reused == 0
+    grown = pa.concat_tables([table, rows(2, [(PLANTER, second[0])], first_id=700)])
+    write_version(settings, 2, grown, offsets="0-2")
+    retrained = train_latest(settings, 2, TRAIN, show_progress=False).record
+    assert retrained.adapter_id != record.adapter_id
+    before = gradient_calls["train"]
+    result = attribute(settings, 2, retrained.adapter_id, QUICK)
+    assert gradient_calls["train"] - before == 1, "one batch: the added contribution's examples alone"
+    assert (result.gradients.recomputed, result.gradients.reused) == (1, table.num_rows)
+    assert result.gradients.why.endswith("1 contents it lacks computed")
+    assert result.table.filter(pc.equal(result.table["contribution_id"], 700))["trained"].to_pylist() == [False]
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,8 @@ from pipelines.attribution.canaries import DatanetCanaries, for_datanet
 from pipelines.attribution.counterfactual import Refit, refit_without
 from pipelines.attribution.harm import NoiseEvidence, noise_evidence
 from pipelines.attribution.quality import LdsMeasurement, RunCanaries, measure_lds
-from pipelines.attribution.scoring import score_examples, setup
-from pipelines.attribution.store import (
-    GradientReport,
-    contribution_features,
-    reusable_gradients,
-    save_gradients,
-    weights_fingerprint,
-)
+from pipelines.attribution.scoring import score_examples, setup, tracin_by_contribution
+from pipelines.attribution.store import GradientReport, reusable_gradients, save_gradients, weights_fingerprint
 from pipelines.attribution.table import INFLUENCE, write_influence
 from pipelines.attribution.task import LoRALanguageModelTask
 from pipelines.training.arguments import TrainingArguments
@@ -171,29 +165,20 @@ def _tracin_with_store(registry: AdapterRegistry, record: AdapterRecord, args: S
                        trained: np.ndarray, examples: Examples, queries: Examples, task: LoRALanguageModelTask,
                        checkpoints: list) -> tuple[np.ndarray, np.ndarray, GradientReport]:
     """TracIn scores computing only the gradients the store lacks at these weights, and the store (re)written
-    with every contribution's features: (score rows, each row's contribution, what was recomputed and why).
-
-    Rows are the computed examples, then one row per reused contribution (its stored features are the sum of
-    its examples' gradients, and TracIn is linear in them)."""
+    with every contribution's features: (one score row per contribution, its row, what was recomputed and
+    why)."""
     weights = weights_fingerprint(checkpoints)
     lrs = [c.learning_rate for c in record.checkpoints]
-    owner = examples.owner.numpy()
+    n = contributions.num_rows
     with torch.no_grad():
-        layout = setup(task, checkpoints, lrs, args).projector.layout
-    shape = (len(checkpoints), layout.width)
-    reuse = reusable_gradients(registry, record, args, weights, contributions, shape[0] * shape[1])
-    todo = ~reuse.found[owner]
-    kept: list[np.ndarray] = []
-    scores = score_examples(task, checkpoints, lrs, examples.batch(torch.from_numpy(todo)), queries.batch(slice(None)),
-                            args, by_checkpoint=True, keep_gradients=kept.append,
-                            stored=reuse.features[reuse.found].reshape(-1, *shape))
+        width = setup(task, checkpoints, lrs, args).projector.layout.width
+    reuse = reusable_gradients(registry, record, args, weights, contributions, len(checkpoints) * width)
+    scores, features = tracin_by_contribution(task, checkpoints, lrs, examples, n, queries.batch(slice(None)), args,
+                                              reuse.features, reuse.found)
     reused = int(reuse.found.sum())
-    if reuse.source != record.adapter_id or reused < contributions.num_rows:
-        features = contribution_features(kept[0], owner[todo], contributions.num_rows)
-        features[reuse.found] = reuse.features[reuse.found]
-        save_gradients(registry, record, args, contributions, trained, features, layout.width, weights)
-    report = GradientReport(contributions.num_rows - reused, reused, reuse.why)
-    return scores, np.concatenate([owner[todo], np.flatnonzero(reuse.found)]), report
+    if reuse.source != record.adapter_id or reused < n:
+        save_gradients(registry, record, args, contributions, trained, features, width, weights)
+    return scores, np.arange(n), GradientReport(n - reused, reused, reuse.why)
 
 
 def _registered_eval_loss(record: AdapterRecord, train_rows: pa.Table, queries: pa.Table,

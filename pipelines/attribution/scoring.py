@@ -21,7 +21,9 @@ from pipelines.attribution.methods import (
     precondition,
     scores,
 )
+from pipelines.attribution.store import contribution_features
 from pipelines.attribution.task import Example, Params, Task
+from pipelines.training.data import Examples
 from pipelines.training.lora import deterministic
 
 
@@ -76,23 +78,16 @@ def fisher_gradients(task: Task, prepared: Setup, examples: Example, args: Score
 
 def score_examples(task: Task, checkpoints: list[Params], learning_rates: list[float], train: Example,
                    queries: Example, args: ScoreArguments, by_checkpoint: bool = False,
-                   keep_gradients: Callable[[np.ndarray], None] | None = None,
-                   stored: np.ndarray | None = None) -> np.ndarray:
+                   keep_gradients: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
     """(n_train, n_queries) influence matrix of every train example on every query; with ``by_checkpoint``
     (n_train, n_queries, checkpoints used), each checkpoint's term apart. ``keep_gradients`` receives the
-    (n_train, C, K) projected train gradients (the gradient store keeps them). ``stored``: (r, C, K) gradients
-    known already (the store's, TracIn only: its score is linear in them and needs no statistics over the
-    training set), scored after ``train`` as r more rows without a gradient pass."""
-    if stored is not None and args.method != "tracin":
-        raise ValueError(f"stored gradients score TracIn only, not {args.method}")
+    (n_train, C, K) projected train gradients."""
     with deterministic(args.num_threads), torch.no_grad():
         prepared = setup(task, checkpoints, learning_rates, args)
         q = gradients(task, prepared, queries, args, query=True, label="query gradients")
         g = gradients(task, prepared, train, args, label=f"{args.method} gradients")
         if keep_gradients is not None:
             keep_gradients(g)
-        if stored is not None:
-            g = np.concatenate([g, stored.astype(np.float32)], axis=0)
         sampled = fisher_gradients(task, prepared, train, args) if args.method == "influence" else None
         return score_gradients(g, q, prepared, args, sampled, by_checkpoint)
 
@@ -112,3 +107,31 @@ def score_gradients(g: np.ndarray, q: np.ndarray, prepared: Setup, args: ScoreAr
                          for i in range(0, len(g), args.batch_size))
     p = precondition(q, stats, args, prepared.slices, prepared.learning_rates, correction)
     return scores(g, p, by_checkpoint)
+
+
+def tracin_by_contribution(task: Task, checkpoints: list[Params], learning_rates: list[float], train: Examples,
+                           n: int, queries: Example, args: ScoreArguments, reused: np.ndarray | None = None,
+                           found: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """TracIn of ``n`` contributions on every query, (n, m, C), scored from each contribution's summed projected
+    gradient (n, C * K) float32, which it returns too (the gradient store's rows).
+
+    Rows with ``found`` (none by default) are taken from ``reused`` (the store's) with no gradient pass; the
+    others are computed
+    from their examples (``train.owner``: an example's contribution row). TracIn is linear in the gradients and
+    needs no statistics over the training set, so a contribution's score is its sum's dot product with the
+    queries; scoring the stored float32 sums (never each example) gives a run that reuses the store the same
+    scores, to the bit, as one that computed everything."""
+    if args.method != "tracin":
+        raise ValueError(f"contribution features score TracIn only, not {args.method}")
+    owner = train.owner.numpy()
+    found = np.zeros(n, dtype=bool) if found is None else found
+    todo = ~found[owner]
+    with deterministic(args.num_threads), torch.no_grad():
+        prepared = setup(task, checkpoints, learning_rates, args)
+        q = gradients(task, prepared, queries, args, query=True, label="query gradients")
+        g = gradients(task, prepared, train.batch(torch.from_numpy(todo)), args, label="tracin gradients")
+    features = contribution_features(g, owner[todo], n)
+    if found.any():
+        features[found] = reused[found]
+    shape = (n, len(prepared.params), prepared.projector.layout.width)
+    return score_gradients(features.reshape(shape), q, prepared, args, by_checkpoint=True), features
