@@ -4,7 +4,8 @@ Real anvil + broker. The inputs are real log events as the stages leave them: ve
 table (training half), usage events as ``payable serve`` writes them, ContextAttributed weights as the
 context-attribution stage writes them, a DatanetCreated fact naming the datanet's owner (the trainer paid).
 Epoch 1 pays datanet 1's and 2's training runs (on adapter ``a``); the calls to adapter ``a`` wait for it and are
-paid by epoch 2; a call to an adapter nobody knows stays unpaid with its reason, and nothing is lost.
+paid by epoch 2 (the plain call's training share by its answer's own influence list, the RAG call's by the
+run); a call to an adapter nobody knows stays unpaid with its reason, and nothing is lost.
 Calls are signed by a serving agent whose AgentRegistered fact is on the log; one unsigned call and one signed
 by an agent that never staked are refused with their reasons through every entry point.
 """
@@ -65,12 +66,17 @@ OTHER_SOURCE = {"datanet_id": 2, "contribution_id": 3, "contributor": C, "chunk_
                 "score": 0.4}
 
 
+# the plain call asked for attribution: its answer leaned on contribution 2 (B); 1 (A) hurt it; 99 was never paid
+INFLUENCES = [{"rank": 1, "contribution_id": 2, "score": 0.5}, {"rank": 2, "contribution_id": 99, "score": 0.3},
+              {"rank": 3, "contribution_id": 1, "score": -0.2}]
+
+
 def call(request_id: str, *, adapter: str = "a", datanet: int = 1, sources=(),
-         agent: ServingAgent | None = STAKED) -> dict:
+         agent: ServingAgent | None = STAKED, influences=None) -> dict:
     """A served call as ``payable serve`` writes it, signed by ``agent`` (None: unsigned)."""
     event = usage_event(request_id=request_id, model=adapter, adapters=[(adapter, datanet, 1, 1.0)],
                         base_model_hash="0x" + "ba" * 32, prompt_tokens=30, completion_tokens=12, latency_s=0.1,
-                        caller=None, finish_reason="stop", retrieved_sources=list(sources))
+                        caller=None, finish_reason="stop", retrieved_sources=list(sources), influences=influences)
     return event if agent is None else agent.sign(event)
 
 
@@ -82,7 +88,8 @@ def write_usage(settings) -> dict[str, dict]:
     """Three served calls on adapter ``a`` (one RAG answer, attributed), one sent twice, one to an unknown adapter,
     one unsigned and one by an agent that never staked; the datanet's owner and the staked agent on the chain-facts
     log."""
-    served = {"plain": call("req-plain"), "rag": call("req-rag", sources=[RAG_SOURCE, OTHER_SOURCE]),
+    served = {"plain": call("req-plain", influences=INFLUENCES),
+              "rag": call("req-rag", sources=[RAG_SOURCE, OTHER_SOURCE]),
               "unknown": call("req-unknown", adapter="ad-nobody-knows"), "unsigned": call("req-unsigned", agent=None),
               "unstaked": call("req-unstaked", agent=UNSTAKED)}
     produce(settings, USAGE_EVENT, [served["plain"], served["rag"], served["plain"], served["unknown"],
@@ -122,6 +129,10 @@ def assert_paid_once(settings, served: dict[str, dict], epoch_id: int) -> None:
     assert rag[(B, "source", 2)] == 3 * rag[(C, "source", 3)], "sources split by attribution weight (0.75 / 0.25)"
     assert rag[(OWNER, "trainer", None)] == fee // 10 and {r for _, r, _ in rag} == {"source", "training", "trainer"}
     assert not earnings_of(settings, served["unknown"]["event_id"]), "the unknown adapter's call is not paid"
+    plain = {(e["account"], e["role"], e["contribution_id"]) for e in earnings_of(settings, served["plain"]["event_id"])
+             if e["role"] == "training"}
+    assert plain == {(B, "training", 2)}, "the answer's own positive influence on a paid contribution decides"
+    assert {c for _, r, c in rag if r == "training"} == {1, 2}, "without an influence list: the run's shares"
 
 
 def assert_usage_anchored_once(settings, chain, deployment, epoch_id: int) -> None:

@@ -122,3 +122,33 @@ def test_canary_and_slashed_sources_earn_nothing_and_the_others_take_their_share
     fee = 15 * TERMS.price_per_token_wei
     assert mixed == {(C, "source", 20): fee // 2, (A, "training", 10): fee * 4 // 10, (T, "trainer", None): fee // 10}
     assert only_canary == {(A, "training", 10): fee * 9 // 10, (T, "trainer", None): fee // 10}
+
+
+def test_an_answers_own_influences_split_the_training_share():
+    """Positive scores of paid contributions only, normalised; an unpaid id or a negative score earns nothing."""
+    contributors = {10: (A, Fraction(3)), 11: (B, Fraction(1)), 12: (C, Fraction(4))}
+    influenced = AdapterBehind("ad-1", 1, 1.0, T, contributors, {11: 0.75, 12: 0.25, 10: -0.5, 99: 9.0})
+    assert amounts([price_event("use-1", 100_000, TERMS, [], [influenced])]) == {
+        (B, "training", 11): 67_500, (C, "training", 12): 22_500, (T, "trainer", None): 10_000}
+    nothing_positive = AdapterBehind("ad-1", 1, 1.0, T, contributors, {10: -0.1, 99: 1.0})
+    assert amounts([price_event("use-2", 80_000, TERMS, [], [nothing_positive])]) == {
+        (A, "training", 10): 27_000, (B, "training", 11): 9_000, (C, "training", 12): 36_000,
+        (T, "trainer", None): 8_000}, "no positive influence on a paid contribution: the run's weights"
+
+
+def test_payable_usage_passes_a_single_adapters_influences_and_refuses_non_finite_ones():
+    run = PaidRun(1, 1, {10: (A, Fraction(1)), 11: (B, Fraction(1))})
+    influences = [{"rank": 1, "contribution_id": 11, "score": 0.4}]
+    inputs = UsageInputs(
+        events=({**usage_event("use-influenced"), "influences": influences},
+                {**usage_event("use-nan"), "influences": [{"rank": 1, "contribution_id": 11, "score": float("nan")}]},
+                {**usage_event("use-ensemble", adapters=(("ad-1", 1, 1.0), ("ad-1", 1, 1.0))),
+                 "influences": influences}),
+        terms=TERMS, runs={(1, "ad-1"): run}, known_adapters=frozenset({"ad-1"}), trainers={1: T})
+    priced, excluded = payable_usage(inputs, {})
+    assert {x.usage_event_id: x.reason for x in excluded} == {
+        "use-nan": "malformed: usage event use-nan: influence of contribution 11 is not finite"}
+    ensemble, influenced = (amounts([p]) for p in priced)
+    fee = 15 * TERMS.price_per_token_wei
+    assert influenced == {(B, "training", 11): fee * 9 // 10, (T, "trainer", None): fee // 10}
+    assert ensemble[(A, "training", 10)] == ensemble[(B, "training", 11)], "an ensemble's list names no adapter"

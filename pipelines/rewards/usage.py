@@ -150,8 +150,14 @@ def _adapters(event: dict, inputs: UsageInputs) -> list[AdapterBehind]:
             raise _NotPayable(f"training run of adapter {adapter_id} not paid yet" if known
                               else f"unknown adapter {adapter_id}")
         behind.append(AdapterBehind(adapter_id, datanet_id, weight, inputs.trainers.get(datanet_id),
-                                    run.contributors))
+                                    run.contributors, _influences(event) if len(ids) == 1 else None))
     return behind
+
+
+def _influences(event: dict) -> dict[int, float] | None:
+    """The answer's top-k training contributions (v3 events that asked for attribution), by id."""
+    listed = event.get("influences")
+    return None if listed is None else {i["contribution_id"]: i["score"] for i in listed}
 
 
 def _sources(event: dict, inputs: UsageInputs) -> list[Source]:

@@ -7,7 +7,13 @@ in basis points (sources s, training t, trainer r; s + t + r = 10,000):
    sum to 1 per event), to the contribution's contributor.
 2. Training contributors: t/10,000 of F. An answer from adapter k (an ensemble: adapter weight a_k over the
    sum of the weights) pays the contributions its training run was paid on, by the weight the reward epoch
-   that paid the run gave them (positive influence times the contributor's reputation, ``split.py``).
+   that paid the run gave them (positive influence times the contributor's reputation, ``split.py``). When
+   the event names the answer's own most influential training contributions (``influences``, asked for
+   with ``attribution``: TracIn on this answer's loss, read from the adapter's gradient store), the share
+   follows them instead: the fee pays for this answer, and the list measures which data it leaned on,
+   where the run's weights measure the eval set. Only positive scores of contributions the run was paid
+   on count (a slashed, canary or harmful contribution never earns through an answer), normalised; with
+   none left, the run's weights.
 3. The adapter's trainer: r/10,000 of F, split over the ensemble's adapters by a_k.
 
 A part with nobody to pay goes to the next part that has someone: no retrieved sources -> the sources' part
@@ -58,6 +64,7 @@ class AdapterBehind:
     weight: float
     trainer: str | None
     contributors: Mapping[int, tuple[str, Fraction]]  # contribution id -> (contributor, weight in its epoch)
+    influences: Mapping[int, float] | None = None  # contribution id -> the answer's influence (its top-k list)
 
 
 @dataclass(frozen=True)
@@ -174,16 +181,29 @@ def _adapter_weights(usage_event_id: str, adapters: Sequence[AdapterBehind]) -> 
 
 
 def _training_weights(usage_event_id: str, adapters: Sequence[AdapterBehind]) -> dict[Line, Fraction]:
-    """Each adapter's paid contributions by their epoch weight, within the adapter's ensemble weight."""
+    """Each adapter's paid contributions by the answer's influence or their epoch weight (point 2), within the
+    adapter's ensemble weight."""
     out: dict[Line, Fraction] = {}
-    paid = [(a, w) for a, w in zip(adapters, _adapter_weights(usage_event_id, adapters), strict=True)
-            if sum(cw for _, cw in a.contributors.values()) > 0]
-    for adapter, adapter_weight in paid:
-        total = sum(cw for _, cw in adapter.contributors.values())
-        for cid, (contributor, weight) in adapter.contributors.items():
-            line = Line(usage_event_id, contributor.lower(), "training", cid, adapter.datanet_id, adapter.adapter_id)
+    for adapter, adapter_weight in zip(adapters, _adapter_weights(usage_event_id, adapters), strict=True):
+        weights = _contribution_weights(usage_event_id, adapter)
+        total = sum(weights.values(), Fraction(0))
+        if total <= 0:
+            continue
+        for cid, weight in weights.items():
+            line = Line(usage_event_id, adapter.contributors[cid][0].lower(), "training", cid, adapter.datanet_id,
+                        adapter.adapter_id)
             out[line] = out.get(line, Fraction(0)) + adapter_weight * weight / total
     return out
+
+
+def _contribution_weights(usage_event_id: str, adapter: AdapterBehind) -> dict[int, Fraction]:
+    """The answer's positive influences on the run's paid contributions, else the run's epoch weights."""
+    scores = dict(adapter.influences or {})
+    bad = [cid for cid, score in scores.items() if not math.isfinite(score)]
+    if bad:
+        raise ValueError(f"usage event {usage_event_id}: influence of contribution {bad[0]} is not finite")
+    answer = {cid: Fraction(score) for cid, score in scores.items() if score > 0 and cid in adapter.contributors}
+    return answer or {cid: weight for cid, (_, weight) in adapter.contributors.items()}
 
 
 def _trainer_weights(usage_event_id: str, adapters: Sequence[AdapterBehind]) -> dict[Line, Fraction]:
