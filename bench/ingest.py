@@ -136,6 +136,9 @@ def main() -> None:
         services.start(broker, settings)
         chain = Chain(settings.rpc_url, timeout_s=300)
         deployment = deploy(chain, dev_account(Role.DEPLOYER.value), dev_account(Role.OPERATOR.value).address)
+        # A running ingester meets a warm broker: its topics, and the transaction coordinator a fresh broker
+        # is still loading ("Coordinator load in progress"), are set up by one untimed pass over the deploy.
+        ingest_until_head(settings, deployment, IngestOptions(confirmations=0))
         started = time.monotonic()
         seed(chain, deployment, args.events, console)
         head = chain.w3.eth.block_number
