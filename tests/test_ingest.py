@@ -113,6 +113,11 @@ def test_reorg_deeper_than_the_window_alerts_and_exits_nonzero(stack, chain, dep
         ingest_until_head(stack, deployment, replace(FAST, reorg_window=2))
 
 
+BACKFILL_START_S = 240
+"""How long the crash tests wait for a backfill to be under way before they interrupt it (CI once saw a loaded
+machine's ingester commit nothing in 60 s, and the test then interrupted a backfill that had not started)."""
+
+
 def _checkpoints(stack) -> int:
     return sum(kafka_log.end_offsets(stack.kafka_bootstrap, topics.CHAIN_CHECKPOINTS).values())
 
@@ -122,10 +127,13 @@ def test_sigkill_mid_backfill_then_restart_sees_every_fact_once(stack, chain, de
     contribute(stack, deployment, datanet, range(120))
     follower = payable(stack, "ingest", "--max-span", "1", "--poll-interval", "0.2")
     kafka_log.ensure_topics(stack.kafka_bootstrap)
-    deadline = time.monotonic() + 60
+    # A fresh process under load may take a while to import and to get its transactional id from the broker
+    # ("Coordinator load in progress"): wait for progress itself, then kill in the middle of it.
+    deadline = time.monotonic() + BACKFILL_START_S
     while _checkpoints(stack) < 30 and follower.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert follower.poll() is None, follower.stderr.read()
+    assert _checkpoints(stack) >= 30, f"the ingester committed no 30 spans in {BACKFILL_START_S} s"
     os.killpg(follower.pid, signal.SIGKILL)  # the whole process tree dies, as in a machine crash
     follower.wait(10)
     seen_at_kill = len(read_facts(stack).of(events.CONTRIBUTION_SUBMITTED))
@@ -155,11 +163,12 @@ def test_broker_restart_mid_backfill_retries_and_loses_nothing(stack, chain, dep
 
     worker = threading.Thread(target=run)
     worker.start()
-    deadline = time.monotonic() + 60
-    while _checkpoints(stack) < 20 and time.monotonic() < deadline:
+    deadline = time.monotonic() + BACKFILL_START_S
+    while _checkpoints(stack) < 20 and worker.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     broker = next(s for s in services.local_services(stack) if s.name == "broker")
     assert worker.is_alive(), "the outage starts mid-backfill"
+    assert _checkpoints(stack) >= 20, f"the ingester committed no 20 spans in {BACKFILL_START_S} s"
     assert services.stop(broker, stack)
     time.sleep(3.0)
     services.start(broker, stack)
