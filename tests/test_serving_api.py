@@ -143,7 +143,7 @@ def test_corrupt_adapter_is_reported_not_cached_and_the_server_goes_on(client, s
     state = metrics(server)
     assert state["adapter_cache_load_failures_total"] >= 1
     assert "ad-test-9-1-9" not in server.service.engine.cache.state().adapters
-    assert client.completions.create(model="dn-1", prompt="x", max_tokens=2).usage.completion_tokens == 2
+    assert client.completions.create(model="dn-1", prompt="x", max_tokens=2, temperature=0).usage.completion_tokens == 2
 
 
 def test_malformed_bodies_and_headers(server):
@@ -197,7 +197,7 @@ def test_payable_serve_and_status_from_the_command_line(settings, tmp_path):
             time.sleep(0.1)
         assert services.port_open(port), process.stderr.read().decode() if process.poll() is not None else ""
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
-        assert client.completions.create(model="dn-2", prompt="hi", max_tokens=3).usage.completion_tokens == 3
+        assert client.completions.create(model="dn-2", prompt="hi", max_tokens=3, temperature=0).usage.completion_tokens == 3
         status = subprocess.run([*cli, "serve", "--status"], env=env, capture_output=True, text=True, timeout=120)
         assert status.returncode == 0, status.stderr
         assert f"127.0.0.1:{port}" in status.stdout and "10 models" in status.stdout
