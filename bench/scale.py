@@ -1,18 +1,19 @@
 """Can Proof of Attribution scale? Attribution cost against N, and per-answer search latency against store size.
 
 Run from the repository root: ``.venv/bin/python -m bench.scale`` (``--part cost --sizes 100000`` for the 100k
-point alone: a cost run merges its sizes with the other sizes already in ``scale.json`` and refits the line;
-``--quick`` for a smoke run). Two parts:
+point alone: a cost run merges its sizes with the other sizes already in ``scale.json`` and refits the line,
+a latency run its store sizes; ``--quick`` for a smoke run). Two parts:
 
 - **Cost against N**: one tiny-GPT-2 LoRA adapter trained a few steps, then attribution's own code path
   (``tracin_by_contribution``: gradients, per-contribution features, TracIn scores; then ``write_store``) over
   synthetic datanets of N contributions against 16 eval queries: wall and CPU seconds, per-contribution
   gradient time, tokens, store bytes per contribution. A least-squares line through the points (with its R^2)
   is extrapolated to 1M contributions and to 1B training tokens (cost per million tokens).
-- **Per-answer latency**: synthetic gradient-like features (a few hundred cluster directions plus noise; real
-  gradients of a datanet's texts cluster by topic, uniform noise would not) in a real Lance store at 10k, 100k
-  and 1M rows; top-10 by exact scan and by the IVF_PQ index with ``refine_factor``, p50/p99 over the queries,
-  recall@10 of the index against numpy's exact top-10. Plus the end-to-end answer path on the real 10k store
+- **Per-answer latency**: synthetic gradient-like features (``gradient_like``: the real store's power-law
+  spectrum and log-normal norms) in a real Lance store at 10k and 100k rows of the real width (4,608) and 1M
+  rows of the serving width (256: 1M real-width rows are 18 GB); top-10 by exact scan and by the store's
+  search (serving projection, IVF_PQ, exact re-rank), p50/p99 over the queries, recall@10 against numpy's
+  exact top-10 on the full features. Plus the end-to-end answer path on the real 10k store
   (answer gradient at every checkpoint + search).
 
 Prints the figures and writes ``bench/out/scale.json``.
@@ -45,6 +46,7 @@ from pipelines.attribution.store import (
     write_store,
 )
 from pipelines.attribution.synthetic import make_datanet
+from pipelines.attribution.synthetic_features import gradient_like
 from pipelines.attribution.task import LoRALanguageModelTask
 from pipelines.training.arguments import TrainingArguments
 from pipelines.training.base_model import build_base_model, load_tokenizer
@@ -141,16 +143,6 @@ def fitted(rows: list[dict], key: str) -> dict:
             "at_1b_tokens_s": float(b / tokens_per * 1e9), "tokens_per_contribution": tokens_per}
 
 
-def clustered(n: int, dim: int, seed: int, centers: int = 500) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    c = np.random.default_rng(12345).standard_normal((centers, dim)).astype(np.float32)
-    out = np.empty((n, dim), dtype=np.float32)
-    for i in range(0, n, 100_000):  # bounded temporaries at 1M rows
-        m = min(100_000, n - i)
-        out[i:i + m] = c[rng.integers(0, centers, m)] + 0.5 * rng.standard_normal((m, dim), dtype=np.float32)
-    return out
-
-
 def percentiles(times: list[float], cpu: list[float] | None = None) -> dict:
     """Wall p50/p99, and (``cpu``) the same of each query's CPU seconds: on a shared, overloaded machine the
     wall p99 is mostly time spent waiting for a core, which CPU time leaves out."""
@@ -176,21 +168,28 @@ def timed(search, queries: np.ndarray) -> tuple[list, list[float], list[float]]:
 
 def latency(n: int, dim: int, num_queries: int, exact_queries: int, ann: list[tuple[int, int]],
             work: Path) -> dict:
-    """Top-10 latency and recall on a synthetic store of ``n`` rows (index built regardless of EXACT_BELOW)."""
-    feats = clustered(n, dim, seed=n)
+    """Top-10 latency and recall on a synthetic store of ``n`` rows ``dim`` wide (``gradient_like``: the real
+    store's spectrum and norms), indexed regardless of EXACT_BELOW. Recall is against numpy's exact top-10 on
+    the full features, so at real width it counts what the serving projection loses too."""
+    feats = gradient_like(n, dim, seed=n)
     spec = StoreSpec("ad-synthetic", "synthetic", 0, 0, [1.0], dim, 1.0)
-    uri = str(work / f"synthetic-{n}.lance")
+    uri = str(work / f"synthetic-{n}x{dim}.lance")
     t = time.perf_counter()
     if not (Path(uri).exists() and len(GradientStore(uri)) == n and GradientStore(uri).indexed):  # else: reuse
         write_store(uri, spec, np.arange(n), [""] * n, np.ones(n, dtype=bool), feats)
         if not GradientStore(uri).indexed:
-            build_index(lance.dataset(uri), n, dim)
+            build_index(lance.dataset(uri))
     build_s = time.perf_counter() - t
     store = GradientStore(uri)
-    queries = clustered(num_queries, dim, seed=7)
-    truth = [set(np.argpartition(-(feats @ q), 10)[:10].tolist()) for q in queries]
-    row: dict = {"stored": n, "dim": dim, "write_and_index_s": build_s,
-                 "store_bytes_per_contribution": store_bytes(uri) / n}
+    queries = gradient_like(num_queries, dim, seed=7)
+    truth = []
+    for i in range(0, num_queries, 50):  # a block of queries per pass over the rows
+        scores = feats @ queries[i:i + 50].T
+        truth += [set(np.argpartition(-scores[:, j], 10)[:10].tolist()) for j in range(scores.shape[1])]
+    del feats, scores
+    row: dict = {"stored": n, "dim": dim, "search_column": store.spec.search_column,
+                 "search_width": store.spec.search_width, "write_and_index_s": build_s,
+                 "store_bytes_per_contribution": store_bytes(uri) / n, "load_average": os.getloadavg()}
     store.search(queries[0], 10, exact=True)  # warm the page cache
     found, wall, cpu = timed(lambda q: store.search(q, 10, exact=True), queries[:exact_queries])
     row["exact"] = percentiles(wall, cpu) | {"recall_at_10": float(np.mean(
@@ -203,7 +202,8 @@ def latency(n: int, dim: int, num_queries: int, exact_queries: int, ann: list[tu
         recall = [len({h.contribution_id for h in f} & s) / 10 for f, s in zip(found, truth, strict=True)]
         row["ann"].append({"nprobes": probes, "refine_factor": refine, "recall_at_10": float(np.mean(recall))}
                           | percentiles(wall, cpu))
-    console.print(f"stored={n:>9,} dim={dim}: exact p50 {row['exact']['p50_ms']:.1f} / p99 "
+    console.print(f"stored={n:>9,} dim={dim} (searched {store.spec.search_width} wide), load "
+                  f"{os.getloadavg()[0]:.1f}: exact p50 {row['exact']['p50_ms']:.1f} / p99 "
                   f"{row['exact']['p99_ms']:.1f} ms (CPU p99 {row['exact']['cpu_p99_ms']:.1f}); " + "; ".join(
                       f"ANN {a['nprobes']}x{a['refine_factor']} p50 {a['p50_ms']:.1f} / p99 {a['p99_ms']:.1f} ms "
                       f"(CPU p99 {a['cpu_p99_ms']:.1f}) recall "
@@ -247,11 +247,12 @@ def answer_latency(task, checkpoints, tokenizer, store_uri: str, num_queries: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000", help="contributions per attribution run")
-    parser.add_argument("--stored", default="10000,100000,1000000", help="synthetic store sizes")
-    parser.add_argument("--dim", type=int, default=128, help="synthetic feature width")
+    parser.add_argument("--stored", default="10000,100000,1000000:256",
+                        help="synthetic store sizes, each N or N:width (1M x 4,608 floats is 18 GB: too much here)")
+    parser.add_argument("--dim", type=int, default=4608, help="synthetic feature width (the real store's)")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--exact-queries", type=int, default=30)
-    parser.add_argument("--ann", default="16x10,16x40,32x40", help="nprobes x refine_factor settings")
+    parser.add_argument("--ann", default="16x8,32x8,64x8", help="nprobes x refine_factor settings")
     parser.add_argument("--work", default="/tmp/payable-bench-scale")
     parser.add_argument("--quick", action="store_true", help="smoke run: 200/500 contributions, 10k stored")
     parser.add_argument("--part", choices=["all", "cost", "latency"], default="all",
@@ -269,8 +270,10 @@ def main() -> None:
         out |= cost_part([int(n) for n in a.sizes.split(",")], work, lambda: earlier().get("cost", []))
     if a.part in ("all", "latency"):
         ann = [tuple(int(v) for v in pair.split("x")) for pair in a.ann.split(",")]
-        out["latency"] = [latency(int(n), a.dim, a.queries, a.exact_queries, ann, work)
-                          for n in a.stored.split(",")]
+        sizes = [(int(n), int(w or a.dim)) for n, _, w in (s.partition(":") for s in a.stored.split(","))]
+        measured = [latency(n, dim, a.queries, a.exact_queries, ann, work) for n, dim in sizes]
+        kept = [r for r in earlier().get("latency", []) if (r["stored"], r["dim"]) not in set(sizes)]
+        out["latency"] = sorted(kept + measured, key=lambda r: (r["stored"], -r["dim"]))
     OUT.mkdir(exist_ok=True)
     merged = earlier()  # read at the end: a cost run of another size may have finished meanwhile
     path.write_text(json.dumps(merged | out | {"logra_published_gain_over_ekfac": LOGRA_GAIN}, indent=1))

@@ -20,21 +20,43 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import lance
 import numpy as np
 import pyarrow as pa
+from threadpoolctl import ThreadpoolController
 
 from pipelines.attribution.arguments import ScoreArguments
 from pipelines.training.registry import AdapterRecord, AdapterRegistry
 
 STORE_DIR = "gradients.lance"
 EXACT_BELOW = 1 << 22
-"""Stored floats (rows x width) below which a query is an exact scan; at or above, an IVF_PQ index. Measured
-(``bench/scale.py``, 128-wide rows): an exact top-10 costs about 10 ms CPU at 10k rows (1.3M floats) and 90 ms
-at 100k, so the index takes over near 4M floats, well inside the 50 ms goal either side."""
+"""Floats a search scans (rows x the width it reads) below which it is a flat scan; at or above, an index.
+Measured (``bench/scale.py``, 128-wide rows): a flat top-10 costs about 10 ms CPU at 10k rows (1.3M floats)
+and 90 ms at 100k, so the index takes over near 4M floats, inside the 50 ms goal either side. It counts the
+floats of the column searched, so the row threshold depends on the width: a real store's full features
+(4,608 wide) are scanned exactly below about 900 rows, its serving column (256 wide) below about 16k, and
+only above that is an index built (on the serving column: one on the full width was slower and worse,
+recall@10 0.49 at 10k rows)."""
+SERVING_WIDTH = 256
+"""Width of the ``serving`` column searched for candidates when the features are wider: a seeded Gaussian
+projection of them (Johnson-Lindenstrauss: dot products kept up to about ``|f| |q| / sqrt(256)``), re-ranked
+exactly on the full features. 256 because at 64 and 128 the true top-10 fell outside 200 candidates more
+often (recall@10 0.92 and 0.98 on the real 2k store, against 0.99 at 256), while the index's cost grows with
+the width."""
+CANDIDATES_PER_HIT = 20
+"""Candidates the serving search returns per requested hit, all re-ranked on the full features: 200 for a
+top-10 (bench/scale.py: recall@10 0.96 at 10k real-like rows; the fetch of 200 full rows costs a few ms)."""
 _META = b"payable.gradient_store"
+_BLAS = ThreadpoolController()
+"""A search's products are small (200 x 4,608): on a busy machine OpenBLAS's threads made them 10-20x slower
+than one thread (bench/scale.py: 14 ms of a 36 ms search), so the search runs them on one."""
+_META = b"payable.gradient_store"
+_BLAS = ThreadpoolController()
+"""A search's products are small (200 x 4,608): on a busy machine OpenBLAS's threads made them 10-20x slower
+than one thread (bench/scale.py: 14 ms of a 36 ms search), so the search runs them on one."""
 
 
 @dataclass(frozen=True)
@@ -54,10 +76,21 @@ class StoreSpec:
     weights: str = ""
     """:func:`weights_fingerprint` of the checkpoints the gradients were taken at ("" in stores written before
     it existed: never reused). A gradient depends only on the text and these weights, not on the adapter id."""
+    serving_width: int = 0
+    """Width of the ``serving`` column (0: none, the features are searched directly: they are at most
+    :data:`SERVING_WIDTH` wide, or the store predates the column)."""
 
     @property
     def dim(self) -> int:
         return len(self.learning_rates) * self.width
+
+    @property
+    def search_column(self) -> str:
+        return "serving" if self.serving_width else "features"
+
+    @property
+    def search_width(self) -> int:
+        return self.serving_width or self.dim
 
     def matches(self, record: AdapterRecord) -> bool:
         return (self.adapter_id, self.dataset_fingerprint) == (record.adapter_id, record.dataset_fingerprint)
@@ -84,13 +117,23 @@ def store_uri(registry: AdapterRegistry, record: AdapterRecord) -> str:
 
 
 def schema(spec: StoreSpec) -> pa.Schema:
+    serving = [pa.field("serving", pa.list_(pa.float32(), spec.serving_width), nullable=False)]
     return pa.schema([
         pa.field("contribution_id", pa.int64(), nullable=False),
         pa.field("adapter_id", pa.string(), nullable=False),
         pa.field("content_hash", pa.string(), nullable=False),
         pa.field("trained", pa.bool_(), nullable=False),
         pa.field("features", pa.list_(pa.float32(), spec.dim), nullable=False),
+        *(serving if spec.serving_width else []),
     ], metadata={_META: json.dumps(asdict(spec)).encode()})
+
+
+@lru_cache(maxsize=4)
+def serving_projection(dim: int, width: int) -> np.ndarray:
+    """(dim, width) float32 Gaussian / sqrt(width): the same for every store of this width (a fixed seed), so a
+    query is projected without reading anything but the spec, and a rebuilt store gets the same column."""
+    rng = np.random.default_rng([dim, width])
+    return (rng.standard_normal((dim, width), dtype=np.float32) / np.float32(np.sqrt(width)))
 
 
 _SUM_ROWS = 8192  # examples summed at once: bounds the float64 temporaries (8192 x 4,608 x 8 B = 300 MB)
@@ -117,23 +160,34 @@ def write_store(uri: str, spec: StoreSpec, ids: np.ndarray, content_hashes: list
                 features: np.ndarray) -> int:
     """Writes (replaces) the store, indexed when large enough; returns its size on disk in bytes."""
     n = len(ids)
-    spec = StoreSpec(**{**asdict(spec), "feature_norm": float(np.linalg.norm(features, axis=1).mean()) or 1.0})
-    table = pa.table({
+    spec = StoreSpec(**{**asdict(spec), "feature_norm": float(np.linalg.norm(features, axis=1).mean()) or 1.0,
+                        "serving_width": SERVING_WIDTH if spec.dim > SERVING_WIDTH else 0})
+    columns = {
         "contribution_id": pa.array(ids, pa.int64()), "adapter_id": [spec.adapter_id] * n,
         "content_hash": content_hashes, "trained": pa.array(trained, pa.bool_()),
-        "features": pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1), pa.float32()), spec.dim),
-    }, schema=schema(spec))
+        "features": vectors(features),
+    }
+    if spec.serving_width:
+        columns["serving"] = vectors(features @ serving_projection(spec.dim, spec.serving_width))
+    table = pa.table(columns, schema=schema(spec))
     ds = lance.write_dataset(table, uri, mode="overwrite", schema=table.schema)
-    if n * spec.dim >= EXACT_BELOW:
-        build_index(ds, n, spec.dim)
+    if n * spec.search_width >= EXACT_BELOW:
+        build_index(ds)
     return store_bytes(uri)
 
 
-def build_index(ds: lance.LanceDataset, n: int, dim: int) -> None:
-    """IVF_PQ on the dot product: about sqrt(n) partitions, 8-dimensional sub-vectors (or the widest divisor)."""
+def vectors(rows: np.ndarray) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1), pa.float32()), rows.shape[1])
+
+
+def build_index(ds: lance.LanceDataset) -> None:
+    """IVF_PQ on the dot product over the store's search column: about sqrt(n) partitions, 8-dimensional
+    sub-vectors (or the widest divisor)."""
+    spec = StoreSpec(**json.loads(ds.schema.metadata[_META]))
+    dim = spec.search_width
     sub = next(s for s in (dim // 8, dim // 4, dim // 2, dim) if s and dim % s == 0)
-    ds.create_index("features", index_type="IVF_PQ", metric="dot", num_partitions=max(16, int(np.sqrt(n))),
-                    num_sub_vectors=sub, replace=True)
+    ds.create_index(spec.search_column, index_type="IVF_PQ", metric="dot",
+                    num_partitions=max(16, int(np.sqrt(ds.count_rows()))), num_sub_vectors=sub, replace=True)
 
 
 def store_bytes(uri: str) -> int:
@@ -153,32 +207,50 @@ class GradientStore:
     def __init__(self, uri: str) -> None:
         self.ds = lance.dataset(uri)
         self.spec = StoreSpec(**json.loads(self.ds.schema.metadata[_META]))
-        self.indexed = any("features" in i.field_names for i in self.ds.describe_indices())
+        column = self.spec.search_column
+        self.indexed = any(column in i.field_names for i in self.ds.describe_indices())
         self._held_out = self.ds.count_rows("trained = false") > 0
+        self._exact = not self.indexed and self.ds.count_rows() * self.spec.dim < EXACT_BELOW
 
     def __len__(self) -> int:
         return self.ds.count_rows()
 
     def search(self, query: np.ndarray, k: int, exact: bool | None = None, nprobes: int = 16,
-               refine_factor: int = 160) -> list[Hit]:
+               refine_factor: int = 8) -> list[Hit]:
         """Top-k trained contributions by ``features . query`` (query: (C * K,), already lr-weighted).
 
-        Exact scan unless the store is indexed (``exact`` overrides); an indexed search re-ranks
-        ``refine_factor * k`` PQ candidates on the stored vectors. The PQ ranking alone is too coarse
-        (bench/scale.py, 16 probes, recall@10 at 1M rows: 0.24 with refine_factor 10, 0.58 with 40, 0.95 with
-        130, 0.99 with 160 at 31 ms p99; more probes did not help), so the default refines widely."""
+        Exact (a flat scan of the full features) while they hold fewer than :data:`EXACT_BELOW` floats
+        (``exact`` overrides). Otherwise ``CANDIDATES_PER_HIT * k`` candidates from the search column (the
+        narrower serving projection, or the features when they are narrow) are re-ranked exactly on the full
+        features; through the column's IVF_PQ index where it has one, whose own PQ ranking is first refined on
+        ``refine_factor`` times as many stored search-column vectors. The PQ ranking alone is too coarse
+        (bench/scale.py, 16 probes, recall@10 at 1M rows 128 wide: 0.24 refining 100 vectors, 0.95 refining
+        1,300, 0.99 refining 1,600 at 31 ms p99; more probes did not help), so the default refines 1,600."""
+        with _BLAS.limit(limits=1, user_api="blas"):
+            return self._search(query, k, self._exact if exact is None else exact, nprobes, refine_factor)
+
+    def _search(self, query: np.ndarray, k: int, exact: bool, nprobes: int, refine_factor: int) -> list[Hit]:
         norm = float(np.linalg.norm(query)) or 1.0
         scaled = (query * (1e4 / (norm * self.spec.feature_norm))).astype(np.float32)
-        use_index = self.indexed if exact is None else not exact
-        nearest = {"column": "features", "q": scaled, "k": k, "metric": "dot", "use_index": use_index}
-        if use_index:
-            nearest |= {"nprobes": nprobes, "refine_factor": refine_factor}
+        if exact:
+            nearest = {"column": "features", "q": scaled, "k": k, "metric": "dot", "use_index": False}
+        else:
+            projected = scaled @ serving_projection(self.spec.dim, self.spec.serving_width) \
+                if self.spec.serving_width else scaled
+            nearest = {"column": self.spec.search_column, "q": projected, "k": CANDIDATES_PER_HIT * k,
+                       "metric": "dot", "use_index": self.indexed}
+            if self.indexed:
+                nearest |= {"nprobes": nprobes, "refine_factor": refine_factor}
         found = self.ds.to_table(columns=["contribution_id", "features"], nearest=nearest,
                                  filter="trained = true" if self._held_out else None, prefilter=self._held_out,
                                  disable_scoring_autoprojection=True)
         feats = found["features"].combine_chunks().flatten().to_numpy().reshape(found.num_rows, -1)
+        ids = found["contribution_id"].to_numpy()
+        if len(ids) > k:  # the candidates' re-rank in float32 (a float64 copy of 200 full rows costs ~10 ms)
+            keep = np.argpartition(-(feats @ query.astype(np.float32)), k)[:k]
+            feats, ids = feats[keep], ids[keep]
         exact_scores = feats.astype(np.float64) @ query.astype(np.float64)
-        hits = [Hit(int(c), float(s)) for c, s in zip(found["contribution_id"].to_pylist(), exact_scores, strict=True)]
+        hits = [Hit(int(c), float(s)) for c, s in zip(ids, exact_scores, strict=True)]
         return sorted(hits, key=lambda h: (-h.score, h.contribution_id))
 
     def scores(self, queries: np.ndarray) -> tuple[pa.Table, np.ndarray]:
