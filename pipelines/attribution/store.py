@@ -257,7 +257,8 @@ class GradientStore:
 
     def scores(self, queries: np.ndarray) -> tuple[pa.Table, np.ndarray]:
         """Every stored contribution's scores on ``queries`` (m, C * K): (rows without features, (n, m))."""
-        table = self.ds.to_table().sort_by("contribution_id")
+        table = self.ds.to_table(columns=["contribution_id", "adapter_id", "content_hash", "trained", "features"])
+        table = table.sort_by("contribution_id")
         feats = table["features"].combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)
         return table.drop_columns(["features"]), feats.astype(np.float64) @ queries.astype(np.float64).T
 
