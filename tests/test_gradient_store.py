@@ -99,6 +99,11 @@ def test_an_answer_repeating_a_contributions_fact_names_it_first(run) -> None:
     assert len(hits) == 5 and hits[0].contribution_id == 700
     assert hits[0].score > hits[1].score > 0
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    # and through the serving projection (the path a store above EXACT_BELOW takes): the same first hit
+    found = attributor(settings, record.adapter_id)
+    assert found.store.spec.serving_width == SERVING_WIDTH < found.store.spec.dim
+    projected = found.store.search(found.query_vectors([FACT])[0], 5, exact=False)
+    assert projected[0].contribution_id == 700 and projected[0].score == pytest.approx(hits[0].score)
 
 
 def test_a_missing_store_is_rebuilt_from_the_adapter_and_a_stale_one_refused(run) -> None:
