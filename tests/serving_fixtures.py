@@ -120,14 +120,17 @@ def make_engine(adapters_dir: Path, max_batch: int = 8, max_adapters: int = 64, 
 
 
 def usage_of(server, request_id: str) -> dict:
-    """The one usage event a running test server buffered for ``request_id`` (waits for it briefly)."""
-    for _ in range(200):
+    """The one usage event a running test server buffered for ``request_id`` (waits up to 30 s: the event
+    follows the response, and under load 9 it came more than 4 s after one)."""
+    deadline = time.monotonic() + 30
+    while True:
         found = [e for e in server.service.usage.buffered() if e["request_id"] == request_id]
         if found:
             assert len(found) == 1
             return found[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no usage event for {request_id} within 30 s")
         time.sleep(0.02)
-    raise AssertionError(f"no usage event for {request_id}")
 
 
 @contextmanager

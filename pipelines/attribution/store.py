@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import lance
@@ -217,50 +217,102 @@ class GradientStore:
     def __len__(self) -> int:
         return self.ds.count_rows()
 
-    def search(self, query: np.ndarray, k: int, exact: bool | None = None, nprobes: int = 16,
+    def search(self, query: np.ndarray, k: int, exact: bool | None = None, nprobes: int = 32,
                refine_factor: int = 8) -> list[Hit]:
         """Top-k trained contributions by ``features . query`` (query: (C * K,), already lr-weighted).
 
         Exact (a flat scan of the full features) while they hold fewer than :data:`EXACT_BELOW` floats
         (``exact`` overrides). Otherwise ``CANDIDATES_PER_HIT * k`` candidates from the search column (the
-        narrower serving projection, or the features when they are narrow) are re-ranked exactly on the full
-        features; through the column's IVF_PQ index where it has one, whose own PQ ranking is first refined on
-        ``refine_factor`` times as many stored search-column vectors. The PQ ranking alone is too coarse
-        (bench/scale.py, 16 probes, recall@10 at 1M rows 128 wide: 0.24 refining 100 vectors, 0.95 refining
-        1,300, 0.99 refining 1,600 at 31 ms p99; more probes did not help), so the default refines 1,600."""
+        narrower serving projection, or the features when they are narrow), re-ranked exactly on the full
+        features. The candidates are the best on the search column, held in memory (1 GB at 1M rows 256
+        wide): of every row while the column is small, else of the ``refine_factor`` times as many rows the
+        column's IVF_PQ index ranks first. The PQ ranking alone is too coarse (bench/scale.py, recall@10 at
+        1M rows 128 wide: 0.24 re-ranking 100 vectors, 0.99 re-ranking 1,600), and Lance's own
+        ``refine_factor`` re-reads those 1,600 rows from disk (30 ms of a 49 ms search at 30k rows), hence
+        the column in memory. 32 probes: 16 found 0.89 of the top-10 at 30k rows, 32 found 0.97."""
         with _BLAS.limit(limits=1, user_api="blas"):
-            return self._search(query, k, self._exact if exact is None else exact, nprobes, refine_factor)
+            if self._exact if exact is None else exact:
+                return self._exact_search(query, k)
+            return self._candidate_search(query, k, nprobes, refine_factor)
 
-    def _search(self, query: np.ndarray, k: int, exact: bool, nprobes: int, refine_factor: int) -> list[Hit]:
+    def _scaled(self, query: np.ndarray) -> np.ndarray:
+        """The query at the stored features' scale, so Lance's float32 distances keep their resolution."""
         norm = float(np.linalg.norm(query)) or 1.0
-        scaled = (query * (1e4 / (norm * self.spec.feature_norm))).astype(np.float32)
-        if exact:
-            nearest = {"column": "features", "q": scaled, "k": k, "metric": "dot", "use_index": False}
-        else:
-            projected = scaled @ serving_projection(self.spec.dim, self.spec.serving_width) \
-                if self.spec.serving_width else scaled
-            nearest = {"column": self.spec.search_column, "q": projected, "k": CANDIDATES_PER_HIT * k,
-                       "metric": "dot", "use_index": self.indexed}
-            if self.indexed:
-                nearest |= {"nprobes": nprobes, "refine_factor": refine_factor}
+        return (query * (1e4 / (norm * self.spec.feature_norm))).astype(np.float32)
+
+    def _exact_search(self, query: np.ndarray, k: int) -> list[Hit]:
+        nearest = {"column": "features", "q": self._scaled(query), "k": k, "metric": "dot", "use_index": False}
         found = self.ds.to_table(columns=["contribution_id", "features"], nearest=nearest,
                                  filter="trained = true" if self._held_out else None, prefilter=self._held_out,
                                  disable_scoring_autoprojection=True)
-        feats = found["features"].combine_chunks().flatten().to_numpy().reshape(found.num_rows, -1)
-        ids = found["contribution_id"].to_numpy()
-        if len(ids) > k:  # the candidates' re-rank in float32 (a float64 copy of 200 full rows costs ~10 ms)
-            keep = np.argpartition(-(feats @ query.astype(np.float32)), k)[:k]
-            feats, ids = feats[keep], ids[keep]
-        exact_scores = feats.astype(np.float64) @ query.astype(np.float64)
-        hits = [Hit(int(c), float(s)) for c, s in zip(ids, exact_scores, strict=True)]
-        return sorted(hits, key=lambda h: (-h.score, h.contribution_id))
+        return _ranked(query, found["contribution_id"].to_numpy(), _matrix(found["features"]), k)
+
+    def _candidate_search(self, query: np.ndarray, k: int, nprobes: int, refine_factor: int) -> list[Hit]:
+        column = self._column
+        projected = self._scaled(query)
+        if self.spec.serving_width:
+            projected = projected @ serving_projection(self.spec.dim, self.spec.serving_width)
+        wanted = CANDIDATES_PER_HIT * k
+        if self.indexed:
+            nearest = {"column": self.spec.search_column, "q": projected, "k": wanted * refine_factor,
+                       "metric": "dot", "nprobes": nprobes}
+            found = self.ds.to_table(columns=["contribution_id"], nearest=nearest,
+                                     filter="trained = true" if self._held_out else None,
+                                     prefilter=self._held_out, disable_scoring_autoprojection=True)
+            rows = column.offsets(found["contribution_id"].to_numpy())
+            scores = column.vectors[rows] @ projected
+        else:
+            rows = np.flatnonzero(column.trained)
+            scores = (column.vectors @ projected)[rows]
+        if len(rows) > wanted:
+            rows = rows[np.argpartition(-scores, wanted)[:wanted]]
+        if not self.spec.serving_width:  # the search column is the features
+            return _ranked(query, column.ids[rows], column.vectors[rows], k)
+        full = self.ds.take(np.sort(rows), columns=["contribution_id", "features"])
+        return _ranked(query, full["contribution_id"].to_numpy(), _matrix(full["features"]), k)
+
+    @cached_property
+    def _column(self) -> _SearchColumn:
+        table = self.ds.to_table(columns=["contribution_id", "trained", self.spec.search_column])
+        ids = table["contribution_id"].to_numpy()
+        return _SearchColumn(ids, np.argsort(ids), _matrix(table[self.spec.search_column]),
+                             table["trained"].to_numpy(zero_copy_only=False))
 
     def scores(self, queries: np.ndarray) -> tuple[pa.Table, np.ndarray]:
         """Every stored contribution's scores on ``queries`` (m, C * K): (rows without features, (n, m))."""
         table = self.ds.to_table(columns=["contribution_id", "adapter_id", "content_hash", "trained", "features"])
         table = table.sort_by("contribution_id")
-        feats = table["features"].combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)
-        return table.drop_columns(["features"]), feats.astype(np.float64) @ queries.astype(np.float64).T
+        return table.drop_columns(["features"]), _matrix(table["features"]).astype(np.float64) @ queries.astype(
+            np.float64).T
+
+
+@dataclass(frozen=True)
+class _SearchColumn:
+    """A store's search column in memory, in dataset order (a row's offset is its index here)."""
+
+    ids: np.ndarray
+    order: np.ndarray
+    """Offsets sorting ``ids``."""
+    vectors: np.ndarray
+    trained: np.ndarray
+
+    def offsets(self, contribution_ids: np.ndarray) -> np.ndarray:
+        return self.order[np.searchsorted(self.ids, contribution_ids, sorter=self.order)]
+
+
+def _matrix(column: pa.ChunkedArray) -> np.ndarray:
+    flat = column.combine_chunks().flatten().to_numpy()
+    return flat.reshape(len(column), -1) if len(column) else flat.reshape(0, 0)
+
+
+def _ranked(query: np.ndarray, ids: np.ndarray, features: np.ndarray, k: int) -> list[Hit]:
+    """The k best of these rows by their exact float64 score, best first (ties: the lower id)."""
+    if len(ids) > k:  # picked in float32 first: a float64 copy of 200 full rows costs ~10 ms
+        keep = np.argpartition(-(features @ query.astype(np.float32)), k)[:k]
+        ids, features = ids[keep], features[keep]
+    scores = features.astype(np.float64) @ query.astype(np.float64)
+    return sorted((Hit(int(c), float(s)) for c, s in zip(ids, scores, strict=True)),
+                  key=lambda h: (-h.score, h.contribution_id))
 
 
 def open_store(registry: AdapterRegistry, record: AdapterRecord) -> GradientStore | None:
