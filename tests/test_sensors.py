@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from orchestration.resources import resources_for
+from orchestration.schedules import ingest_every_minute
 from orchestration.sensors import changed_datasets, new_chain_facts
 from payable import kafka_log
 from payable.content_store import ContentStore
@@ -57,3 +58,23 @@ def test_changed_datasets_requests_training_only_for_datanets_whose_dataset_chan
 
         train_latest(stack, 1, TrainingArguments(epochs=1, max_length=32, num_checkpoints=1), show_progress=False)
         assert [r.partition_key for r in _requests(_evaluate(changed_datasets, stack, instance))] == ["dn-2"]
+
+
+def test_a_schedule_tick_is_skipped_while_a_run_of_its_job_is_unfinished():
+    """Ticks do not queue up behind a slow run: a running ingest run skips the next tick, a finished one
+    does not, and another job's unfinished run does not hold it back."""
+    with dg.instance_for_test() as instance:
+        def tick():
+            return ingest_every_minute.evaluate_tick(dg.build_schedule_context(instance=instance))
+
+        def add_run(job_name: str, status: dg.DagsterRunStatus) -> dg.DagsterRun:
+            return instance.add_run(dg.DagsterRun(job_name=job_name, status=status))
+
+        assert len(tick().run_requests) == 1
+        add_run("close_reward_epoch", dg.DagsterRunStatus.STARTED)
+        assert len(tick().run_requests) == 1, "another job's run does not hold the tick"
+        running = add_run("ingest_chain_facts", dg.DagsterRunStatus.STARTED)
+        skipped = tick()
+        assert not skipped.run_requests and running.run_id in skipped.skip_message
+        instance.report_run_failed(running)
+        assert len(tick().run_requests) == 1, "a finished run does not"
