@@ -9,6 +9,7 @@ import sys
 import click
 
 from payable.cli import Context, fail, pass_context
+from payable.foreground import run_in_foreground
 
 
 @click.command()
@@ -23,5 +24,8 @@ def ui(ctx: Context, port: int) -> None:
     if dagster is None:
         fail("the dagster command is not installed in this environment")
     os.environ["PAYABLE_DATA_DIR"] = str(ctx.settings.data_dir)
-    click.echo(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={home}); Ctrl-C to stop")
-    os.execv(dagster, [dagster, "dev", "-m", "orchestration.definitions", "-h", "127.0.0.1", "-p", str(port)])
+    click.echo(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={home}); Ctrl-C or SIGTERM to stop")
+    # Not exec'd: dagster dev ignores SIGTERM when started in the background, and its code servers and run
+    # workers may outlive it; run_in_foreground stops its whole process group (payable.foreground).
+    code = run_in_foreground([dagster, "dev", "-m", "orchestration.definitions", "-h", "127.0.0.1", "-p", str(port)])
+    click.get_current_context().exit(code)
