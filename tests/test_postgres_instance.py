@@ -1,5 +1,5 @@
 """Dagster on a real PostgreSQL: the loop's runs, events and materializations land there, and the daemon runs
-the loop's schedule and sensor against it unattended.
+the whole loop against it unattended (schedules and sensors: ingest, validate, train + attribute, reward epoch).
 
 One private PostgreSQL cluster per test session (``payable.postgres``, as ``payable up`` runs it), a fresh
 database per test; the chain (anvil) and the Kafka broker are the real ones of ``tests/conftest.py``.
@@ -17,31 +17,36 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
+import duckdb
 import psycopg2
 import pytest
 from click.testing import CliRunner
 
 import contracts
+from assets.partitions import partition_key
 from contracts.deploy import TOKEN_UNIT, deploy
 from orchestration.instance import get_instance, prepare_home
 from orchestration.loop import Loop
 from payable import demo_corpus, postgres, services
-from payable.chain import Chain
+from payable.chain import Chain, Deployment
 from payable.cli import main
 from payable.content_store import ContentStore
 from payable.datanets import contribute, create_datanet
 from payable.keys import Role, dev_account
 from payable.settings import Settings
+from pipelines.rewards import outbox
 from pipelines.validate import materialize
 from tests.chain_helpers import mine
 from tests.conftest import make_settings, stack_env
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -212,12 +217,11 @@ def mining_stack(tmp_path: Path) -> Iterator[Settings]:
 
 
 def daemon_env(settings: Settings) -> dict[str, str]:
-    """What a deployment sets for the daemon: the data directory, the services, the finality depth. Training
-    is never due here (a retrain needs more than all rows changed): this test is about schedule and sensor
-    ticks on PostgreSQL, training runs under Dagster are tested in test_loop_e2e."""
+    """What a deployment sets for the daemon: the data directory, the services, the finality depth, and a
+    reward epoch closed every minute (PAYABLE_EPOCH_CRON; daily by default) so that a test sees two ticks."""
     return os.environ | stack_env(settings) | {
         "DAGSTER_HOME": str(settings.dagster_home), "PAYABLE_CONFIRMATIONS": str(settings.confirmations),
-        "PAYABLE_RETRAIN_MIN_CHANGE": "1",
+        "PAYABLE_EPOCH_CRON": "* * * * *",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
 
@@ -235,11 +239,28 @@ def stop_daemon(daemon: subprocess.Popen) -> None:
         os.killpg(daemon.pid, signal.SIGKILL)
 
 
-def test_the_daemon_ingests_and_validates_unattended_on_postgresql(mining_stack, database, tmp_path):
-    """A contribution, then nothing by hand: the chain mines its confirmations, the daemon's schedule ingests
-    the facts, its sensor sees them past the validate checkpoint and launches the validation run."""
+def wait_for_confirmations(settings: Settings, timeout_s: float = 60.0) -> None:
+    """Until the block timer has mined ``confirmations`` blocks past the last transaction, so the first
+    ingest tick finds every fact final and the loop runs once (one dataset version, one adapter, one epoch)."""
+    chain = Chain(settings.rpc_url)
+    final = chain.w3.eth.block_number + settings.confirmations
+    deadline = time.monotonic() + timeout_s
+    while chain.w3.eth.block_number < final:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the chain mined no block {final} in {timeout_s:g} s (PAYABLE_BLOCK_TIME not honoured?)")
+        time.sleep(0.2)
+
+
+# Minute-granular schedules (ingest, then the reward epoch twice) and run workers that import the whole graph:
+# several minutes on an idle 2-core machine, over the suite's 600 s default when the machine is shared.
+@pytest.mark.timeout(1200)
+def test_the_daemon_runs_the_whole_loop_unattended_on_postgresql(mining_stack, database, tmp_path):
+    """Contributions, then nothing by hand: the chain mines their confirmations, the daemon's schedule ingests
+    the facts, its sensors launch validation and then training + attribution of the changed datanet, and the
+    reward schedule closes an epoch that is published on-chain; its next tick, with nothing new, pays nothing."""
     settings = on_postgres(mining_stack)
-    datanet_id, contributions = submit_notes(settings, 2)
+    datanet_id, contributions = submit_notes(settings, 3)
+    wait_for_confirmations(settings)
     prepare_home(settings)
     log = tmp_path / "daemon.log"
     with open(log, "wb") as stream:
@@ -247,32 +268,73 @@ def test_the_daemon_ingests_and_validates_unattended_on_postgresql(mining_stack,
                                    "orchestration.definitions"], cwd=ROOT, env=daemon_env(settings), stdout=stream,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     instance = dg.DagsterInstance.get()
+    deployment = Deployment.load(settings.deployment_file)
+    watch = Watch(instance, daemon, log, deadline=time.monotonic() + 900)
     try:
-        validated = wait_for_success(instance, "validate_new_facts", daemon, log, timeout_s=480)
-        succeeded = dg.RunsFilter(job_name="ingest_chain_facts", statuses=[dg.DagsterRunStatus.SUCCESS])
-        (ingested,) = instance.get_runs(succeeded, limit=1)
+        watch.until(lambda: 1 in outbox.epochs_on_chain(settings.kafka_bootstrap, deployment.chain_id,
+                                                        deployment.distributor), "epoch 1 on-chain")
+        on_chain_at = time.time()
+        (again,) = watch.until(lambda: [r for r in watch.succeeded("close_reward_epoch")
+                                        if instance.get_run_record_by_id(r.run_id).create_timestamp.timestamp()
+                                        > on_chain_at][-1:], "a reward tick after the epoch was paid")
+        runs = {job: watch.succeeded(job) for job in ("ingest_chain_facts", "validate_new_facts",
+                                                      "train_and_attribute_datanet", "close_reward_epoch")}
     finally:
         stop_daemon(daemon)
         instance.dispose()
-    assert validated.tags.get("dagster/sensor_name") == "new_chain_facts"
-    assert ingested.tags.get("dagster/schedule_name") == "ingest_chain_facts"
+    assert {r.tags.get("dagster/schedule_name") for r in runs["ingest_chain_facts"]} == {"ingest_chain_facts"}
+    assert {r.tags.get("dagster/sensor_name") for r in runs["validate_new_facts"]} == {"new_chain_facts"}
+    (trained,) = runs["train_and_attribute_datanet"]
+    assert trained.tags.get("dagster/sensor_name") == "changed_datasets"
+    assert trained.tags.get("dagster/partition") == partition_key(datanet_id)
+    assert {r.tags.get("dagster/schedule_name") for r in runs["close_reward_epoch"]} == {"close_reward_epoch"}
+    assert again.run_id in {r.run_id for r in runs["close_reward_epoch"]}
+
+    closed = outbox.closed_epochs(settings.kafka_bootstrap)
+    assert list(closed) == [1], "exactly one epoch paid: the tick after it found nothing due"
+    distributor = Chain(settings.rpc_url).contract(contracts.REWARD_DISTRIBUTOR, deployment.distributor)
+    published = distributor.events.EpochPublished().get_logs(from_block=0)
+    assert [(e.args.epochId, "0x" + e.args.merkleRoot.hex()) for e in published] == [(1, closed[1]["merkle_root"])]
+    token = Chain(settings.rpc_url).contract(contracts.OPEN_TOKEN, deployment.token)
+    funding = token.events.Transfer().get_logs(from_block=0, argument_filters={"to": distributor.address})
+    assert sum(e.args.value for e in funding) >= published[0].args.total > 0, "the distributor was funded"
+
     assert dataset_contributions(settings, datanet_id) == set(contributions)
+    audit = duckdb.connect(str(settings.audit_db), read_only=True)
+    try:
+        epochs = audit.execute("SELECT epoch_id, published, merkle_root FROM reward_epochs").fetchall()
+        scored = audit.execute("SELECT DISTINCT contribution_id FROM influence_scores").fetchall()
+        trained_runs = audit.execute("SELECT datanet_id FROM training_runs").fetchall()
+    finally:
+        audit.close()
+    assert epochs == [(1, True, closed[1]["merkle_root"])]
+    assert {c for (c,) in scored} == set(contributions) and trained_runs == [(datanet_id,)]
     daemons = {name for (name,) in query(database, "SELECT daemon_type FROM daemon_heartbeats")}
     assert {"SENSOR", "SCHEDULER", "QUEUED_RUN_COORDINATOR"} <= daemons, "the daemon's heartbeats are in PostgreSQL"
 
 
-def wait_for_success(instance: dg.DagsterInstance, job: str, daemon: subprocess.Popen, log: Path,
-                     timeout_s: float) -> dg.DagsterRun:
-    """The first successful run of ``job``; fails at once when a run fails or the daemon exits."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if daemon.poll() is not None:
-            pytest.fail(f"dagster-daemon exited with {daemon.returncode}: {log.read_text()[-3000:]}")
-        failed = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
-        if failed:
-            pytest.fail(f"run {failed[0].job_name} failed; daemon log: {log.read_text()[-3000:]}")
-        done = instance.get_runs(dg.RunsFilter(job_name=job, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1)
-        if done:
-            return done[0]
-        time.sleep(1)
-    pytest.fail(f"no successful {job} run in {timeout_s:g} s; daemon log: {log.read_text()[-3000:]}")
+class Watch:
+    """Polls the daemon's instance for a condition under one deadline; fails at once when a run fails or the
+    daemon exits, with the tail of its log."""
+
+    def __init__(self, instance: dg.DagsterInstance, daemon: subprocess.Popen, log: Path, deadline: float):
+        self.instance, self.daemon, self.log, self.deadline = instance, daemon, log, deadline
+
+    def succeeded(self, job: str) -> list[dg.DagsterRun]:
+        """Successful runs of ``job``, oldest first."""
+        runs = self.instance.get_runs(dg.RunsFilter(job_name=job, statuses=[dg.DagsterRunStatus.SUCCESS]))
+        return list(reversed(runs))
+
+    def until(self, condition: Callable[[], T], what: str) -> T:
+        """The first truthy value of ``condition()``."""
+        while time.monotonic() < self.deadline:
+            if self.daemon.poll() is not None:
+                pytest.fail(f"dagster-daemon exited with {self.daemon.returncode}: {self.log.read_text()[-3000:]}")
+            failed = self.instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+            if failed:
+                pytest.fail(f"run {failed[0].job_name} failed; daemon log: {self.log.read_text()[-3000:]}")
+            value = condition()
+            if value:
+                return value
+            time.sleep(1)
+        pytest.fail(f"timed out waiting for {what}; daemon log: {self.log.read_text()[-3000:]}")
