@@ -252,8 +252,8 @@ def wait_for_confirmations(settings: Settings, timeout_s: float = 60.0) -> None:
 
 
 # Minute-granular schedules (ingest, then the reward epoch twice) and run workers that import the whole graph:
-# several minutes on an idle 2-core machine, over the suite's 600 s default when the machine is shared.
-@pytest.mark.timeout(1200)
+# about 5.5 min on a lightly loaded 2-core machine (load 2-4), 15 min and more at load 10.
+@pytest.mark.timeout(1500)
 def test_the_daemon_runs_the_whole_loop_unattended_on_postgresql(mining_stack, database, tmp_path):
     """Contributions, then nothing by hand: the chain mines their confirmations, the daemon's schedule ingests
     the facts, its sensors launch validation and then training + attribution of the changed datanet, and the
@@ -269,7 +269,7 @@ def test_the_daemon_runs_the_whole_loop_unattended_on_postgresql(mining_stack, d
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     instance = dg.DagsterInstance.get()
     deployment = Deployment.load(settings.deployment_file)
-    watch = Watch(instance, daemon, log, deadline=time.monotonic() + 900)
+    watch = Watch(instance, daemon, log, deadline=time.monotonic() + 1200)
     try:
         watch.until(lambda: 1 in outbox.epochs_on_chain(settings.kafka_bootstrap, deployment.chain_id,
                                                         deployment.distributor), "epoch 1 on-chain")
