@@ -24,6 +24,10 @@ class InfluenceConfig(dg.Config):
 
     lds_subsets: int = QualityArguments().lds_subsets
     """Retrained subsets behind the run's LDS (one LoRA fit each); 0 leaves the LDS unmeasured."""
+    gradient_batch: int | None = None
+    """Examples per gradient batch; unset: as many as ``memory_budget_mb`` holds on the adapter's base model."""
+    memory_budget_mb: int = ScoreArguments().memory_budget_mb
+    """Memory one gradient batch may take beyond the model (per-example gradients of a real model fill it)."""
 
 
 @dg.asset(
@@ -39,7 +43,8 @@ def influence_scores(context: dg.AssetExecutionContext, config: InfluenceConfig,
                      kafka: KafkaResource) -> dg.MaterializeResult:
     settings = replace(data_dir.settings(), kafka_bootstrap=kafka.bootstrap)
     datanet_id = datanet_id_of(context.partition_key)
-    args = replace(ScoreArguments(), quality=replace(QualityArguments(), lds_subsets=config.lds_subsets))
+    args = ScoreArguments(batch_size=config.gradient_batch, memory_budget_mb=config.memory_budget_mb,
+                          quality=replace(QualityArguments(), lds_subsets=config.lds_subsets))
     try:
         result = attribute(settings, datanet_id, args=args, canaries_from_log=True)
     except Unscorable as exc:  # this datanet's partition fails alone; the others are scored and paid
@@ -58,6 +63,7 @@ def influence_scores(context: dg.AssetExecutionContext, config: InfluenceConfig,
         "harmful_contribution_ids": str(harmful["contribution_id"].to_pylist()),
         "gradients_recomputed": result.gradients.recomputed, "gradients_reused": result.gradients.reused,
         "gradients_why": result.gradients.why,
+        "gradient_batch": result.batch.describe(), "gradient_batch_size": result.batch.size,
         **refit_metadata(result.refit),
         **quality_metadata(result),
         "harm_evidence": table_md([{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()}

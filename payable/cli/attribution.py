@@ -59,10 +59,14 @@ def train(ctx: Context, datanet_id: int, base: str | None, target_modules: str |
               help="Score as a Beam pipeline (batches of examples) instead of in one process.")
 @click.option("--lds-subsets", type=click.IntRange(min=0), default=None,
               help="Retrained subsets behind the run's LDS, one LoRA fit each; 0 = unmeasured (default: 8).")
+@click.option("--gradient-batch", "batch_size", type=click.IntRange(min=1), default=None,
+              help="Examples per gradient batch (default: as many as --memory-budget-mb holds on this model).")
+@click.option("--memory-budget-mb", type=click.IntRange(min=1), default=None,
+              help="Memory one gradient batch may take beyond the model, in MB (default: 2048).")
 @beam_options
 @pass_context
 def attribute(ctx: Context, datanet_id: int, adapter_id: str | None, method: str | None, use_beam: bool,
-              lds_subsets: int | None) -> None:
+              lds_subsets: int | None, batch_size: int | None, memory_budget_mb: int | None) -> None:
     """Score every accepted contribution's influence on the adapter's eval loss; writes the influence table.
 
     One JSON line per contribution, best first, with the harm evidence (interval, robust z, refit delta and the
@@ -78,6 +82,7 @@ def attribute(ctx: Context, datanet_id: int, adapter_id: str | None, method: str
         args = ScoreArguments() if method is None else replace(ScoreArguments(), method=method)
         if lds_subsets is not None:
             args = replace(args, quality=replace(args.quality, lds_subsets=lds_subsets))
+        args = replace(args, batch_size=batch_size, memory_budget_mb=memory_budget_mb or args.memory_budget_mb)
         result = score(ctx.settings, datanet_id, adapter_id, args, use_beam=use_beam, canaries_from_log=True)
     except (LookupError, ValueError) as exc:
         fail(str(exc))
@@ -90,6 +95,7 @@ def attribute(ctx: Context, datanet_id: int, adapter_id: str | None, method: str
     click.echo(f"quality: LDS {lds} over {result.lds.subsets} retrained subsets ({result.lds.seconds:.1f} s); "
                f"canary AUC {result.canaries.describe(auc)}", err=True)
     click.echo(f"gradients: {result.gradients.describe()}", err=True)
+    click.echo(f"gradient batch: {result.batch.describe()}", err=True)
 
 
 @click.group()

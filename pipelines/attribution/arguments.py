@@ -79,8 +79,11 @@ class ScoreArguments:
     fisher_samples: int = 1
     """``influence``: targets drawn from the model per example; each draw is one more gradient pass over the
     training set and lowers the noise of the Fisher estimate."""
-    batch_size: int = 32
-    """Examples per gradient batch (one Beam element)."""
+    batch_size: int | None = None
+    """Examples per gradient batch (one Beam element); None: as many as ``memory_budget_mb`` holds by the model's
+    estimate (``sizing.py``: on SmolLM2-135M a few examples, on the tiny GPT-2 the cap of 32)."""
+    memory_budget_mb: int = 2048
+    """Memory one gradient batch may take beyond the loaded model, when ``batch_size`` is None (``sizing.py``)."""
     seed: int = 0
     """Seeds the random projections."""
     top_queries: int = 3
@@ -96,6 +99,9 @@ class ScoreArguments:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.fisher_samples < 1:
             raise ValueError(f"fisher_samples must be at least 1, got {self.fisher_samples}")
+        if (self.batch_size is not None and self.batch_size < 1) or self.memory_budget_mb < 1:
+            raise ValueError(f"batch_size (None: sized to the budget) and memory_budget_mb must be at least 1, got "
+                             f"{self.batch_size} and {self.memory_budget_mb}")
 
     def to_dict(self) -> dict:
         return asdict(self)

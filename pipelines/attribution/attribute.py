@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +16,7 @@ from pipelines.attribution.counterfactual import Refit, refit_without
 from pipelines.attribution.harm import NoiseEvidence, noise_evidence
 from pipelines.attribution.quality import LdsMeasurement, RunCanaries, measure_lds
 from pipelines.attribution.scoring import score_examples, setup, tracin_by_contribution
+from pipelines.attribution.sizing import GradientBatch, gradient_batch
 from pipelines.attribution.store import GradientReport, reusable_gradients, save_gradients, weights_fingerprint
 from pipelines.attribution.table import INFLUENCE, write_influence
 from pipelines.attribution.task import LoRALanguageModelTask
@@ -41,13 +42,14 @@ class Unscorable(ValueError):
 @dataclass(frozen=True)
 class Attribution:
     """One run's influence table, the counterfactual refit behind its flags (None when nothing was flagged),
-    and its quality figures (``quality.py``)."""
+    its quality figures (``quality.py``), and its gradient batch (the memory bound, ``sizing.py``)."""
 
     table: pa.Table
     refit: Refit | None
     lds: LdsMeasurement
     canaries: RunCanaries
     gradients: GradientReport
+    batch: GradientBatch
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,9 @@ def attribute_record(registry: AdapterRegistry, settings: Settings, record: Adap
     examples = tokenize(dataset.table["text"].to_pylist(), tokenizer, train_args.max_length)
     query_examples = tokenize(queries["text"].to_pylist(), tokenizer, train_args.max_length)
     model, checkpoints = load_adapter(registry, record)
+    task = LoRALanguageModelTask(model)
+    batch = gradient_batch(args, task, examples.batch(slice(0, 1)))
+    args = replace(args, batch_size=batch.size)
     lrs = [c.learning_rate for c in record.checkpoints]
     trained_ids = set(train_rows["contribution_id"].to_pylist())
     cids = dataset.table["contribution_id"].to_pylist()
@@ -131,17 +136,17 @@ def attribute_record(registry: AdapterRegistry, settings: Settings, record: Adap
         from pipelines.attribution.beam import score_examples_beam
         from pipelines.runners import pipeline_options
 
-        scores = score_examples_beam(LoRALanguageModelTask(model), checkpoints, lrs, examples, query_examples, args,
+        scores = score_examples_beam(task, checkpoints, lrs, examples, query_examples, args,
                                      by_checkpoint=True, options=pipeline_options(settings))
         report = GradientReport(len(cids), 0, "the Beam runner computes every gradient (it does not read the store)")
     elif args.method != "tracin":
-        scores = score_examples(LoRALanguageModelTask(model), checkpoints, lrs, examples.batch(slice(None)),
+        scores = score_examples(task, checkpoints, lrs, examples.batch(slice(None)),
                                 query_examples.batch(slice(None)), args, by_checkpoint=True)
         report = GradientReport(len(cids), 0, f"the store holds TracIn features; {args.method} needs statistics "
                                               "over every example's gradient")
     else:
         scores, owner, report = _tracin_with_store(registry, record, args, dataset.table, trained, examples,
-                                                   query_examples, LoRALanguageModelTask(model), checkpoints)
+                                                   query_examples, task, checkpoints)
     # a query longer than max_length is several examples: its loss influence is their sum
     query_scores = np.zeros((scores.shape[0], queries.num_rows, scores.shape[2]))
     np.add.at(query_scores.transpose(1, 0, 2), query_examples.owner.numpy(), scores.transpose(1, 0, 2))
@@ -158,7 +163,7 @@ def attribute_record(registry: AdapterRegistry, settings: Settings, record: Adap
     judged = RunCanaries.of(canaries)
     table = influence_rows(record, dataset.table, queries["query_id"].to_pylist(), trained, run, refit, args,
                            lds, judged)
-    return Attribution(table, refit, lds, judged, report)
+    return Attribution(table, refit, lds, judged, report, batch)
 
 
 def _tracin_with_store(registry: AdapterRegistry, record: AdapterRecord, args: ScoreArguments, contributions: pa.Table,

@@ -37,6 +37,7 @@ from pipelines.attribution.methods import (
     scores,
 )
 from pipelines.attribution.scoring import sample_seed, setup
+from pipelines.attribution.sizing import sized
 from pipelines.attribution.task import Params, Task
 from pipelines.training.data import Examples
 from pipelines.training.lora import deterministic
@@ -132,6 +133,7 @@ def score_examples_beam(task: Task, checkpoints: list[Params], lrs: list[float],
     """Runs the pipeline and returns (n_train, n_queries) scores ((n_train, n_queries, C) with ``by_checkpoint``),
     written through ``output`` (any Beam filesystem path; a temporary local file by default). The runner comes
     from ``options`` (in-process by default)."""
+    args = sized(args, task, train.batch(slice(0, 1)))
     slices = setup(task, checkpoints, lrs, args).slices
     make_task = make_task or (lambda: task)
     options = options or PipelineOptions(runner="DirectRunner", direct_running_mode="in_memory")

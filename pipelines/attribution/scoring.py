@@ -21,6 +21,7 @@ from pipelines.attribution.methods import (
     precondition,
     scores,
 )
+from pipelines.attribution.sizing import sized
 from pipelines.attribution.store import contribution_features
 from pipelines.attribution.task import Example, Params, Task
 from pipelines.training.data import Examples
@@ -82,6 +83,7 @@ def score_examples(task: Task, checkpoints: list[Params], learning_rates: list[f
     """(n_train, n_queries) influence matrix of every train example on every query; with ``by_checkpoint``
     (n_train, n_queries, checkpoints used), each checkpoint's term apart. ``keep_gradients`` receives the
     (n_train, C, K) projected train gradients."""
+    args = sized(args, task, train)
     with deterministic(args.num_threads), torch.no_grad():
         prepared = setup(task, checkpoints, learning_rates, args)
         q = gradients(task, prepared, queries, args, query=True, label="query gradients")
@@ -123,6 +125,7 @@ def tracin_by_contribution(task: Task, checkpoints: list[Params], learning_rates
     scores, to the bit, as one that computed everything."""
     if args.method != "tracin":
         raise ValueError(f"contribution features score TracIn only, not {args.method}")
+    args = sized(args, task, train.batch(slice(0, 1)))
     owner = train.owner.numpy()
     found = np.zeros(n, dtype=bool) if found is None else found
     todo = ~found[owner]

@@ -16,6 +16,7 @@ import torch
 from peft import PeftModel, set_peft_model_state_dict
 from torch.func import functional_call
 
+from pipelines.attribution.sizing import ModelShape, estimated_bytes
 from pipelines.training.lora import example_losses
 
 Params = dict[str, torch.Tensor]
@@ -36,6 +37,11 @@ class Task(ABC):
     def query_loss(self, params: Params, example: Example) -> torch.Tensor:
         """The measurement whose influence is asked; the training loss unless a task overrides it."""
         return self.example_loss(params, example)
+
+    def example_bytes(self, example: Example) -> int | None:
+        """Estimated peak bytes one example like ``example`` (unbatched) adds to a gradient batch (``sizing.py``);
+        None when the task cannot say (its batches are then ``sizing.MAX_BATCH``)."""
+        return None
 
     def layer(self, name: str) -> str:
         """The layer a parameter belongs to (per-layer methods such as DataInf treat layers as blocks)."""
@@ -80,3 +86,8 @@ class LoRALanguageModelTask(Task):
 
     def layer(self, name: str) -> str:
         return self._LORA.sub("", name)
+
+    def example_bytes(self, example: Example) -> int:
+        """From the base model's config, the example's tokens and the number of LoRA weights."""
+        attributed = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        return estimated_bytes(ModelShape.of(self.model.config), example["input_ids"].shape[-1], attributed)
