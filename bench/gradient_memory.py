@@ -6,7 +6,8 @@ so freed tensors go back to the system and one point's peak does not hide in the
 LoRA r=8 on the architecture's default targets, then for each point N x L one ``projected_gradients`` batch of N
 random examples of L tokens at one checkpoint, its peak resident growth (``VmHWM`` reset through
 ``/proc/self/clear_refs`` before, minus ``VmRSS`` before) against ``sizing.estimated_bytes`` counted with
-``KAPPA = 1``. The ratio measured / counted is what ``sizing.KAPPA`` is set from (its largest value, rounded up).
+``KAPPA = 1``: the marginal growth of an example (between two points of one length) is what the count must match;
+``sizing.KAPPA`` adds what a long-running process keeps beyond it (bench/README.md).
 The child also times loading the base (for SmolLM2: dequantizing its GGUF). Prints a table and writes
 ``bench/out/gradient-memory.json``.
 """

@@ -30,10 +30,13 @@ class Loop:
         self.defs = build_definitions(resources_for(settings))
         self.instance = get_instance(settings)
 
-    def run(self, job_name: str, partition_key: str | None = None) -> dg.ExecuteInProcessResult:
-        """Runs a job to completion; a failed step or a failed ERROR-severity check raises."""
+    def run(self, job_name: str, partition_key: str | None = None, ops: dict[str, dict] | None = None
+            ) -> dg.ExecuteInProcessResult:
+        """Runs a job to completion; a failed step or a failed ERROR-severity check raises. ``ops``: config by op
+        name, as the launchpad's config editor sets it (``{"influence_scores": {"lds_subsets": 3}}``)."""
         job = self.defs.resolve_job_def(job_name)
-        return job.execute_in_process(instance=self.instance, partition_key=partition_key, run_config=QUIET)
+        run_config = {**QUIET, "ops": {name: {"config": config} for name, config in ops.items()}} if ops else QUIET
+        return job.execute_in_process(instance=self.instance, partition_key=partition_key, run_config=run_config)
 
     def datanet_keys(self) -> list[str]:
         """Partition keys of every datanet that has a dataset, registered as dynamic partitions."""
@@ -43,17 +46,21 @@ class Loop:
             self.instance.add_dynamic_partitions(datanet_partitions.name, new)
         return keys
 
-    def run_all(self, stage: Stage = lambda name: nullcontext(), before_rewards: Callable[[], None] | None = None
-                ) -> None:
+    def run_all(self, stage: Stage = lambda name: nullcontext(), before_rewards: Callable[[], None] | None = None,
+                influence: dict | None = None) -> dict[str, dg.ExecuteInProcessResult]:
         """ingest -> validate -> (per datanet) train + attribute -> served models -> RAG answers attributed -> reward
-        epoch + payouts + audit; ``before_rewards`` runs before the epoch (the demo reveals its canaries there)."""
+        epoch + payouts + audit; ``before_rewards`` runs before the epoch (the demo reveals its canaries there);
+        ``influence``: the ``influence_scores`` launch config (``InfluenceConfig`` fields) of every datanet. Returns
+        each datanet's train + attribute run by partition key."""
         with stage("ingest chain facts"):
             self.run("ingest_chain_facts")
         with stage("validate + deduplicate (Beam)"):
             self.run("validate_new_facts")
+        datanet_runs = {}
         for key in self.datanet_keys():
             with stage(f"train LoRA + attribute {key}"):
-                self.run("train_and_attribute_datanet", partition_key=key)
+                datanet_runs[key] = self.run("train_and_attribute_datanet", partition_key=key,
+                                             ops={"influence_scores": influence} if influence else None)
         with stage("served models"):
             self.run("refresh_served_models")
         with stage("attribute RAG answers"):
@@ -62,3 +69,4 @@ class Loop:
             before_rewards()
         with stage("reward epoch on-chain + audit"):
             self.run("close_reward_epoch")
+        return datanet_runs

