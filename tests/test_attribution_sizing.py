@@ -1,19 +1,31 @@
-"""The memory bound of attribution: gradient batches sized from the model's shape within a stated budget."""
+"""The memory bound of attribution: gradient batches sized from the model's shape within a stated budget, and
+overridden through the Dagster asset's config and the CLI."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+import dagster as dg
+import lance
+import numpy as np
 import pytest
 import torch
 
+from assets.attribution import influence_scores
+from orchestration.resources import DataDirResource, KafkaResource
+from pipelines.attribution import attribute
 from pipelines.attribution.arguments import ScoreArguments
 from pipelines.attribution.sizing import MAX_BATCH, ModelShape, estimated_bytes, gradient_batch, sized
+from pipelines.attribution.synthetic import make_datanet
+from pipelines.attribution.table import influence_uri
 from pipelines.attribution.task import LoRALanguageModelTask, Task
+from pipelines.training import train_latest
 from pipelines.training.base_model import load_model
 from pipelines.training.lora import attach_lora
 from pipelines.training.train import resolved
-from tests.attribution_fixtures import FAST
+from tests.attribution_fixtures import FAST, write_evals, write_version
+from tests.conftest import make_settings
+from tests.test_cli import run
 
 SMOLLM2 = ModelShape(layers=30, hidden=576, intermediate=1536, heads=9, vocab=49152)
 """SmolLM2-135M-Instruct's config (its GGUF's metadata); its LoRA r=8 on every projection has 2,442,240 weights."""
@@ -89,3 +101,40 @@ def test_tiny_model_keeps_the_full_batch() -> None:
 def test_bad_sizes_are_refused(bad: dict) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         ScoreArguments(**bad)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny datanet trained once, its default-batch scores, on the session's broker (the runs read its canaries)."""
+    settings = make_settings(tmp_path_factory.mktemp("sizing") / "data")
+    dn = make_datanet(contributors={"on_topic": 2, "off_topic": 1}, per_contributor=2, num_queries=4)
+    write_version(settings, 1, dn.table)
+    write_evals(settings, 1, dn.eval_texts)
+    train_latest(settings, 1, FAST, show_progress=False)
+    unmeasured = replace(ScoreArguments(), quality=replace(ScoreArguments().quality, lds_subsets=0))
+    return settings, attribute(settings, 1, args=unmeasured, canaries_from_log=True)
+
+
+def test_the_dagster_asset_takes_and_states_the_gradient_batch(trained) -> None:
+    settings, default = trained
+    assert default.batch.size == MAX_BATCH and not default.batch.chosen
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("datanet", ["dn-1"])
+    config = {"lds_subsets": 0, "gradient_batch": 3}
+    result = dg.materialize([influence_scores], partition_key="dn-1", instance=instance,
+                            run_config={"ops": {"influence_scores": {"config": config}}},
+                            resources={"data_dir": DataDirResource(path=str(settings.data_dir)),
+                                       "kafka": KafkaResource(bootstrap=settings.kafka_bootstrap)})
+    metadata = result.asset_materializations_for_node("influence_scores")[0].metadata
+    assert metadata["gradient_batch_size"].value == 3 and "set explicitly" in metadata["gradient_batch"].value
+    scored = lance.dataset(influence_uri(settings.lance_dir)).to_table().sort_by("contribution_id")
+    np.testing.assert_allclose(scored["score"].to_numpy(), default.table.sort_by("contribution_id")["score"].to_numpy(),
+                               rtol=1e-4, atol=1e-9, err_msg="the batch changes memory, not the scores")
+
+
+def test_the_cli_takes_and_states_the_memory_budget(trained) -> None:
+    settings, _ = trained
+    out = run(settings, "attribute", "--datanet", "1", "--lds-subsets", "0", "--memory-budget-mb", "1").stderr
+    assert "gradient batch: 1 example a batch (sized to the 1 MB budget)" in out
+    bad = run(settings, "attribute", "--datanet", "1", "--gradient-batch", "0", ok=False)
+    assert "Invalid value for '--gradient-batch'" in bad.stderr and "Traceback" not in bad.stderr

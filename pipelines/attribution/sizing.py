@@ -76,9 +76,10 @@ class GradientBatch:
     def describe(self) -> str:
         """What the run's output and metadata say about its memory bound."""
         how = "set explicitly" if self.chosen else f"sized to the {self.budget_mb:,} MB budget"
+        examples = f"{self.size} example{'' if self.size == 1 else 's'} a batch"
         if self.per_example is None:
-            return f"{self.size} examples a batch ({how}; no memory estimate for this model)"
-        return (f"{self.size} examples a batch ({how}): about {self.size * self.per_example / _MB:,.0f} MB of "
+            return f"{examples} ({how}; no memory estimate for this model)"
+        return (f"{examples} ({how}): about {self.size * self.per_example / _MB:,.0f} MB of "
                 f"gradient memory estimated, {self.per_example / _MB:,.1f} MB an example")
 
 
