@@ -38,8 +38,8 @@ STOCK = "apache_beam.runners.dask.dask_runner.DaskRunner"
 OURS = "pipelines.runners.dask.DaskRunner"
 
 
-def dask_options(address: str, runner: str = OURS) -> list[str]:
-    return [f"--runner={runner}", f"--dask_client_address={address}", "--dask_npartitions=4"]
+def dask_options(address: str, runner: str = OURS, partitions: int = 4) -> list[str]:
+    return [f"--runner={runner}", f"--dask_client_address={address}", f"--dask_npartitions={partitions}"]
 
 
 def test_pipelines_run_in_process_unless_the_configuration_names_a_runner(tmp_path, monkeypatch):
@@ -142,6 +142,86 @@ def test_stock_dask_runner_drops_finish_bundle_outputs_and_ours_keeps_each_bundl
     assert sum(counts) == 40 and len(counts) == 4, "finish_bundle output of each of the 4 bundles kept"
     stock_result = _bundles(stock, STOCK, dask_scheduler)
     assert not [v for v in stock_result if isinstance(v, list)], "the stock runner drops finish_bundle outputs"
+
+
+class Lifecycle(beam.DoFn):
+    """Marks every setup and teardown with its process and instance, and counts each bundle's elements."""
+
+    def __init__(self, out: Path):
+        self.out = out
+
+    def _mark(self, event: str) -> None:
+        (self.out / f"{event}-{os.getpid()}-{id(self)}").write_text("")
+
+    def setup(self):
+        self._mark("setup")
+
+    def start_bundle(self):
+        self.count = 0
+
+    def process(self, element):
+        self.count += 1
+        yield element
+
+    def finish_bundle(self):
+        yield WindowedValue(("count", self.count), 0, [beam.transforms.window.GlobalWindow()])
+
+    def teardown(self):
+        self._mark("teardown")
+
+
+def _lifecycle_run(marks: Path, saved: Path, address: str) -> tuple[list[str], list[str], list]:
+    """(setups, teardowns, counts per bundle) of one run of 40 elements in 8 bundles."""
+    def save(value):
+        (saved / f"{uuid.uuid4().hex}.json").write_text(json.dumps(value))
+
+    pipeline = beam.Pipeline(options=PipelineOptions(dask_options(address, partitions=8)))
+    _ = pipeline | beam.Create(list(range(40))) | beam.ParDo(Lifecycle(marks)) | beam.Map(save)
+    pipeline.run().wait_until_finish()
+    values = [json.loads(path.read_text()) for path in saved.iterdir()]
+    names = sorted(os.listdir(marks))
+    return ([n.removeprefix("setup-") for n in names if n.startswith("setup-")],
+            [n.removeprefix("teardown-") for n in names if n.startswith("teardown-")],
+            [v[1] for v in values if isinstance(v, list)])
+
+
+def test_a_worker_sets_a_dofn_up_once_per_run_and_each_bundle_starts_and_finishes_on_its_own(dask_scheduler,
+                                                                                            tmp_path):
+    """The DoFn instance is reused across a run's bundles on a worker (as Beam's workers do), but each of the
+    8 bundles has its own start_bundle / finish_bundle (8 counts, summing to the 40 elements), each worker
+    set it up at most once, and the run's end tore every instance down; a second run sets up afresh."""
+    runs = []
+    for run in ("first", "second"):
+        marks, saved = tmp_path / run / "marks", tmp_path / run / "saved"
+        marks.mkdir(parents=True), saved.mkdir()
+        runs.append(_lifecycle_run(marks, saved, dask_scheduler))
+    for setups, teardowns, counts in runs:
+        assert len(counts) == 8 and sum(counts) == 40, f"each bundle finished on its own: {counts}"
+        pids = [instance.split("-")[0] for instance in setups]
+        assert 1 <= len(setups) <= 2 and len(set(pids)) == len(pids), f"one setup per worker at most: {setups}"
+        assert teardowns == setups, "every set-up instance torn down when the run ended"
+
+
+def _side_input_run(out: Path, runner: str, address: str) -> Counter:
+    def mark(value, name):
+        (out / f"{name}-{value}-{uuid.uuid4().hex}").write_text("")
+        return value
+
+    pipeline = beam.Pipeline(options=PipelineOptions(dask_options(address, runner)))
+    numbers = pipeline | beam.Create(list(range(40))) | "Source" >> beam.Map(mark, "source")
+    total = numbers | beam.CombineGlobally(sum)
+    _ = numbers | "Use" >> beam.Map(lambda n, t: mark(n + 1000 * t, "use"), beam.pvalue.AsSingleton(total))
+    _run(pipeline)
+    return Counter(name.split("-")[0] for name in os.listdir(out))
+
+
+def test_stock_dask_runner_recomputes_a_side_inputs_upstream_and_ours_computes_it_once(dask_scheduler, tmp_path):
+    """The stock runner hides the side input's bag inside the reading tasks, which compute it again (for
+    attribution: every training gradient twice or more); ours makes it one dependency of the graph."""
+    stock, ours = tmp_path / "stock", tmp_path / "ours"
+    stock.mkdir(), ours.mkdir()
+    assert _side_input_run(ours, OURS, dask_scheduler) == Counter(source=40, use=40)
+    assert _side_input_run(stock, STOCK, dask_scheduler)["source"] > 40
 
 
 class Stateful(beam.DoFn):

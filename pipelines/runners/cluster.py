@@ -82,10 +82,11 @@ def local_dask_cluster(workers: int, logs: Path, timeout_s: float = 120.0) -> It
         yield address
 
 
-def dask_options(address: str, partitions: int) -> list[str]:
-    """The Beam options that run a pipeline on the cluster at ``address`` through the project's runner."""
+def dask_options(address: str, partitions: int | None = None) -> list[str]:
+    """The Beam options that run a pipeline on the cluster at ``address`` through the project's runner, each
+    ``Create`` in ``partitions`` bundles (by default one per worker thread)."""
     return ["--runner=pipelines.runners.dask.DaskRunner", f"--dask_client_address={address}",
-            f"--dask_npartitions={partitions}"]
+            *([f"--dask_npartitions={partitions}"] if partitions else [])]
 
 
 @contextmanager
