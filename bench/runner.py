@@ -29,9 +29,10 @@ def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 @contextmanager
-def beam_runner(runner: str, workers: int, partitions: int, warm_up: Callable[[], object] | None = None
-                ) -> Iterator[list[str]]:
-    """Beam options selecting ``runner``; for ``dask`` a cluster of ``workers`` processes lives meanwhile.
+def beam_runner(runner: str, workers: int, partitions: int | None = None,
+                warm_up: Callable[[], object] | None = None) -> Iterator[list[str]]:
+    """Beam options selecting ``runner``; for ``dask`` a cluster of ``workers`` processes lives meanwhile,
+    each ``Create`` split into ``partitions`` bundles (by default the runner's: one per worker).
     ``warm_up`` runs once in every worker process before the options are handed out (what a long-lived
     worker has done long before: imports, one-off tables), so the timed run measures the stage itself."""
     if runner == "in-process":

@@ -29,11 +29,16 @@ ROOT = Path(__file__).resolve().parents[2]
 PRISM = ROOT / ".cache" / "prism" / beam_version / "bin" / "prism"  # the version the SDK speaks to
 
 
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+"""Each worker process is one Beam worker of one thread: native thread pools of one thread too, so N workers
+on N cores do not oversubscribe them (torch's own is set by the DoFns that use it)."""
+
+
 def _environment() -> dict[str, str]:
     """Worker processes unpickle DoFns defined in the repository (the tests' own too): they import from its
     root, as a real cluster's workers would from the shipped package, and find this interpreter first."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path,
+    return {**os.environ, **ONE_THREAD, "PYTHONPATH": path,
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
 
 
@@ -68,13 +73,19 @@ def _processes(commands: list[tuple[list[str], int | None]], logs: Path, timeout
 @contextmanager
 def local_dask_cluster(workers: int, logs: Path, timeout_s: float = 120.0) -> Iterator[str]:
     """Starts the scheduler, then ``workers`` worker processes; yields ``tcp://127.0.0.1:PORT`` once all
-    workers joined."""
+    workers joined.
+
+    Without a nanny: a nanny starts its worker with ``MALLOC_TRIM_THRESHOLD_=65536`` (Dask's
+    ``distributed.nanny.pre-spawn-environ``), which makes glibc map and unmap every large torch temporary:
+    scoring attribution gradients took 7.3 s of system time and 12x the page faults (13.8 CPU-s against
+    6.6 without it, measured here), and the nanny process burns CPU of its own. A cluster of your own running
+    torch DoFns wants that setting off too."""
     from distributed import Client
 
     dask, port = str(Path(sys.executable).with_name("dask")), services.free_port()
     address = f"tcp://127.0.0.1:{port}"
     commands = [([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], port)] + [
-        ([dask, "worker", address, "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1", "--no-dashboard",
+        ([dask, "worker", address, "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1", "--no-dashboard",
           "--name", f"w{i}", "--local-directory", str(logs / f"w{i}")], None) for i in range(workers)]
     with _processes(commands, logs, timeout_s):
         with Client(address, timeout=timeout_s) as client:

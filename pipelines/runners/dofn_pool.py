@@ -39,7 +39,7 @@ class SetUp:
 
     @classmethod
     def load(cls, pickled: bytes) -> SetUp:
-        fn = pickler.loads(pickled)
+        fn = pickler.loads(pickled, use_zlib=True)  # as the runner pickled it
         signature = DoFnSignature(fn)
         signature.setup_lifecycle_method.method_value()
         return cls(fn, signature)
