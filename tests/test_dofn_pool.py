@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import pytest
 from apache_beam import DoFn
-from apache_beam.internal import pickler
 
-from pipelines.runners.dofn_pool import DoFnPool
+from pipelines.runners.dofn_pool import DoFnPool, dumps
 
 LOG: list[tuple[str, int]] = []
 
@@ -27,7 +26,7 @@ class Recorded(DoFn):
 @pytest.fixture
 def pickled():
     LOG.clear()
-    return pickler.dumps(Recorded())
+    return dumps(Recorded())
 
 
 def _events(kind: str) -> list[int]:

@@ -35,7 +35,6 @@ from collections.abc import Callable
 import apache_beam as beam
 import dask
 from apache_beam import pvalue
-from apache_beam.internal import pickler
 from apache_beam.pipeline import AppliedPTransform, PipelineVisitor
 from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, _OutputHandler
 from apache_beam.runners.dask import dask_runner, transform_evaluator
@@ -116,7 +115,7 @@ class ParDo(transform_evaluator.ParDo):
             "input_kwargs": kwargs, "user_state_context": None,
             "bundle_finalizer_param": beam.DoFn.BundleFinalizerParam(),
         }
-        pickled = pickler.dumps(transform.fn, use_zlib=True)  # bz2, Beam's default, costs 5x the CPU
+        pickled = dofn_pool.dumps(transform.fn)
         return input_bag.map(transform_evaluator.get_windowed_value, window_fn).map_partitions(
             _run_bundle, self.run, hashlib.sha256(pickled).hexdigest(), dask.delayed(pickled, pure=True),
             window_fn, invoker_kwargs, side_inputs.views if side_inputs else [],
