@@ -144,8 +144,8 @@ def test_stock_dask_runner_drops_finish_bundle_outputs_and_ours_keeps_each_bundl
     assert not [v for v in stock_result if isinstance(v, list)], "the stock runner drops finish_bundle outputs"
 
 
-class Lifecycle(beam.DoFn):
-    """Marks every setup and teardown with its process and instance, and counts each bundle's elements."""
+class Lifecycle(CountPerBundle):
+    """CountPerBundle marking every setup and teardown with its process and instance."""
 
     def __init__(self, out: Path):
         self.out = out
@@ -155,16 +155,6 @@ class Lifecycle(beam.DoFn):
 
     def setup(self):
         self._mark("setup")
-
-    def start_bundle(self):
-        self.count = 0
-
-    def process(self, element):
-        self.count += 1
-        yield element
-
-    def finish_bundle(self):
-        yield WindowedValue(("count", self.count), 0, [beam.transforms.window.GlobalWindow()])
 
     def teardown(self):
         self._mark("teardown")
