@@ -44,6 +44,7 @@ from pipelines.attribution.beam import score_examples_beam
 from pipelines.attribution.counterfactual import query_losses
 from pipelines.attribution.quality import lds, random_subsets, retrained_losses
 from pipelines.attribution.scoring import score_examples
+from pipelines.attribution.sizing import sized
 from pipelines.attribution.synthetic import make_datanet
 from pipelines.attribution.task import LoRALanguageModelTask, Params, Task
 from pipelines.training.arguments import BaseModelSpec, TrainingArguments
@@ -378,7 +379,7 @@ def on_runner(runner: str, workers: int, repeats: int, per_contributor: int) -> 
     rows = []
     with beam_runner(runner, workers, warm_up=_warm_up) as options:
         for method in ("tracin", "datainf"):
-            score_args = ScoreArguments(method=method)
+            score_args = sized(ScoreArguments(method=method), task, train.batch(slice(0, 1)))
             for repeat in range(repeats):
                 cpu, start = cpu_seconds(), time.perf_counter()
                 expected = score_examples(task, states, lrs, train.batch(slice(None)), queries.batch(slice(None)),
