@@ -96,8 +96,16 @@ def per_example_gradients(task: Task, params: Params, batch: Example, query: boo
 def projected_gradients(task: Task, checkpoints: list[Params], batch: Example, projector: Projector,
                         query: bool = False) -> np.ndarray:
     """(batch, checkpoints, width) float32: one projected gradient per example and checkpoint."""
-    per_ckpt = [projector(per_example_gradients(task, params, batch, query)) for params in checkpoints]
-    return torch.stack(per_ckpt, dim=1).to(torch.float32).numpy()
+    per_ckpt = [per_example_gradients(task, params, batch, query) for params in checkpoints]
+    return project_checkpoints(projector, per_ckpt).to(torch.float32).numpy()
+
+
+def project_checkpoints(projector: Projector, per_ckpt: list[Params]) -> torch.Tensor:
+    """(batch, checkpoints, width): every checkpoint's gradients projected in one pass, so each projection
+    block is generated once per batch, not once per checkpoint (a real model's blocks outgrow the cache)."""
+    joined = {name: torch.cat([grads[name] for grads in per_ckpt]) for name in per_ckpt[0]}
+    projected = projector(joined)  # checkpoint-major rows
+    return projected.view(len(per_ckpt), -1, projected.shape[1]).transpose(0, 1)
 
 
 def sampled_gradients(task: Task, checkpoints: list[Params], batch: Example, projector: Projector, samples: int,
@@ -110,7 +118,7 @@ def sampled_gradients(task: Task, checkpoints: list[Params], batch: Example, pro
     same gradients whichever worker computes it."""
     generator = torch.Generator().manual_seed(seed)
     tiled = {k: torch.cat([v] * samples) for k, v in batch.items()}
-    per_ckpt = [projector(per_example_gradients(task, params, task.sample_targets(params, tiled, generator)))
+    per_ckpt = [per_example_gradients(task, params, task.sample_targets(params, tiled, generator))
                 for params in checkpoints]
-    out = torch.stack(per_ckpt, dim=1).to(torch.float32)  # (samples * batch, C, K), sample-major
+    out = project_checkpoints(projector, per_ckpt).to(torch.float32)  # (samples * batch, C, K), sample-major
     return out.view(samples, -1, *out.shape[1:]).transpose(0, 1).numpy()
