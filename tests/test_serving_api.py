@@ -197,7 +197,8 @@ def test_payable_serve_and_status_from_the_command_line(settings, tmp_path):
             time.sleep(0.1)
         assert services.port_open(port), process.stderr.read().decode() if process.poll() is not None else ""
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
-        assert client.completions.create(model="dn-2", prompt="hi", max_tokens=3, temperature=0).usage.completion_tokens == 3
+        completion = client.completions.create(model="dn-2", prompt="hi", max_tokens=3, temperature=0)
+        assert completion.usage.completion_tokens == 3
         status = subprocess.run([*cli, "serve", "--status"], env=env, capture_output=True, text=True, timeout=120)
         assert status.returncode == 0, status.stderr
         assert f"127.0.0.1:{port}" in status.stdout and "10 models" in status.stdout
