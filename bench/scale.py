@@ -42,6 +42,7 @@ from pipelines.attribution.store import (
     GradientStore,
     StoreSpec,
     build_index,
+    default_nprobes,
     store_bytes,
     write_store,
 )
@@ -195,7 +196,7 @@ def latency(n: int, dim: int, num_queries: int, exact_queries: int, ann: list[tu
     row["exact"] = percentiles(wall, cpu) | {"recall_at_10": float(np.mean(
         [len({h.contribution_id for h in f} & s) / 10 for f, s in zip(found, truth, strict=False)]))}
     row["ann"] = []
-    for probes, refine in ann:
+    for probes, refine in [(default_nprobes(n), 8), *ann]:  # first: what serving searches with
         store.search(queries[0], 10, nprobes=probes, refine_factor=refine)
         found, wall, cpu = timed(lambda q, p=probes, r=refine: store.search(q, 10, nprobes=p, refine_factor=r),
                                  queries)

@@ -24,6 +24,8 @@ from pipelines.attribution.store import (
     GradientStore,
     StoreSpec,
     build_index,
+    default_nprobes,
+    index_partitions,
     open_store,
     store_bytes,
     store_uri,
@@ -148,6 +150,14 @@ def test_indexed_search_keeps_recall_and_never_names_held_out_rows(tmp_path: Pat
         assert all(h.score == pytest.approx(float(feats[h.contribution_id].astype(np.float64) @ q)) for h in ann)
         recall.append(len({h.contribution_id for h in ann} & set(truth)) / 10)
     assert np.mean(recall) >= 0.9
+
+
+def test_a_search_probes_a_share_of_the_partitions_that_holds_as_the_store_grows() -> None:
+    assert default_nprobes(30_000) == 32  # of 173 partitions: recall 0.96 measured
+    assert default_nprobes(1_000_000) == 125 == index_partitions(1_000_000) // 8  # 32 found only 0.74 there
+    sizes = [10**e for e in range(3, 9)]
+    assert all(default_nprobes(n) >= index_partitions(n) // 8 for n in sizes)  # never a shrinking share
+    assert [default_nprobes(n) for n in sizes] == sorted(default_nprobes(n) for n in sizes)
 
 
 def test_a_real_width_store_is_searched_through_its_serving_projection_and_keeps_recall(tmp_path: Path) -> None:
