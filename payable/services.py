@@ -230,6 +230,14 @@ def _kafka_properties(settings: Settings, log_dir: Path, controller_port: int) -
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 
 
+def kafka_cluster_id() -> str:
+    """A random KRaft cluster id: a UUID in URL-safe base64, never starting with "-" (as Kafka's own
+    ``Uuid.randomUuid`` ensures): one that does is read by kafka-storage as an option, and formatting fails."""
+    while (cluster_id := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+        pass
+    return cluster_id
+
+
 def _kafka_command(settings: Settings) -> list[str]:
     """Writes the broker's configuration, formats its storage on first start, and returns its command."""
     data = settings.data_dir / "broker"
@@ -239,10 +247,9 @@ def _kafka_command(settings: Settings) -> list[str]:
     config.write_text(_kafka_properties(settings, log_dir, free_port()))
     java, classpath = java_binary(), kafka_classpath()
     if not (log_dir / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         formatted = subprocess.run(
             [java, *KAFKA_JVM_FLAGS, "-cp", classpath, "kafka.tools.StorageTool", "format",
-             "--cluster-id", cluster_id, "--config", str(config), "--ignore-formatted"],
+             "--cluster-id", kafka_cluster_id(), "--config", str(config), "--ignore-formatted"],
             capture_output=True, text=True, timeout=120,
         )
         if formatted.returncode != 0:

@@ -71,3 +71,14 @@ def test_the_local_chain_mines_on_a_timer_when_given_a_block_time(tmp_path):
         assert web3.eth.block_number >= first + 2
     finally:
         services.stop(chain, settings)
+
+
+def test_a_kafka_cluster_id_never_starts_with_a_dash(monkeypatch):
+    """kafka-storage reads an id starting with "-" as an option and formatting fails (1 broker start in 64)."""
+    import uuid
+
+    draws = iter([uuid.UUID(bytes=bytes([0xF8]) + bytes(15)), uuid.UUID(bytes=bytes([0x10]) + bytes(15))])
+    monkeypatch.setattr(services.uuid, "uuid4", lambda: next(draws))
+    assert services.kafka_cluster_id() == "EAAAAAAAAAAAAAAAAAAAAA"
+    monkeypatch.undo()
+    assert all(not services.kafka_cluster_id().startswith("-") for _ in range(2000))
