@@ -406,8 +406,21 @@ def _remote_kafka_ready(settings: Settings) -> bool:
 
 
 def up(settings: Settings) -> dict[str, int]:
-    """Starts every local service; returns name -> PID."""
-    return {service.name: start(service, settings) for service in local_services(settings)}
+    """Starts every local service; returns name -> PID. When one fails to start, the ones this call started
+    are stopped again before the error goes on: no half-started stack is left running with nobody to stop it."""
+    pids: dict[str, int] = {}
+    started: list[Service] = []
+    try:
+        for service in local_services(settings):
+            was_running = running_pid(service, settings) is not None
+            pids[service.name] = start(service, settings)
+            if not was_running:
+                started.append(service)
+    except BaseException:
+        for service in reversed(started):
+            stop(service, settings)
+        raise
+    return pids
 
 
 def down(settings: Settings) -> list[str]:

@@ -47,6 +47,17 @@ def test_a_port_taken_by_someone_else_is_a_clear_error(settings):
             services.up(settings)
 
 
+def test_a_stack_whose_broker_cannot_start_leaves_no_chain_running(settings):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", settings.kafka_port))
+        squatter.listen()
+        with pytest.raises(services.ServiceError, match=rf"127.0.0.1:{settings.kafka_port} is already taken"):
+            services.up(settings)
+    chain = services.local_services(settings)[0]
+    assert services.running_pid(chain, settings) is None, "the chain this call started is stopped again"
+    assert not services.port_open(settings.anvil_port)
+
+
 def test_a_service_that_never_gets_ready_is_reported_with_its_log(settings, monkeypatch):
     chain = services.local_services(settings)[0]
     never_ready = replace(chain, ready=lambda port: False, timeout_s=0.5)
