@@ -39,20 +39,21 @@ def test_stale_pid_file_is_cleared(settings):
         assert service.pid_file(settings).read_text().strip() == str(pids[service.name])
 
 
-def test_a_port_taken_by_someone_else_is_a_clear_error(settings):
+def up_with_port_taken(settings, port: int) -> None:
+    """``services.up`` while another process listens on ``port``: a one-line error naming it."""
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", settings.anvil_port))
+        squatter.bind(("127.0.0.1", port))
         squatter.listen()
-        with pytest.raises(services.ServiceError, match=rf"127.0.0.1:{settings.anvil_port} is already taken"):
+        with pytest.raises(services.ServiceError, match=rf"127.0.0.1:{port} is already taken"):
             services.up(settings)
+
+
+def test_a_port_taken_by_someone_else_is_a_clear_error(settings):
+    up_with_port_taken(settings, settings.anvil_port)
 
 
 def test_a_stack_whose_broker_cannot_start_leaves_no_chain_running(settings):
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", settings.kafka_port))
-        squatter.listen()
-        with pytest.raises(services.ServiceError, match=rf"127.0.0.1:{settings.kafka_port} is already taken"):
-            services.up(settings)
+    up_with_port_taken(settings, settings.kafka_port)
     chain = services.local_services(settings)[0]
     assert services.running_pid(chain, settings) is None, "the chain this call started is stopped again"
     assert not services.port_open(settings.anvil_port)
