@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.training.arguments import BaseModelSpec
 from serving.lora import CONFIG_FILE
 
 LINEAGE_FILE = "lineage.json"
@@ -34,6 +35,14 @@ class AdapterEntry:
     folder: Path
     created: int
     """Unix time the lineage was written (the ``created`` of /v1/models)."""
+    base_model: BaseModelSpec | None = None
+    """The base it was trained on as its lineage records it (``spec``, else its ``name``), to rebuild that base."""
+
+
+def _base_spec(base: dict) -> BaseModelSpec | None:
+    if isinstance(base.get("spec"), dict):
+        return BaseModelSpec(**base["spec"])
+    return BaseModelSpec(name=str(base["name"])) if base.get("name") else None
 
 
 def _read_entry(lineage_file: Path) -> AdapterEntry | None:
@@ -45,6 +54,7 @@ def _read_entry(lineage_file: Path) -> AdapterEntry | None:
             dataset_version=int(doc["dataset_version"]),
             base_model_hash=base.get("hash") if isinstance(base, dict) else None,
             folder=lineage_file.parent, created=int(lineage_file.stat().st_mtime),
+            base_model=_base_spec(base) if isinstance(base, dict) else None,
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None  # an unreadable lineage: the folder is not an adapter the server can account for

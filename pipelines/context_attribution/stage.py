@@ -55,7 +55,7 @@ class AttributeAnswer(beam.DoFn):
         self.settings, self.method = settings, method
 
     def setup(self) -> None:
-        self.models = ServedModels(self.settings.adapters_dir)
+        self.models = ServedModels(self.settings.adapters_dir)  # each answer's base, resolved from its hash
         self.texts = ChunkTexts(str(self.settings.lance_dir))
 
     def process(self, event: dict) -> Iterable[tuple[str, dict]]:
