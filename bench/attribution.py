@@ -38,7 +38,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.func import functional_call
 
-from bench.runner import add_runner_arguments, beam_runner, cpu_seconds, load_average
+from bench.runner import add_runner_arguments, beam_runner, cpu_seconds, load_average, warm_attribution
 from pipelines.attribution.arguments import ScoreArguments
 from pipelines.attribution.beam import score_examples_beam
 from pipelines.attribution.counterfactual import query_losses
@@ -358,11 +358,6 @@ def real(num_subsets: int) -> list[dict]:
     return lora_text("text-lora-smollm2", dn, REAL, ("tracin",), num_subsets, dattri_projection=None, score_batch=8)
 
 
-def _warm_up() -> None:
-    """What a long-running worker did long ago: import torch, transformers and the attribution code."""
-    import pipelines.attribution.beam  # noqa: F401 - the import is the point
-
-
 def on_runner(runner: str, workers: int, repeats: int, per_contributor: int) -> list[dict]:
     """The attribution pipeline (Beam) on ``runner`` with ``workers`` processes, ``repeats`` times per method:
     wall and CPU seconds on a text-LoRA datanet of 24 contributors x ``per_contributor`` contributions, and
@@ -377,7 +372,7 @@ def on_runner(runner: str, workers: int, repeats: int, per_contributor: int) -> 
     task = LoRALanguageModelTask(result.model)
     states, lrs = [c.state for c in result.checkpoints], [c.learning_rate for c in result.checkpoints]
     rows = []
-    with beam_runner(runner, workers, warm_up=_warm_up) as options:
+    with beam_runner(runner, workers, warm_up=warm_attribution) as options:
         for method in ("tracin", "datainf"):
             score_args = sized(ScoreArguments(method=method), task, train.batch(slice(0, 1)))
             for repeat in range(repeats):

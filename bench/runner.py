@@ -50,6 +50,53 @@ def beam_runner(runner: str, workers: int, partitions: int | None = None,
         yield dask_options(address, partitions)
 
 
+@contextmanager
+def task_stream(options: list[str]) -> Iterator[Callable[[], dict]]:
+    """Records the Dask scheduler's task stream meanwhile (the runner's options name it; nothing for other
+    runners); yields a function summarising what was recorded since: per worker, the seconds spent computing
+    and the span from its first task's start to its last task's end, and per task group (``TrainGradients``,
+    ``StackScores``, ...) its compute seconds. Where a 2-worker run loses time shows as a worker idle within
+    the run's wall time, or as a group that ran on one worker alone."""
+    address = next((o.partition("=")[2] for o in options if o.startswith("--dask_client_address=")), None)
+    if address is None:
+        yield dict
+        return
+    import time
+
+    from distributed import Client
+
+    with Client(address) as client:
+        client.get_task_stream()  # installs the scheduler's recorder
+        since = time.time()
+        yield lambda: _summary(client.get_task_stream(start=since))
+
+
+def _summary(records: list[dict]) -> dict:
+    from dask.utils import key_split
+
+    workers: dict[str, dict] = {}
+    groups: dict[str, float] = {}
+    for record in records:
+        for part in record["startstops"]:
+            if part["action"] != "compute":
+                continue
+            busy = part["stop"] - part["start"]
+            w = workers.setdefault(record["worker"], {"compute_s": 0.0, "first": part["start"], "last": part["stop"]})
+            w["compute_s"] += busy
+            w["first"], w["last"] = min(w["first"], part["start"]), max(w["last"], part["stop"])
+            group = key_split(record["key"])
+            groups[group] = groups.get(group, 0.0) + busy
+    start = min((w["first"] for w in workers.values()), default=0.0)
+    return {"workers": {name: {"compute_s": round(w["compute_s"], 2), "first_task_at_s": round(w["first"] - start, 2),
+                               "last_task_end_s": round(w["last"] - start, 2)} for name, w in sorted(workers.items())},
+            "groups_compute_s": {g: round(s, 2) for g, s in sorted(groups.items(), key=lambda kv: -kv[1])}}
+
+
+def warm_attribution() -> None:
+    """What a long-running worker did long ago: import torch, transformers and the attribution code."""
+    import pipelines.attribution.beam  # noqa: F401 - the import is the point
+
+
 def cpu_seconds() -> float:
     """CPU time of this process and every descendant, live (a cluster's workers) or finished (a process
     pool's): throughput per CPU-second, the figure that contention on a shared machine disturbs least."""

@@ -2,13 +2,19 @@
 
 Run from the repository root: ``.venv/bin/python -m bench.scale`` (``--part cost --sizes 100000`` for the 100k
 point alone: a cost run merges its sizes with the other sizes already in ``scale.json`` and refits the line,
-a latency run its store sizes; ``--quick`` for a smoke run). Two parts:
+a latency run its store sizes; ``--quick`` for a smoke run). Three parts:
 
 - **Cost against N**: one tiny-GPT-2 LoRA adapter trained a few steps, then attribution's own code path
   (``tracin_by_contribution``: gradients, per-contribution features, TracIn scores; then ``write_store``) over
   synthetic datanets of N contributions against 16 eval queries: wall and CPU seconds, per-contribution
   gradient time, tokens, store bytes per contribution. A least-squares line through the points (with its R^2)
-  is extrapolated to 1M contributions and to 1B training tokens (cost per million tokens).
+  is extrapolated to 1M contributions and to 1B training tokens (cost per million tokens). ``--base smollm2``
+  runs the same on SmolLM2-135M-Instruct (kept apart in ``scale.json``, under ``smollm2``), with the peak
+  resident memory of the attribution pass.
+- **Workers** (``--part workers``): the Beam attribution pipeline (``score_examples_beam``) over N of the same
+  contributions on the Dask runner with 1, then 2 worker processes, beside the in-process ``score_examples``:
+  wall and CPU seconds of the process tree, the speedup over one worker, the largest score difference from the
+  in-process run, and each worker's busy seconds from the scheduler's task stream (where a run loses time).
 - **Per-answer latency**: synthetic gradient-like features (``gradient_like``: the real store's power-law
   spectrum and log-normal norms) in a real Lance store at 10k and 100k rows of the real width (4,608) and 1M
   rows of the serving width (256: 1M real-width rows are 18 GB); top-10 by exact scan and by the store's
@@ -32,12 +38,16 @@ from pathlib import Path
 import lance
 import numpy as np
 import torch
+from apache_beam.options.pipeline_options import PipelineOptions
 from rich.console import Console
 
+from bench.runner import beam_runner, cpu_seconds, load_average, task_stream, warm_attribution
 from pipelines.attribution.arguments import ScoreArguments
+from pipelines.attribution.beam import score_examples_beam
 from pipelines.attribution.gradients import projected_gradients
 from pipelines.attribution.methods import Moments, precondition
-from pipelines.attribution.scoring import setup, tracin_by_contribution
+from pipelines.attribution.scoring import score_examples, setup, tracin_by_contribution
+from pipelines.attribution.sizing import sized
 from pipelines.attribution.store import (
     GradientStore,
     StoreSpec,
@@ -49,14 +59,19 @@ from pipelines.attribution.store import (
 from pipelines.attribution.synthetic import make_datanet
 from pipelines.attribution.synthetic_features import gradient_like
 from pipelines.attribution.task import LoRALanguageModelTask
-from pipelines.training.arguments import TrainingArguments
-from pipelines.training.base_model import build_base_model, load_tokenizer
+from pipelines.training.arguments import BaseModelSpec, TrainingArguments
+from pipelines.training.base_model import SMOLLM2, build_base_model, load_tokenizer
 from pipelines.training.data import Examples, tokenize
 from pipelines.training.lora import deterministic, train_lora
 
 OUT = Path(__file__).parent / "out"
 console = Console(width=200)  # whole lines in a log file
 TRAIN = TrainingArguments(epochs=1, batch_size=8, max_length=64, num_checkpoints=3)
+BASES = {"tiny": (TRAIN, 400), "smollm2": (replace(TRAIN, base=BaseModelSpec(name=SMOLLM2), learning_rate=2e-3,
+                                                  num_checkpoints=2), 80)}
+"""Per ``--base``: the training arguments and how many contributions the adapter is trained on (SmolLM2's
+steps take seconds each: a few suffice, attribution cost does not depend on the fit). SmolLM2 keeps 2
+checkpoints, as ``bench.attribution --real`` does."""
 SCORE = ScoreArguments(method="tracin")  # attribution's defaults: projection_dim 256 per layer
 CHUNK = 5_000
 """Contributions per ``score_examples`` call: one progress line each, and only one chunk's example gradients in
@@ -72,14 +87,26 @@ def datanet(n: int, seed: int):
                                                  - contributors // 2}, per_contributor=per, num_queries=16)
 
 
-def trained_adapter(work: Path):
-    """A few LoRA steps on a 400-contribution datanet: attribution cost does not depend on how well it fits."""
-    tokenizer = load_tokenizer(TRAIN.base)
-    dn = datanet(400, seed=1)
-    train = tokenize(dn.table["text"].to_pylist(), tokenizer, TRAIN.max_length)
-    queries = tokenize(dn.eval_texts, tokenizer, TRAIN.max_length)
-    result = train_lora(build_base_model(TRAIN.base), train, queries, TRAIN, show_progress=False)
+def trained_adapter(base: str = "tiny"):
+    """A few LoRA steps on a small datanet (``BASES``): attribution cost does not depend on how well it fits."""
+    args, n = BASES[base]
+    tokenizer = load_tokenizer(args.base)
+    dn = datanet(n, seed=1)
+    train = tokenize(dn.table["text"].to_pylist(), tokenizer, args.max_length)
+    queries = tokenize(dn.eval_texts, tokenizer, args.max_length)
+    result = train_lora(build_base_model(args.base), train, queries, args, show_progress=False)
     return LoRALanguageModelTask(result.model), result.checkpoints, tokenizer
+
+
+def reset_peak_rss() -> None:
+    """Restarts the kernel's peak-resident count (``VmHWM``) of this process, so that ``peak_rss_mb`` measures
+    what follows and not the model loading and training before it."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mb() -> float:
+    status = Path("/proc/self/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
 
 
 def attribution_cost(n: int, task, checkpoints, tokenizer, work: Path) -> dict:
@@ -89,6 +116,7 @@ def attribution_cost(n: int, task, checkpoints, tokenizer, work: Path) -> dict:
     queries = tokenize(dn.eval_texts, tokenizer, TRAIN.max_length)
     states, lrs = [c.state for c in checkpoints], [c.learning_rate for c in checkpoints]
     owner = examples.owner.numpy()
+    reset_peak_rss()
     features: np.ndarray | None = None  # filled chunk by chunk: a concatenation would hold them twice (3.7 GB)
     wall, cpu = time.perf_counter(), time.process_time()
     for start in range(0, dn.table.num_rows, CHUNK):
@@ -121,11 +149,11 @@ def attribution_cost(n: int, task, checkpoints, tokenizer, work: Path) -> dict:
            "gradient_ms_per_contribution": 1e3 * grad_wall / dn.table.num_rows,
            "gradient_cpu_ms_per_contribution": 1e3 * grad_cpu / dn.table.num_rows,
            "store_bytes": size, "store_bytes_per_contribution": size / dn.table.num_rows, "store_uri": uri,
-           "load_average": os.getloadavg()}
+           "peak_rss_mb": peak_rss_mb(), "load_average": os.getloadavg()}
     console.print(f"N={row['contributions']:>7,}: {total_wall:7.1f} s wall, {total_cpu:7.1f} s CPU (store write "
                   f"and index {store_cpu:.1f} s CPU), {row['gradient_cpu_ms_per_contribution']:.2f} ms gradient "
                   f"CPU/contribution, {row['store_bytes_per_contribution']:,.0f} B/contribution, {tokens:,} tokens, "
-                  f"load {row['load_average'][0]:.1f}")
+                  f"peak RSS {row['peak_rss_mb']:,.0f} MB, load {row['load_average'][0]:.1f}")
     return row
 
 
@@ -256,19 +284,29 @@ def main() -> None:
     parser.add_argument("--ann", default="16x8,32x8,64x8", help="nprobes x refine_factor settings")
     parser.add_argument("--work", default="/tmp/payable-bench-scale")
     parser.add_argument("--quick", action="store_true", help="smoke run: 200/500 contributions, 10k stored")
-    parser.add_argument("--part", choices=["all", "cost", "latency"], default="all",
+    parser.add_argument("--part", choices=["all", "cost", "latency", "workers"], default="all",
                         help="run one part (they can run side by side; each merges its keys into scale.json)")
+    parser.add_argument("--base", choices=sorted(BASES), default="tiny", help="the cost part's base model")
+    parser.add_argument("--answers", type=int, default=50, help="answers attributed after the cost part")
+    parser.add_argument("--contributions", type=int, default=5000, help="the workers part's contributions")
+    parser.add_argument("--workers", default="1,2", help="the workers part's cluster sizes, in order")
     a = parser.parse_args()
     if a.quick:
-        a.sizes, a.stored, a.queries, a.exact_queries = "200,500", "10000", 20, 10
+        a.sizes, a.stored, a.queries, a.exact_queries, a.contributions = "200,500", "10000", 20, 10, 300
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     out: dict = {f"machine_{a.part}": {"cpus": os.cpu_count(), "load_average": os.getloadavg()}}
     path = OUT / "scale.json"
     earlier = lambda: json.loads(path.read_text()) if path.exists() and a.part != "all" else {}  # noqa: E731
-    if a.part in ("all", "cost"):
-        out |= cost_part([int(n) for n in a.sizes.split(",")], work, lambda: earlier().get("cost", []))
+    if a.part in ("all", "cost") and a.base == "tiny":
+        out |= cost_part([int(n) for n in a.sizes.split(",")], work, lambda: earlier().get("cost", []),
+                         answers=a.answers)
+    elif a.part in ("all", "cost"):
+        out[a.base] = cost_part([int(n) for n in a.sizes.split(",")], work,
+                                lambda: earlier().get(a.base, {}).get("cost", []), a.base, a.answers)
+    if a.part in ("all", "workers"):
+        out["workers"] = workers_part(a.contributions, [int(w) for w in a.workers.split(",")])
     if a.part in ("all", "latency"):
         ann = [tuple(int(v) for v in pair.split("x")) for pair in a.ann.split(",")]
         sizes = [(int(n), int(w or a.dim)) for n, _, w in (s.partition(":") for s in a.stored.split(","))]
@@ -281,13 +319,14 @@ def main() -> None:
     console.print(f"wrote {path}")
 
 
-def cost_part(sizes: list[int], work: Path, earlier: Callable[[], list[dict]]) -> dict:
+def cost_part(sizes: list[int], work: Path, earlier: Callable[[], list[dict]], base: str = "tiny",
+              answers: int = 50) -> dict:
     """Runs ``sizes`` and fits the line through them and the ``earlier`` rows of other sizes, read once these
     are measured (the adapter is deterministic, so a 100k run started apart from the 1k and 10k runs measures
-    the same adapter)."""
-    out: dict = {"train": TRAIN.to_dict(), "score": SCORE.to_dict()}
+    the same adapter); then ``answers`` answers' attribution against the last size's store."""
+    out: dict = {"base": base, "train": BASES[base][0].to_dict(), "score": SCORE.to_dict()}
     t = time.perf_counter()
-    task, checkpoints, tokenizer = trained_adapter(work)
+    task, checkpoints, tokenizer = trained_adapter(base)
     out["train_s"] = time.perf_counter() - t
     measured = [attribution_cost(n, task, checkpoints, tokenizer, work) for n in sizes]
     kept = [r for r in earlier() if r["contributions"] not in {m["contributions"] for m in measured}]
@@ -301,7 +340,41 @@ def cost_part(sizes: list[int], work: Path, earlier: Callable[[], list[dict]]) -
                   f"{fit['loglog_exponent']:.2f}); 1M contributions ~ {fit['at_1m_contributions_s'] / 3600:.1f} "
                   f"CPU-h; {fit['s_per_million_tokens']:.0f} CPU-s per 1M tokens; 1B tokens ~ "
                   f"{fit['at_1b_tokens_s'] / 3600:.0f} CPU-h")
-    out["answer_path"] = answer_latency(task, checkpoints, tokenizer, measured[-1]["store_uri"], 50)
+    out["answer_path"] = answer_latency(task, checkpoints, tokenizer, measured[-1]["store_uri"], answers)
+    return out
+
+
+def workers_part(n: int, counts: list[int]) -> dict:
+    """The Beam attribution pipeline over ``n`` contributions (TracIn per example, the cost part's adapter and
+    datanet) on a Dask cluster of each of ``counts`` workers, and in process for reference."""
+    task, checkpoints, tokenizer = trained_adapter()
+    dn = datanet(n, seed=2)
+    train = tokenize(dn.table["text"].to_pylist(), tokenizer, TRAIN.max_length)
+    queries = tokenize(dn.eval_texts, tokenizer, TRAIN.max_length)
+    states, lrs = [c.state for c in checkpoints], [c.learning_rate for c in checkpoints]
+    args = sized(SCORE, task, train.batch(slice(0, 1)))
+    out: dict = {"contributions": dn.table.num_rows, "examples": len(train), "queries": len(queries),
+                 "gradient_batches": -(-len(train) // args.batch_size), "checkpoints": len(states)}
+    load, cpu, wall = load_average(), cpu_seconds(), time.perf_counter()
+    expected = score_examples(task, states, lrs, train.batch(slice(None)), queries.batch(slice(None)), args)
+    out["in_process"] = {"wall_s": time.perf_counter() - wall, "cpu_s": cpu_seconds() - cpu, "load_average": load}
+    console.print(f"in process: {out['in_process']['wall_s']:.1f} s wall, {out['in_process']['cpu_s']:.1f} s CPU, "
+                  f"load {load[0]:.2f}")
+    out["dask"] = []
+    for workers in counts:
+        with beam_runner("dask", workers, warm_up=warm_attribution) as options, task_stream(options) as tasks:
+            load, cpu, wall = load_average(), cpu_seconds(), time.perf_counter()
+            scores = score_examples_beam(task, states, lrs, train, queries, args, PipelineOptions(options))
+            row = {"workers": workers, "wall_s": time.perf_counter() - wall, "cpu_s": cpu_seconds() - cpu,
+                   "load_average": load, "load_average_after": load_average(),
+                   "max_abs_diff_vs_in_process": float(np.abs(scores - np.asarray(expected)).max()),
+                   "tasks": tasks()}
+        row["speedup_over_1_worker"] = out["dask"][0]["wall_s"] / row["wall_s"] if out["dask"] else 1.0
+        out["dask"].append(row)
+        busy = ", ".join(f"{w} {v['compute_s']:.1f} s busy" for w, v in row["tasks"]["workers"].items())
+        console.print(f"{workers} worker(s): {row['wall_s']:.1f} s wall, {row['cpu_s']:.1f} s CPU, speedup "
+                      f"{row['speedup_over_1_worker']:.2f}x, max abs diff {row['max_abs_diff_vs_in_process']:.1e}, "
+                      f"load {load[0]:.2f} -> {row['load_average_after'][0]:.2f}; {busy}")
     return out
 
 if __name__ == "__main__":
