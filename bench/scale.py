@@ -283,7 +283,8 @@ def main() -> None:
     parser.add_argument("--exact-queries", type=int, default=30)
     parser.add_argument("--ann", default="16x8,32x8,64x8", help="nprobes x refine_factor settings")
     parser.add_argument("--work", default="/tmp/payable-bench-scale")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 200/500 contributions, 10k stored")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 200/500 contributions, 10k stored, 300 on workers")
     parser.add_argument("--part", choices=["all", "cost", "latency", "workers"], default="all",
                         help="run one part (they can run side by side; each merges its keys into scale.json)")
     parser.add_argument("--base", choices=sorted(BASES), default="tiny", help="the cost part's base model")
