@@ -233,7 +233,7 @@ BASES = {
             "32 a batch)",
             "usage round on SmolLM2: 3 RAG chats (16 tokens each) through a server over SmolLM2, each answer "
             "context-attributed on SmolLM2 with its adapter folded in (8 forward passes of the rebuilt prompt), then "
-            "the usage epoch on-chain",
+            "the usage epoch on-chain; measured 109 s of a 712 s run (chats 17, attribution 58, epoch 31)",
         )),
 }
 """The demo's settings per ``--base``."""
