@@ -28,6 +28,8 @@ class InfluenceConfig(dg.Config):
     """Examples per gradient batch; unset: as many as ``memory_budget_mb`` holds on the adapter's base model."""
     memory_budget_mb: int = ScoreArguments().memory_budget_mb
     """Memory one gradient batch may take beyond the model (per-example gradients of a real model fill it)."""
+    num_threads: int = ScoreArguments().num_threads
+    """Torch threads of the gradient passes (1: a shared machine; its core count on a machine of its own)."""
 
 
 @dg.asset(
@@ -44,6 +46,7 @@ def influence_scores(context: dg.AssetExecutionContext, config: InfluenceConfig,
     settings = replace(data_dir.settings(), kafka_bootstrap=kafka.bootstrap)
     datanet_id = datanet_id_of(context.partition_key)
     args = ScoreArguments(batch_size=config.gradient_batch, memory_budget_mb=config.memory_budget_mb,
+                          num_threads=config.num_threads,
                           quality=replace(QualityArguments(), lds_subsets=config.lds_subsets))
     try:
         result = attribute(settings, datanet_id, args=args, canaries_from_log=True)

@@ -39,6 +39,8 @@ class TrainingConfig(dg.Config):
     quantization: str | None = Field(None, description="none, or 4bit for QLoRA (CUDA only)." + _UNSET)
     num_checkpoints: int | None = Field(None, ge=1, description="Snapshots kept for attribution (built-in 3)."
                                         + _UNSET)
+    num_threads: int | None = Field(None, ge=1, description="Torch threads (built-in 1: a shared machine; its "
+                                                            "core count on a machine of its own)." + _UNSET)
 
 
 @dg.asset(

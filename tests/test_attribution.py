@@ -192,3 +192,20 @@ def test_sampled_target_gradients_estimate_the_gauss_newton_hessian() -> None:
     np.testing.assert_allclose(estimate, exact, atol=0.03)
     again = sampled_gradients(task, [params], batch, Projector(layout, seed=0), samples=4000, seed=3)
     assert np.array_equal(again[:, :, 0], f)  # seeded draws: replay gives the same gradients
+
+
+def test_the_projector_draws_each_block_once_a_run_when_its_cache_holds_them(monkeypatch) -> None:
+    """A cached block is reused, not drawn again, and the projection is the same whether blocks are kept or not
+    (each is seeded by its position), so the cache size never changes a score."""
+    params = {"weight": torch.zeros(3 * 8192 + 100)}  # one layer of four blocks (1.6 MB), projected to 16 columns
+    layout = Layout.of(_Softmax(), params, dim=16)
+    grads = {"weight": torch.randn(5, params["weight"].numel(), generator=torch.Generator().manual_seed(1))}
+    draws = []
+    randn = torch.randn
+    monkeypatch.setattr(torch, "randn", lambda *a, **k: draws.append(a) or randn(*a, **k))
+    kept, uncached = Projector(layout, seed=4, cache_mb=2), Projector(layout, seed=4, cache_mb=0)
+    first = kept(grads)
+    assert len(draws) == 4
+    assert torch.equal(kept(grads), first) and len(draws) == 4, "a second batch draws nothing"
+    assert torch.equal(uncached(grads), first) and torch.equal(uncached(grads), first)
+    assert len(draws) == 4 + 8, "without a cache every batch draws every block"

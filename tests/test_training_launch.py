@@ -37,7 +37,7 @@ def _datanet(stack) -> None:
 def test_launchpad_settings_over_spec_defaults_land_in_the_lineage(stack) -> None:
     _datanet(stack)
     launch = {"lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.1, "learning_rate": 0.005, "seed": 3,
-              "target_modules": ["c_attn"], "batch_size": 4}
+              "target_modules": ["c_attn"], "batch_size": 4, "num_threads": 2}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(datanet_partitions.name, [partition_key(1)])
         result = dg.materialize([lora_adapters], instance=instance, partition_key=partition_key(1),
@@ -54,7 +54,7 @@ def test_launchpad_settings_over_spec_defaults_land_in_the_lineage(stack) -> Non
     assert metadata["base_eval_perplexity"].value > 0 and metadata["generations"].value
     # the same settings from the CLI are the same adapter (a no-op); another value is another adapter
     options = ["--datanet", "1", "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0.1", "--learning-rate",
-               "0.005", "--seed", "3", "--target-modules", "c_attn", "--batch-size", "4"]
+               "0.005", "--seed", "3", "--target-modules", "c_attn", "--batch-size", "4", "--threads", "2"]
     same = _train(stack, *options)
     assert same.returncode == 0 and json.loads(same.stdout)["trained"] is False
     other = json.loads(_train(stack, *options, "--epochs", "2").stdout)

@@ -29,13 +29,15 @@ def _setting(flag: str, kind, text: str):
 @_setting("--max-length", click.IntRange(min=2), "Tokens per example; built-in 64")
 @_setting("--quantization", click.Choice(["none", "4bit"]), "4bit = QLoRA (CUDA only); built-in none")
 @_setting("--num-checkpoints", click.IntRange(min=1), "Snapshots kept for attribution; built-in 3")
+@_setting("--threads", click.IntRange(min=1), "Torch threads; built-in 1 (its core count on a machine of its own)")
 @pass_context
-def train(ctx: Context, datanet_id: int, base: str | None, target_modules: str | None, **settings) -> None:
+def train(ctx: Context, datanet_id: int, base: str | None, target_modules: str | None, threads: int | None,
+          **settings) -> None:
     """Fine-tune a LoRA adapter on the datanet's latest dataset version (a no-op when nothing changed)."""
     from pipelines.training import AdapterRegistry
     from pipelines.training.access import train_granted
 
-    overrides = {**settings, "base_model": base,
+    overrides = {**settings, "base_model": base, "num_threads": threads,
                  "target_modules": target_modules and [m.strip() for m in target_modules.split(",") if m.strip()]}
     try:
         record, trained_now = train_granted(ctx.settings, datanet_id, overrides)
@@ -63,10 +65,13 @@ def train(ctx: Context, datanet_id: int, base: str | None, target_modules: str |
               help="Examples per gradient batch (default: as many as --memory-budget-mb holds on this model).")
 @click.option("--memory-budget-mb", type=click.IntRange(min=1), default=None,
               help="Memory one gradient batch may take beyond the model, in MB (default: 2048).")
+@click.option("--threads", "num_threads", type=click.IntRange(min=1), default=None,
+              help="Torch threads of the gradient passes (default: 1).")
 @beam_options
 @pass_context
 def attribute(ctx: Context, datanet_id: int, adapter_id: str | None, method: str | None, use_beam: bool,
-              lds_subsets: int | None, batch_size: int | None, memory_budget_mb: int | None) -> None:
+              lds_subsets: int | None, batch_size: int | None, memory_budget_mb: int | None,
+              num_threads: int | None) -> None:
     """Score every accepted contribution's influence on the adapter's eval loss; writes the influence table.
 
     One JSON line per contribution, best first, with the harm evidence (interval, robust z, refit delta and the
@@ -82,7 +87,8 @@ def attribute(ctx: Context, datanet_id: int, adapter_id: str | None, method: str
         args = ScoreArguments() if method is None else replace(ScoreArguments(), method=method)
         if lds_subsets is not None:
             args = replace(args, quality=replace(args.quality, lds_subsets=lds_subsets))
-        args = replace(args, batch_size=batch_size, memory_budget_mb=memory_budget_mb or args.memory_budget_mb)
+        args = replace(args, batch_size=batch_size, memory_budget_mb=memory_budget_mb or args.memory_budget_mb,
+                       num_threads=num_threads or args.num_threads)
         result = score(ctx.settings, datanet_id, adapter_id, args, use_beam=use_beam, canaries_from_log=True)
     except (LookupError, ValueError) as exc:
         fail(str(exc))

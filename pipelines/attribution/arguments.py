@@ -84,6 +84,10 @@ class ScoreArguments:
     estimate (``sizing.py``: on SmolLM2-135M a few examples, on the tiny GPT-2 the cap of 32)."""
     memory_budget_mb: int = 2048
     """Memory one gradient batch may take beyond the loaded model, when ``batch_size`` is None (``sizing.py``)."""
+    projector_cache_mb: int = 3072
+    """Memory the run's generated projection blocks may keep (one 4-byte float per LoRA weight and column), so
+    each block is drawn once per run rather than once per batch: SmolLM2-135M's 2.44M LoRA weights x 256 columns
+    fit (2.4 GB); a larger model's blocks beyond it are drawn again for every batch."""
     seed: int = 0
     """Seeds the random projections."""
     top_queries: int = 3
@@ -93,12 +97,16 @@ class ScoreArguments:
     quality: QualityArguments = field(default_factory=QualityArguments)
     """How the run's LDS is measured (its canary AUC needs no setting: ``canaries.py``)."""
     num_threads: int = 1
+    """Torch threads of the gradient passes (one by default, as training: a shared machine)."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.fisher_samples < 1:
             raise ValueError(f"fisher_samples must be at least 1, got {self.fisher_samples}")
+        if self.num_threads < 1 or self.projector_cache_mb < 0:
+            raise ValueError(f"num_threads must be at least 1 and projector_cache_mb at least 0, got "
+                             f"{self.num_threads} and {self.projector_cache_mb}")
         if (self.batch_size is not None and self.batch_size < 1) or self.memory_budget_mb < 1:
             raise ValueError(f"batch_size (None: sized to the budget) and memory_budget_mb must be at least 1, got "
                              f"{self.batch_size} and {self.memory_budget_mb}")

@@ -18,7 +18,6 @@ from torch.func import grad, vmap
 from pipelines.attribution.task import Example, Params, Task
 
 _BLOCK = 8192  # rows of a projection block generated at once
-_CACHE_FLOATS = 1 << 24  # keep generated blocks in memory up to 64 MB, regenerate beyond
 
 
 @dataclass(frozen=True)
@@ -54,9 +53,10 @@ class Layout:
 class Projector:
     """Seeded block-wise Gaussian projection, scaled by 1/sqrt(width) so inner products are kept on average."""
 
-    def __init__(self, layout: Layout, seed: int) -> None:
+    def __init__(self, layout: Layout, seed: int, cache_mb: int = 64) -> None:
         self.layout = layout
         self.seed = seed
+        self.cache_floats = cache_mb << 18  # blocks kept up to this many float32s, drawn again beyond
         self._cache: dict[tuple[int, int], torch.Tensor] = {}
         self._cached = 0
 
@@ -66,7 +66,7 @@ class Projector:
             return self._cache[key]
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + layer * 65_537 + start)
         block = torch.randn(rows, self.layout.dim, generator=gen) / self.layout.dim**0.5
-        if self._cached + block.numel() <= _CACHE_FLOATS:
+        if self._cached + block.numel() <= self.cache_floats:
             self._cache[key] = block
             self._cached += block.numel()
         return block

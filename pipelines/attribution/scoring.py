@@ -45,7 +45,7 @@ def setup(task: Task, checkpoints: list[Params], learning_rates: list[float], ar
     used = checkpoints_used(args.method, len(checkpoints))
     params = [task.params(checkpoints[c]) for c in used]
     layout = Layout.of(task, params[0], args.projection_dim)
-    return Setup(params, [learning_rates[c] for c in used], Projector(layout, args.seed))
+    return Setup(params, [learning_rates[c] for c in used], Projector(layout, args.seed, args.projector_cache_mb))
 
 
 def batches(examples: Example, size: int) -> list[Example]:

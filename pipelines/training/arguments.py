@@ -64,12 +64,15 @@ class TrainingArguments:
     """When a datanet has no stored eval set, contributions whose content hash is 0 modulo this are held out
     as evaluation queries (stable as the datanet grows: a contribution never changes side)."""
     num_threads: int = 1
-    """Torch threads. One by default: on a busy 2-core machine, 2 OpenMP threads ran 6x slower than one."""
+    """Torch threads. One by default: on a busy 2-core machine, 2 OpenMP threads ran 6x slower than one. On a
+    machine of its own, its core count is faster; floating-point results are reproducible per thread count, so
+    it is part of the adapter id like every setting."""
 
     def __post_init__(self) -> None:
         if self.quantization not in QUANTIZATIONS:
             raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}")
-        for name in ("lora_r", "lora_alpha", "epochs", "batch_size", "num_checkpoints", "eval_holdout_mod"):
+        for name in ("lora_r", "lora_alpha", "epochs", "batch_size", "num_checkpoints", "eval_holdout_mod",
+                     "num_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_length < 2:
@@ -94,7 +97,7 @@ class TrainingArguments:
 
 # Settings a launchpad form, a CLI option or a datanet spec may set (flat names; ``base_model`` is base.name).
 SETTINGS = ("base_model", "seed", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate",
-            "epochs", "batch_size", "max_length", "quantization", "num_checkpoints", "eval_holdout_mod")
+            "epochs", "batch_size", "max_length", "quantization", "num_checkpoints", "eval_holdout_mod", "num_threads")
 
 
 def resolve_arguments(*layers: dict | None, base: TrainingArguments | None = None) -> TrainingArguments:
