@@ -60,7 +60,7 @@ from pipelines.attribution.synthetic import make_datanet
 from pipelines.attribution.synthetic_features import gradient_like
 from pipelines.attribution.task import LoRALanguageModelTask
 from pipelines.training.arguments import BaseModelSpec, TrainingArguments
-from pipelines.training.base_model import SMOLLM2, build_base_model, load_tokenizer
+from pipelines.training.base_model import SMOLLM2, load_model, load_tokenizer
 from pipelines.training.data import Examples, tokenize
 from pipelines.training.lora import deterministic, train_lora
 
@@ -94,7 +94,7 @@ def trained_adapter(base: str = "tiny"):
     dn = datanet(n, seed=1)
     train = tokenize(dn.table["text"].to_pylist(), tokenizer, args.max_length)
     queries = tokenize(dn.eval_texts, tokenizer, args.max_length)
-    result = train_lora(build_base_model(args.base), train, queries, args, show_progress=False)
+    result = train_lora(load_model(args.base), train, queries, args, show_progress=False)
     return LoRALanguageModelTask(result.model), result.checkpoints, tokenizer
 
 
